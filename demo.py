@@ -1,0 +1,133 @@
+"""Chat about an image from the command line.
+
+    python demo.py --cfg-path eval_configs/X.yaml [--gpu-id 0] [--image PATH]     interactive chat
+    python demo.py --cfg-path ... --image PATH --prompt "What is in the image?"   one answer
+    python demo.py --cfg-path ... --questions test.json [--json]                  a ShareGPT4V-layout file
+
+In the chat, type a question, or /image PATH (new image, new conversation), /reset, /quit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from minigpt.common.config import load_config
+from minigpt.conversation.chat import Chat, GenerationOptions, generate_answers, load_image
+from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.datasets.conversation_json import parse_sharegpt4v
+from minigpt.models.inference import image_processor_for, load_for_inference, pick_device
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg-path", required=True, help="eval config YAML")
+    parser.add_argument("--options", nargs="+", default=[], help="config overrides: key=value")
+    parser.add_argument("--gpu-id", type=int, default=0, help="GPU to use (the CPU when none is visible)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
+    parser.add_argument("--low-resource", action="store_true", default=None,
+                        help="LLM in 8-bit (bitsandbytes), vision side in half precision on a GPU")
+    parser.add_argument("--image", help="image to talk about")
+    parser.add_argument("--prompt", help="ask one question about --image, print the answer and exit")
+    parser.add_argument("--questions", help="answer every human turn of a ShareGPT4V-layout JSON file")
+    parser.add_argument("--image-root", help="folder the --questions images are relative to "
+                                             "(default: images/ beside the file, else its folder)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print one JSON object per answer")
+    parser.add_argument("--max-new-tokens", type=int, default=300)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--repetition-penalty", type=float, default=1.05)
+    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy / beam search")
+    return parser.parse_args()
+
+
+def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, as_json: bool) -> None:
+    """Each human turn is answered with the file's own earlier turns as history."""
+    root = Path(image_root) if image_root else Path(path).parent / "images"
+    if not image_root and not root.is_dir():
+        root = Path(path).parent
+    jobs = []
+    for record in parse_sharegpt4v(path):
+        for index, (role, text) in enumerate(record["turns"]):
+            if role == USER:
+                following = record["turns"][index + 1] if index + 1 < len(record["turns"]) else None
+                reference = following[1] if following and following[0] == ASSISTANT else None
+                jobs.append((record, index, text, reference))
+    images: dict[str, torch.Tensor] = {}
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        samples = []
+        for record, index, question, _ in chunk:
+            if record["image"] not in images:
+                images[record["image"]] = chat.image_processor(load_image(root / record["image"]))
+            samples.append({"id": record["id"], "image": images[record["image"]],
+                            "turns": record["turns"][:index] + [(USER, question)]})
+        answers = generate_answers(chat.model, chat.collator, samples, chat.options)
+        for (record, index, question, reference), answer in zip(chunk, answers):
+            if as_json:
+                print(json.dumps({"id": record["id"], "turn": index // 2, "question": question,
+                                  "answer": answer, "reference": reference}), flush=True)
+            else:
+                print(f"[{record['id']}] Q: {question}\nA: {answer}" + (f"\n(reference: {reference})" if reference else ""))
+
+
+def interactive(chat: Chat) -> None:
+    print("Ask about the image. Commands: /image PATH, /reset, /quit")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            return
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return
+        if line == "/reset":
+            chat.reset()
+            print("(conversation cleared)")
+        elif line.startswith("/image"):
+            try:
+                chat.set_image(line.split(maxsplit=1)[1])
+                print("(new image loaded)")
+            except (IndexError, ValueError) as error:
+                print(f"(could not load image: {error})")
+        elif chat.image is None:
+            print("(load an image first: /image PATH)")
+        else:
+            try:
+                print(f"minigpt> {chat.ask(line)}")
+            except ValueError as error:
+                print(f"({error})")
+
+
+def main() -> None:
+    args = parse_args()
+    config = load_config(args.cfg_path, args.options, for_training=False)
+    device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
+    model = load_for_inference(config, device, low_resource=args.low_resource)
+    if device.type == "cuda":
+        print(f"peak GPU memory after loading: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB", file=sys.stderr)
+    options = GenerationOptions(args.max_new_tokens, args.num_beams, args.temperature, args.top_p,
+                                args.repetition_penalty, args.do_sample)
+    chat = Chat(model, image_processor_for(config), options)
+    if args.questions:
+        answer_file(chat, args.questions, args.image_root, args.batch_size, args.json)
+        return
+    if args.image:
+        chat.set_image(args.image)
+    if args.prompt:
+        if chat.image is None:
+            sys.exit("--prompt needs --image")
+        answer = chat.ask(args.prompt)
+        print(json.dumps({"question": args.prompt, "answer": answer}) if args.json else answer)
+        return
+    interactive(chat)
+
+
+if __name__ == "__main__":
+    main()

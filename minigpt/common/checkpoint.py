@@ -1,0 +1,86 @@
+"""Checkpoints: trainable weights in safetensors, training state apart, the resolved config beside them.
+
+    <output_dir>/checkpoint_0000200/
+        model.safetensors    the model's own weights: trained parts, and parts not loaded from pretrained files
+        training_state.pt    optimiser, grad scaler, step (tensors and numbers: loads with weights_only)
+        config.yaml          the resolved config that produced it
+
+A checkpoint is written to a temporary folder and renamed into place, so a killed run never leaves a
+half-written checkpoint behind. Anything pickled is loaded with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from minigpt.common.config import save_config
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
+
+
+def save_checkpoint(output_dir: str | Path, step: int, weights: dict[str, torch.Tensor], training_state: dict,
+                    config=None) -> Path:
+    final = Path(output_dir) / f"checkpoint_{step:07d}"
+    temporary = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    save_file(weights, temporary / "model.safetensors")
+    torch.save(training_state, temporary / "training_state.pt")
+    if config is not None:
+        save_config(config, temporary / "config.yaml")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+    return final
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def load_training_state(checkpoint_dir: str | Path) -> dict:
+    return torch.load(Path(checkpoint_dir) / "training_state.pt", map_location="cpu", weights_only=True)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint folder (or a run folder: its newest checkpoint), a .safetensors file, or a MiniGPT-4
+    .pth ({"model": state_dict}, loaded weights only)."""
+    path = Path(path)
+    if path.is_dir() and not (path / "model.safetensors").exists():
+        latest = latest_checkpoint(path)  # a run's output_dir: take its newest checkpoint
+        if latest is None:
+            raise FileNotFoundError(f"{path}: neither a checkpoint nor a folder of checkpoints")
+        path = latest
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Load what a checkpoint holds into `model`; a shape mismatch is an error naming the key.
+
+    Returns the report: `unexpected` keys the model lacks, and `missing_trainable` parameters that
+    train in this run but were not in the checkpoint (fine when a stage starts training a new part).
+    """
+    weights = read_weights(path)
+    own = model.state_dict()
+    for key, value in weights.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{path}: {key}: checkpoint shape {tuple(value.shape)} does not match the model's "
+                             f"{tuple(own[key].shape)} (was it trained with another LLM size or config?)")
+    result = model.load_state_dict(weights, strict=False)
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    return {"unexpected": list(result.unexpected_keys), "missing_trainable": sorted(trainable - set(weights))}

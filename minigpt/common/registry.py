@@ -1,0 +1,69 @@
+"""A thin name -> class registry, so that YAML configs can name models, builders and schedulers.
+
+Each kind is a plain dict. `register_model("minigpt4")` is a decorator that stores the class;
+`get_model("minigpt4")` looks it up and lists the known names when it is missing.
+"""
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+KINDS = ("model", "builder", "processor", "lr_scheduler", "runner")
+_REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: str, *names: str) -> Callable[[T], T]:
+    """Decorator: store the class under each of `names` (aliases share one class)."""
+
+    def decorator(cls: T) -> T:
+        for name in names:
+            known = _REGISTRY[kind].get(name)
+            if known is not None and known is not cls:
+                raise KeyError(f"{kind} '{name}' is already registered to {known.__name__}")
+            _REGISTRY[kind][name] = cls
+        return cls
+
+    return decorator
+
+
+def get(kind: str, name: str) -> type:
+    _import_all()
+    try:
+        return _REGISTRY[kind][name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY[kind])) or "none"
+        raise KeyError(f"unknown {kind} '{name}'; known: {known}") from None
+
+
+def names(kind: str) -> list[str]:
+    _import_all()
+    return sorted(_REGISTRY[kind])
+
+
+def register_model(*names: str):
+    return register("model", *names)
+
+
+def register_builder(*names: str):
+    return register("builder", *names)
+
+
+def register_processor(*names: str):
+    return register("processor", *names)
+
+
+def register_lr_scheduler(*names: str):
+    return register("lr_scheduler", *names)
+
+
+def register_runner(*names: str):
+    return register("runner", *names)
+
+
+def _import_all() -> None:
+    """Import the modules that register classes, so lookups work from any entry point."""
+    import minigpt.datasets.builders  # noqa: F401
+    import minigpt.models  # noqa: F401
+    import minigpt.processors  # noqa: F401
+    import minigpt.runners  # noqa: F401

@@ -1,0 +1,136 @@
+"""The config schema: every key a YAML file may set, with its type and default.
+
+The layout is MiniGPT-4's (`model:`, `datasets:`, `run:`), so its train and eval configs load unchanged.
+OmegaConf checks unknown keys and types against these dataclasses when files are merged into them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+PART_NAMES = ("vision_encoder", "qformer", "projector", "llm")
+PART_MODES = ("frozen", "full", "lora")
+
+
+@dataclass
+class PartConfig:
+    """How one part of the model trains: `frozen`, `full` or `lora`, with a learning-rate multiplier."""
+
+    mode: str = "frozen"
+    lr_mult: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "minigpt4"
+    model_type: Optional[str] = None
+
+    # Vision encoder: a timm EVA ViT. `vit_config` overrides its shape (tiny test models).
+    vit_model: str = "eva_clip_g"
+    vit_config: Dict[str, Any] = field(default_factory=dict)
+    image_size: int = 224
+    drop_path_rate: float = 0.0
+    use_grad_checkpoint: bool = False
+    vit_precision: str = "fp16"
+    freeze_vit: Optional[bool] = None  # legacy switch for parts.vision_encoder.mode
+
+    # Projector: a BLIP-2 Q-Former + linear layer, or (has_qformer: false) 4 concatenated tokens + linear.
+    has_qformer: bool = True
+    freeze_qformer: Optional[bool] = None  # legacy switch for parts.qformer.mode
+    num_query_token: int = 32
+    q_former_model: Optional[str] = None
+    qformer_config: Dict[str, Any] = field(default_factory=dict)
+
+    # LLM: a Hugging Face folder (`llama_model`), or random weights from an inline config.
+    llama_model: Optional[str] = None
+    llama_config: Dict[str, Any] = field(default_factory=dict)
+    tokenizer: Optional[str] = None  # defaults to the llama_model folder
+    low_resource: bool = False
+    device_8bit: int = 0
+    lora_r: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    use_grad_checkpoint_llm: bool = False
+
+    # Prompting and the token budget (image tokens count against max_txt_len).
+    prompt: str = ""
+    prompt_path: Optional[str] = None
+    prompt_template: str = ""
+    max_txt_len: int = 160
+    max_context_len: int = 3800
+    end_sym: str = "\n"
+    chat_template: bool = False
+
+    ckpt: Optional[str] = None
+    parts: Dict[str, PartConfig] = field(default_factory=dict)
+
+
+@dataclass
+class BuildInfo:
+    storage: Optional[str] = None  # webdataset shard pattern, or a folder
+    ann_path: Optional[str] = None  # annotation JSON
+    image_path: Optional[str] = None  # image folder the annotations refer into
+
+
+@dataclass
+class DatasetConfig:
+    """Options every dataset accepts; builders may extend this with their own fields."""
+
+    data_type: str = "images"
+    type: str = "default"
+    build_info: BuildInfo = field(default_factory=BuildInfo)
+    batch_size: Optional[int] = None
+    sample_ratio: float = 1.0
+    vis_processor: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    text_processor: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    task: str = "image_text_pretrain"
+    runner: str = "runner_base"
+
+    # Optimiser and schedule.
+    lr_sched: str = "linear_warmup_cosine_lr"
+    init_lr: float = 1e-4
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_steps: int = 0
+    lr_decay_rate: Optional[float] = None
+    weight_decay: float = 0.05
+    beta2: float = 0.999
+    max_grad_norm: Optional[float] = None
+
+    # Length of training: max_epoch x iters_per_epoch optimiser steps.
+    max_epoch: int = 1
+    iters_per_epoch: Optional[int] = None
+    accum_grad_iters: int = 1
+    batch_size_train: Optional[int] = None  # default per-dataset batch size
+    batch_size_eval: Optional[int] = None
+    num_workers: int = 0
+
+    seed: int = 42
+    output_dir: str = "output"
+    amp: bool = False
+    amp_dtype: str = "bfloat16"
+    resume_ckpt_path: Optional[str] = None  # a checkpoint folder, or "latest" in output_dir
+    ckpt_freq: Optional[int] = None  # also checkpoint every N steps (epoch ends always save)
+    strict: bool = False  # raise on a bad sample instead of skipping and counting it
+
+    device: str = "cuda"
+    world_size: int = 1
+    dist_url: str = "env://"
+    distributed: bool = True
+
+    log_freq: int = 50
+    wandb_log: bool = False
+    wandb_project: str = "minigpt"
+    job_name: Optional[str] = None
+
+    # Accepted for compatibility with MiniGPT-4 configs.
+    evaluate: bool = False
+    train_splits: List[str] = field(default_factory=lambda: ["train"])
+    valid_splits: List[str] = field(default_factory=list)
+    test_splits: List[str] = field(default_factory=list)
+    use_dist_eval_sampler: bool = True

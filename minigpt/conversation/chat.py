@@ -1,0 +1,67 @@
+"""The chat engine behind demo.py: one image, a multi-turn history, generation with the model's template.
+
+Prompts are built by the same collator that builds training batches, so chat sees exactly the
+format the model was trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from minigpt.conversation.template import ASSISTANT, USER
+
+
+@dataclass
+class GenerationOptions:
+    max_new_tokens: int = 300
+    num_beams: int = 1
+    temperature: float = 1.0
+    top_p: float = 0.9
+    repetition_penalty: float = 1.05
+    do_sample: bool = False
+
+
+def load_image(image: str | Path | Image.Image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        return Image.open(image).convert("RGB")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read image {image}: {error}") from None
+
+
+@dataclass
+class Chat:
+    model: torch.nn.Module
+    image_processor: object
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    image: torch.Tensor | None = None
+    turns: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.collator = self.model.collator()
+
+    def set_image(self, image: str | Path | Image.Image) -> None:
+        """A new image starts a new conversation."""
+        self.image = self.image_processor(load_image(image))
+        self.turns = []
+
+    def reset(self) -> None:
+        self.turns = []
+
+    def ask(self, question: str) -> str:
+        sample = {"id": "chat", "image": self.image, "turns": self.turns + [(USER, question)]}
+        answer = generate_answers(self.model, self.collator, [sample], self.options)[0]
+        self.turns += [(USER, question), (ASSISTANT, answer)]
+        return answer
+
+
+def generate_answers(model, collator, samples: list[dict], options: GenerationOptions) -> list[str]:
+    """Answers for samples whose turns end with a user question, generated as one left-padded batch."""
+    batch = collator.generation_batch(samples)
+    return model.generate(batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
+                          temperature=options.temperature, top_p=options.top_p,
+                          repetition_penalty=options.repetition_penalty, do_sample=options.do_sample)

@@ -1,0 +1,64 @@
+"""Prompt templates: how a conversation's turns become text around the image placeholder.
+
+Samples are template-free (a list of user / assistant turns). A template wraps each user turn with
+`prompt_template` and ends each answer with `end_sym`, which is exactly what MiniGPT-4 trained on:
+
+  Vicuna v0:  <s>###Human: <Img><ImageHere></Img> What color is it? ###Assistant: red###
+  Llama-2:    <s>[INST] <Img><ImageHere></Img> What color is it? [/INST] red</s>
+  stage 1:    <s><ImageHere>a red circle on the left\n        (no template: image, then caption)
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+IMAGE_PLACEHOLDER = "<ImageHere>"
+IMAGE_PROMPT = "<Img><ImageHere></Img>"
+USER, ASSISTANT = "user", "assistant"
+
+
+@dataclass
+class PromptTemplate:
+    prompt_template: str = ""  # "" = no wrapping (stage-1 captioning)
+    end_sym: str = "\n"
+    instruction_prompts: list[str] = field(default_factory=list)  # used when a sample has no user turn
+
+    @classmethod
+    def from_model_config(cls, model_config) -> "PromptTemplate":
+        prompts: list[str] = []
+        if model_config.prompt_path:
+            from minigpt.common.config import resolve_path
+
+            lines = resolve_path(model_config.prompt_path).read_text().splitlines()
+            prompts = [line.strip() for line in lines if IMAGE_PLACEHOLDER in line]
+        return cls(model_config.prompt_template, model_config.end_sym, prompts)
+
+    def wrap_user(self, text: str) -> str:
+        return self.prompt_template.format(text) if self.prompt_template else text
+
+    def pairs(self, turns: list[tuple[str, str]], has_image: bool, sample_id: str = "") -> list[tuple[str, str | None]]:
+        """Group turns into (user text, answer or None) pairs, with the image placeholder in the first user turn.
+
+        A caption sample has no user turn: it gets one of `instruction_prompts` (drawn per sample id, so
+        the choice is reproducible) or, with none, the bare image (stage 1).
+        """
+        turns = list(turns)
+        if not turns or turns[0][0] != USER:
+            prompt = random.Random(sample_id).choice(self.instruction_prompts) if self.instruction_prompts else ""
+            turns.insert(0, (USER, prompt))
+        pairs: list[tuple[str, str | None]] = []
+        for role, text in turns:
+            if role == USER:
+                pairs.append((text, None))
+            elif role == ASSISTANT and pairs and pairs[-1][1] is None:
+                pairs[-1] = (pairs[-1][0], text)
+            else:
+                raise ValueError(f"sample {sample_id!r}: turns must alternate user/assistant, got {role!r}")
+        first_user = pairs[0][0]
+        if has_image and IMAGE_PLACEHOLDER not in first_user:
+            if first_user or self.prompt_template:
+                first_user = f"{IMAGE_PROMPT} {first_user}".rstrip()
+            else:
+                first_user = IMAGE_PLACEHOLDER
+        pairs[0] = (first_user, pairs[0][1])
+        return pairs

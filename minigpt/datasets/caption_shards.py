@@ -1,0 +1,90 @@
+"""Image-caption pairs streamed from webdataset tar shards (LAION, CC/SBU as img2dataset writes them).
+
+Each sample in a shard has an image (`jpg`, `png` or `webp`) and a `json` with a "caption" (or a
+`txt`). Shards are shuffled per pass from the seed, split by rank and then by DataLoader worker, so no
+sample is seen twice in a pass; a shuffle buffer mixes samples across shards.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from minigpt.common.config import resolve_path, shard_paths
+from minigpt.conversation.template import ASSISTANT
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+class CaptionShardDataset(IterableDataset):
+    def __init__(self, name: str, pattern: str, vis_processor, text_processor, shuffle_buffer: int = 1000,
+                 strict: bool = False):
+        self.name = name
+        self.shards = [str(resolve_path(p)) for p in shard_paths(pattern)]
+        self.vis_processor = vis_processor
+        self.text_processor = text_processor
+        self.shuffle_buffer = shuffle_buffer
+        self.strict = strict
+        self.seed, self.pass_index, self.rank, self.world_size = 0, 0, 0, 1
+
+    def set_pass(self, seed: int, pass_index: int, rank: int, world_size: int) -> None:
+        """Called before each pass: the shard order and sample shuffle depend only on these."""
+        self.seed, self.pass_index, self.rank, self.world_size = seed, pass_index, rank, world_size
+
+    def _my_shards(self) -> tuple[list[str], int]:
+        shards = list(self.shards)
+        random.Random(f"{self.seed}-{self.pass_index}").shuffle(shards)
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        shards = shards[self.rank :: self.world_size][worker_id::num_workers]
+        if not shards:
+            raise ValueError(f"{self.name}: {len(self.shards)} shards cannot feed {self.world_size} ranks x "
+                             f"{num_workers} workers; use at least as many shards as ranks x workers")
+        return shards, worker_id
+
+    def __iter__(self):
+        shards, worker_id = self._my_shards()
+        rng = random.Random(f"{self.seed}-{self.pass_index}-{self.rank}-{worker_id}")
+        raw = wds.tarfile_to_samples(handler=self._on_error)(({"url": url} for url in shards))
+        buffer: list[dict] = []
+        for record in raw:
+            buffer.append(record)
+            if len(buffer) >= self.shuffle_buffer:
+                sample = self._decode(buffer.pop(rng.randrange(len(buffer))))
+                if sample is not None:
+                    yield sample
+        rng.shuffle(buffer)
+        for record in buffer:
+            sample = self._decode(record)
+            if sample is not None:
+                yield sample
+
+    def _on_error(self, error: Exception) -> bool:
+        if self.strict:
+            raise error
+        print(f"[{self.name}] skipped a broken shard member: {error}")
+        return True
+
+    def _decode(self, record: dict) -> dict | None:
+        key = f"{record.get('__url__', '?')}:{record.get('__key__', '?')}"
+        image_key = next((k for k in IMAGE_KEYS if k in record), None)
+        try:
+            if image_key is None:
+                raise KeyError(f"no image field (one of {', '.join(IMAGE_KEYS)})")
+            if "json" in record:
+                caption = json.loads(record["json"])["caption"]
+            else:
+                caption = record["txt"].decode("utf-8")
+            image = Image.open(io.BytesIO(record[image_key])).convert("RGB")
+        except Exception as error:  # a corrupt image or record is skipped and reported, never fatal
+            if self.strict:
+                raise ValueError(f"{self.name}: bad sample {key}: {error}") from error
+            return {"id": key, "dataset": self.name, "error": f"{type(error).__name__}: {error}"}
+        if self.text_processor is not None:
+            caption = self.text_processor(caption)
+        return {"id": record["__key__"], "dataset": self.name, "image": self.vis_processor(image),
+                "turns": [(ASSISTANT, caption)]}

@@ -1,0 +1,148 @@
+"""Turn template-free samples into model inputs: template, image slots, tokens, labels, padding.
+
+This is the one place that knows about prompt templates and label masking, for training and for
+generation alike, so the two can never disagree about what a prompt looks like.
+
+A sample is a dict: {"id", "dataset", "image": tensor [3, H, W] or None, "turns": [(role, text), ...]}.
+A batch holds:
+  input_ids      [B, T]  token ids; image slots hold the pad id (their embeddings are replaced)
+  image_slots    [B, T]  True where an image embedding goes (num_image_tokens per image sample)
+  attention_mask [B, T]
+  labels         [B, T]  the token id on answer positions, -100 on prompt, image and padding
+  images         [N, 3, H, W] for the N samples that have an image, in batch order
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minigpt.conversation.template import IMAGE_PLACEHOLDER, PromptTemplate
+
+IGNORE_INDEX = -100
+
+
+class UnsupervisedSampleError(ValueError):
+    """A sample kept no answer token (over-long prompt, or a template/tokenizer mismatch)."""
+
+
+@dataclass
+class EncodedSample:
+    sample_id: str
+    input_ids: list[int]
+    labels: list[int]
+    image_slots: list[bool]
+    truncated: bool
+
+
+class ConversationCollator:
+    def __init__(self, tokenizer, template: PromptTemplate, num_image_tokens: int, max_txt_len: int,
+                 strict: bool = False):
+        self.tokenizer = tokenizer
+        self.template = template
+        self.num_image_tokens = num_image_tokens
+        self.max_txt_len = max_txt_len
+        self.strict = strict
+        self.pad_id = tokenizer.pad_token_id
+
+    def _tokenize(self, text: str) -> tuple[list[int], list[bool]]:
+        """Text with optional <ImageHere> markers -> ids and a mask of image slots."""
+        ids: list[int] = []
+        slots: list[bool] = []
+        for index, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
+            if index > 0:
+                ids += [self.pad_id] * self.num_image_tokens
+                slots += [True] * self.num_image_tokens
+            if piece:
+                piece_ids = self.tokenizer(piece, add_special_tokens=False).input_ids
+                ids += piece_ids
+                slots += [False] * len(piece_ids)
+        return ids, slots
+
+    def encode(self, sample: dict, for_generation: bool = False) -> EncodedSample:
+        """One sample -> token lists. Every user turn starts with BOS (as MiniGPT-4 trained).
+
+        Training keeps whole turns while they fit in max_txt_len (image tokens included); only the
+        first answer may be cut mid-way. For generation the last user turn has no answer yet.
+        """
+        has_image = sample.get("image") is not None
+        pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]))
+        ids: list[int] = []
+        labels: list[int] = []
+        slots: list[bool] = []
+        truncated = False
+        for index, (user_text, answer) in enumerate(pairs):
+            user_ids, user_slots = self._tokenize(self.template.wrap_user(user_text))
+            user_ids = [self.tokenizer.bos_token_id] + user_ids
+            user_slots = [False] + user_slots
+            answer_ids = [] if answer is None else self._tokenize(answer + self.template.end_sym)[0]
+            room = self.max_txt_len - len(ids)
+            if not for_generation and len(user_ids) + len(answer_ids) > room:
+                truncated = True
+                if index > 0 or len(user_ids) >= room:
+                    break
+                answer_ids = answer_ids[: room - len(user_ids)]
+            ids += user_ids + answer_ids
+            slots += user_slots + [False] * len(answer_ids)
+            labels += [IGNORE_INDEX] * len(user_ids) + answer_ids
+            if answer is None and not for_generation:
+                raise ValueError(f"sample {sample['id']!r}: the last user turn has no answer")
+        if not for_generation and all(label == IGNORE_INDEX for label in labels):
+            raise UnsupervisedSampleError(
+                f"sample {sample['id']!r} from {sample.get('dataset', '?')}: no answer token fits in "
+                f"max_txt_len={self.max_txt_len} (prompt and {self.num_image_tokens} image tokens take "
+                f"{len(ids)} tokens), or the answer is empty")
+        if has_image and sum(slots) != self.num_image_tokens:
+            raise ValueError(f"sample {sample['id']!r}: expected one image placeholder, "
+                             f"found {sum(slots) // max(self.num_image_tokens, 1)}")
+        return EncodedSample(str(sample["id"]), ids, labels, slots, truncated)
+
+    def __call__(self, samples: list[dict]) -> dict:
+        """Training batch, right-padded. Unreadable and unsupervised samples are skipped and reported
+        in `batch["skipped"]` as (id, reason), or raise if strict."""
+        encoded, kept, skipped = [], [], []
+        for sample in samples:
+            if "error" in sample:  # the dataset could not read it (e.g. a corrupt image)
+                skipped.append((str(sample["id"]), sample["error"]))
+                continue
+            try:
+                encoded.append(self.encode(sample))
+                kept.append(sample)
+            except UnsupervisedSampleError as error:
+                if self.strict:
+                    raise
+                skipped.append((str(sample["id"]), str(error)))
+        batch = self.pad(encoded, [s.get("image") for s in kept], padding_side="right")
+        batch["datasets"] = [s.get("dataset", "") for s in kept]
+        batch["skipped"] = skipped
+        batch["num_truncated"] = sum(e.truncated for e in encoded)
+        return batch
+
+    def generation_batch(self, samples: list[dict]) -> dict:
+        """Prompts for generation, left-padded so that every prompt ends at the last position."""
+        encoded = [self.encode(sample, for_generation=True) for sample in samples]
+        return self.pad(encoded, [s.get("image") for s in samples], padding_side="left")
+
+    def pad(self, encoded: list[EncodedSample], images: list, padding_side: str) -> dict:
+        length = max((len(e.input_ids) for e in encoded), default=0)
+        batch_size = len(encoded)
+        input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
+        labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+        image_slots = torch.zeros((batch_size, length), dtype=torch.bool)
+        for row, sample in enumerate(encoded):
+            n = len(sample.input_ids)
+            span = slice(0, n) if padding_side == "right" else slice(length - n, length)
+            input_ids[row, span] = torch.tensor(sample.input_ids, dtype=torch.long)
+            labels[row, span] = torch.tensor(sample.labels, dtype=torch.long)
+            attention_mask[row, span] = 1
+            image_slots[row, span] = torch.tensor(sample.image_slots, dtype=torch.bool)
+        present = [image for image in images if image is not None]
+        return {
+            "ids": [e.sample_id for e in encoded],
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "image_slots": image_slots,
+            "images": torch.stack(present) if present else None,
+        }

@@ -1,0 +1,98 @@
+"""Endless, resumable batch streams, and mixing several data sets by sample ratio.
+
+Data order is a pure function of (seed, batch index), so a resumed run sees exactly the batches the
+interrupted run would have seen:
+- a map-style data set is visited in passes; pass p is a permutation drawn from (seed, p), cut into
+  chunks of batch_size; under DDP rank r takes chunks r, r + W, r + 2W, ... Rank r at step k thus holds
+  the same samples as micro-batch k*W + r of one process, which makes DDP match gradient accumulation.
+- a streamed (webdataset) data set is told (seed, pass, rank, world size) before each pass; resuming
+  replays the stream up to the resume point (only decoding costs, no training).
+- the mixer picks the data set of each micro-batch from (seed, micro-batch index) by sample_ratio.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+
+class BatchStream:
+    """Endless batches of one data set for one rank."""
+
+    def __init__(self, name: str, dataset: Dataset, batch_size: int, collate_fn: Callable, seed: int,
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0):
+        self.name = name
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.collate_fn = collate_fn
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.streamed = isinstance(dataset, IterableDataset)
+        if not self.streamed and self.batches_per_pass() == 0:
+            raise ValueError(f"dataset {name}: {len(dataset)} samples are fewer than one batch of "
+                             f"{batch_size} on each of {world_size} ranks")
+
+    def batches_per_pass(self) -> int:
+        return len(self.dataset) // (self.batch_size * self.world_size)
+
+    def _loader(self, **kwargs) -> DataLoader:
+        return DataLoader(self.dataset, collate_fn=self.collate_fn, num_workers=self.num_workers, **kwargs)
+
+    def batches(self, start: int = 0) -> Iterator[dict]:
+        """Batches from batch number `start` on (counted on this rank)."""
+        if self.streamed:
+            yield from self._streamed_batches(start)
+            return
+        per_pass = self.batches_per_pass()
+        pass_index, offset = divmod(start, per_pass)
+        while True:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + pass_index)
+            order = torch.randperm(len(self.dataset), generator=generator).tolist()
+            chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(per_pass * self.world_size)]
+            mine = chunks[self.rank :: self.world_size][offset:]
+            yield from self._loader(batch_sampler=mine)
+            pass_index, offset = pass_index + 1, 0
+
+    def _streamed_batches(self, start: int) -> Iterator[dict]:
+        pass_index, produced = 0, 0
+        while True:
+            self.dataset.set_pass(self.seed, pass_index, self.rank, self.world_size)
+            got_any = False
+            for batch in self._loader(batch_size=self.batch_size):
+                got_any = True
+                if produced >= start:
+                    yield batch
+                produced += 1
+            if not got_any:
+                raise ValueError(f"dataset {self.name}: a pass over its shards gave no batch on rank {self.rank}")
+            pass_index += 1
+
+
+class MixedBatches:
+    """One batch per micro-step from one of several streams, chosen by ratio (MiniGPT-4's MultiIterLoader)."""
+
+    def __init__(self, streams: dict[str, BatchStream], ratios: dict[str, float], seed: int):
+        self.streams = streams
+        self.names = list(streams)
+        self.weights = [ratios[name] for name in self.names]
+        self.seed = seed
+
+    def choose(self, micro_step: int) -> str:
+        if len(self.names) == 1:
+            return self.names[0]
+        return random.Random(self.seed * 1_000_003 + micro_step).choices(self.names, self.weights)[0]
+
+    def iterate(self, start_micro_step: int = 0) -> Iterator[tuple[str, dict]]:
+        consumed = {name: 0 for name in self.names}
+        for micro_step in range(start_micro_step):
+            consumed[self.choose(micro_step)] += 1
+        iterators = {name: self.streams[name].batches(consumed[name]) for name in self.names}
+        micro_step = start_micro_step
+        while True:
+            name = self.choose(micro_step)
+            yield name, next(iterators[name])
+            micro_step += 1

@@ -1,0 +1,48 @@
+"""Load a model for inference from an eval config: build, load `ckpt`, optionally quantise to 8-bit."""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from minigpt.common import registry
+from minigpt.common.checkpoint import load_weights
+from minigpt.datasets.builders.base import build_processor
+from minigpt.models.llm import quantize_linear_layers
+from minigpt.processors.image import Blip2ImageProcessor
+
+
+def pick_device(gpu_id: int | None) -> torch.device:
+    if gpu_id is not None and torch.cuda.is_available():
+        return torch.device("cuda", gpu_id)
+    return torch.device("cpu")
+
+
+def load_for_inference(config: DictConfig, device: torch.device, low_resource: bool | None = None):
+    """-> model in eval mode. With low_resource, the LLM's linear layers run in int8 (bitsandbytes).
+
+    An LLM from a folder is quantised as it loads; one built from config gets its weights from `ckpt`
+    first and is quantised after, so both paths end with the same int8 layers.
+    """
+    model_cfg = config.model.copy()
+    if low_resource is not None:
+        model_cfg.low_resource = low_resource
+    if device.type == "cuda":
+        model_cfg.device_8bit = device.index or 0
+    compute_dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model = registry.get("model", model_cfg.arch).from_config(model_cfg, device, compute_dtype)
+    if model_cfg.ckpt:
+        load_weights(model, model_cfg.ckpt)
+    if model_cfg.low_resource and not model_cfg.llama_model:
+        quantize_linear_layers(model.llama_model)
+    model.eval()
+    return model
+
+
+def image_processor_for(config: DictConfig):
+    """The eval image transform: the first data set's `vis_processor.eval` (or `.train`, as MiniGPT-4's
+    eval configs write it), else a plain resize to the model's image size."""
+    for dataset in config.datasets.values():
+        processor = build_processor(dataset.vis_processor, "eval")
+        if processor is not None:
+            return processor
+    return Blip2ImageProcessor(image_size=config.model.image_size)

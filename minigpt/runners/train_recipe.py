@@ -1,0 +1,210 @@
+"""The training recipe: setup -> train -> save, in one loop that reads top to bottom.
+
+Runs as a plain process, or under `torchrun` as DDP (gloo on the CPU, nccl on GPUs). One optimiser
+step = `accum_grad_iters` micro-batches per rank; an epoch = `iters_per_epoch` steps.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from minigpt.common import registry
+from minigpt.common.checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint
+from minigpt.common.config import save_config
+from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
+from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
+from minigpt.common.registry import register_runner
+from minigpt.datasets.loader import BatchStream, MixedBatches
+
+
+@register_runner("runner_base", "runner_iter")
+class TrainRecipe:
+    def __init__(self, config: DictConfig):
+        self.config = config
+        self.run = config.run
+
+    # ---- setup ----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        run = self.run
+        self.dist = setup_distributed(run.device)
+        self.device = self.dist.device
+        torch.manual_seed(run.seed)  # the same initial weights on every rank
+        use_amp = run.amp and self.device.type == "cuda"
+        self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[run.amp_dtype]
+        self.autocast = (lambda: torch.autocast("cuda", dtype=self.amp_dtype)) if use_amp else contextlib.nullcontext
+        compute_dtype = self.amp_dtype if use_amp else torch.float32
+
+        model_class = registry.get("model", self.config.model.arch)
+        self.model = model_class.from_config(self.config.model, self.device, compute_dtype)
+        if self.config.model.ckpt:
+            report = load_weights(self.model, self.config.model.ckpt)
+            self.print(f"loaded {self.config.model.ckpt}: {len(report['unexpected'])} unexpected keys, "
+                       f"trainable parameters not in it: {len(report['missing_trainable'])}")
+
+        self.batches = self._build_data()
+        self.iters_per_epoch = run.iters_per_epoch or self._one_pass_steps()
+        self.total_steps = run.max_epoch * self.iters_per_epoch
+
+        lr_mults = {part: cfg.lr_mult for part, cfg in self.config.model.parts.items()}
+        groups = self.model.param_groups(run.weight_decay, lr_mults)
+        self.trainable = [p for group in groups for p in group["params"]]
+        if not self.trainable:
+            raise ValueError("nothing to train: every part of the model is frozen (see model.parts)")
+        self.optimizer = torch.optim.AdamW(groups, lr=run.init_lr, betas=(0.9, run.beta2))
+        self.schedule = registry.get("lr_scheduler", run.lr_sched)(
+            run.init_lr, run.min_lr, run.warmup_lr, run.warmup_steps, self.total_steps, self.iters_per_epoch,
+            run.lr_decay_rate)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
+
+        self.step = 0
+        resume = run.resume_ckpt_path
+        if resume == "latest":
+            resume = latest_checkpoint(run.output_dir)
+        if resume:
+            self._resume(Path(resume))
+
+        self.ddp_model = self.model
+        if self.dist.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids)
+
+        self.output_dir = Path(run.output_dir)
+        self.logger = None
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.output_dir / "config.yaml")
+            loggers = [JsonlLogger(self.output_dir / "log.jsonl")]
+            if run.wandb_log:
+                loggers.append(WandbLogger(run.wandb_project, run.job_name,
+                                           OmegaConf.to_container(self.config, resolve=True), self.output_dir))
+            self.logger = MultiLogger(loggers)
+        num_trainable = sum(p.numel() for p in self.trainable)
+        self.print(f"{model_class.__name__}: {num_trainable:,} trainable parameters, parts "
+                   f"{dict(self.model.part_modes)}; {self.total_steps} steps from step {self.step}; "
+                   f"world size {self.dist.world_size} on {self.device}")
+
+    def _build_data(self) -> MixedBatches:
+        run = self.run
+        collate = self.model.collator(strict=run.strict)
+        streams, ratios = {}, {}
+        for name, dataset_cfg in self.config.datasets.items():
+            builder = registry.get("builder", name)(name, dataset_cfg)
+            dataset = builder.build("train", strict=run.strict)
+            batch_size = dataset_cfg.batch_size or run.batch_size_train
+            streams[name] = BatchStream(name, dataset, batch_size, collate, run.seed, self.dist.rank,
+                                        self.dist.world_size, run.num_workers)
+            ratios[name] = dataset_cfg.sample_ratio
+        return MixedBatches(streams, ratios, run.seed)
+
+    def _one_pass_steps(self) -> int:
+        streams = list(self.batches.streams.values())
+        if len(streams) != 1 or streams[0].streamed:
+            raise ValueError("run.iters_per_epoch: required for streamed or mixed data sets")
+        return max(1, streams[0].batches_per_pass() // self.run.accum_grad_iters)
+
+    def _resume(self, checkpoint_dir: Path) -> None:
+        load_weights(self.model, checkpoint_dir)
+        state = load_training_state(checkpoint_dir)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+        self.print(f"resumed from {checkpoint_dir} at step {self.step}")
+
+    # ---- train ----------------------------------------------------------------------------------
+    def train(self) -> None:
+        run, accum = self.run, self.run.accum_grad_iters
+        self.model.train()
+        data = self.batches.iterate(start_micro_step=self.step * accum)
+        used, skipped, skip_reasons = collections.Counter(), collections.Counter(), collections.Counter()
+        window = collections.defaultdict(float)
+        window_start = time.perf_counter()
+        progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.is_main, desc="train",
+                        dynamic_ncols=True)
+        while self.step < self.total_steps:
+            lr = self.schedule.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            for micro in range(accum):
+                name, batch = next(data)
+                used[name] += len(batch["ids"])
+                for sample_id, reason in batch["skipped"]:
+                    skipped[name] += 1
+                    skip_reasons[reason.split(":")[0]] += 1
+                sync = micro == accum - 1 or not self.dist.distributed
+                with (contextlib.nullcontext() if sync else self.ddp_model.no_sync()):
+                    loss = self._micro_step(batch) / accum
+                    self.scaler.scale(loss).backward()
+                supervised = (batch["labels"] != -100).sum().item()
+                window["loss"] += loss.item()
+                window["samples"] += len(batch["ids"])
+                window["supervised"] += supervised
+                window["tokens"] += batch["attention_mask"].sum().item()
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, run.max_grad_norm or math.inf)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            window["steps"] += 1
+            progress.update(1)
+
+            if self.step % run.log_freq == 0 or self.step == self.total_steps:
+                elapsed = time.perf_counter() - window_start
+                loss_mean = all_reduce_mean(torch.tensor(window["loss"] / window["steps"])).item()
+                metrics = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
+                           "samples_per_s": window["samples"] * self.dist.world_size / elapsed,
+                           "supervised_fraction": window["supervised"] / max(window["tokens"], 1),
+                           "epoch": (self.step - 1) // self.iters_per_epoch}
+                progress.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}")
+                if self.logger:
+                    self.logger.log(metrics, self.step)
+                window, window_start = collections.defaultdict(float), time.perf_counter()
+
+            epoch_end = self.step % self.iters_per_epoch == 0
+            if epoch_end:
+                epoch = self.step // self.iters_per_epoch - 1
+                reasons = ", ".join(f"{r}: {n}" for r, n in skip_reasons.items()) or "none"
+                self.print(f"epoch {epoch}: samples used {dict(used)}, skipped {dict(skipped)} ({reasons})")
+                if self.logger:
+                    self.logger.log({"epoch_used": dict(used), "epoch_skipped": dict(skipped)}, self.step)
+                used, skipped, skip_reasons = collections.Counter(), collections.Counter(), collections.Counter()
+            if epoch_end or (run.ckpt_freq and self.step % run.ckpt_freq == 0):
+                self.save()
+        progress.close()
+
+    def _micro_step(self, batch: dict) -> torch.Tensor:
+        if not batch["ids"]:  # every sample was skipped: a zero loss keeps DDP ranks in step
+            return sum(p.sum() for p in self.trainable) * 0.0
+        with self.autocast():
+            loss = self.ddp_model(batch)["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step} on rank {self.dist.rank}, "
+                                     f"samples {batch['ids']} (data sets {sorted(set(batch['datasets']))})")
+        return loss
+
+    # ---- save -----------------------------------------------------------------------------------
+    def save(self) -> None:
+        if self.dist.is_main:
+            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                     "step": self.step, "torch_rng": torch.get_rng_state()}
+            path = save_checkpoint(self.output_dir, self.step, self.model.checkpoint_weights(), state, self.config)
+            self.print(f"saved {path}")
+        barrier()
+
+    def close(self) -> None:
+        if self.logger:
+            self.logger.close()
+        cleanup()
+
+    def print(self, message: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(message)

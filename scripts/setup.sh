@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv with everything MiniGPT needs (torch 2.14.1 + torchvision 0.29.1; deepspeed without
+# compiled ops). Safe to run again: an existing .venv is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q -U pip
+DS_BUILD_OPS=0 python -m pip install -q torch==2.14.1 torchvision==0.29.1 -e '.[gpu,dev]'

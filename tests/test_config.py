@@ -1,0 +1,252 @@
+"""Config loading: defaults merged under the user's file, --options on top, errors naming key and file."""
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from minigpt.common.config import ConfigError, load_config, parse_options
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The original MiniGPT-4 repository's train/eval configs, key for key, with the paths a user fills in
+# left as placeholders (tests substitute real files).
+ORIGINAL_STAGE1 = """
+model:
+  arch: minigpt4
+  model_type: pretrain_vicuna0
+datasets:
+  laion:
+    batch_size: 64
+    vis_processor:
+      train:
+        name: "blip2_image_train"
+        image_size: 224
+    text_processor:
+      train:
+        name: "blip_caption"
+    sample_ratio: 115
+  cc_sbu:
+    batch_size: 64
+    vis_processor:
+        train:
+          name: "blip2_image_train"
+          image_size: 224
+    text_processor:
+        train:
+          name: "blip_caption"
+    sample_ratio: 14
+run:
+  task: image_text_pretrain
+  lr_sched: "linear_warmup_cosine_lr"
+  init_lr: 1e-4
+  min_lr: 8e-5
+  warmup_lr: 1e-6
+  weight_decay: 0.05
+  max_epoch: 4
+  num_workers: 4
+  warmup_steps: 5000
+  iters_per_epoch: 5000
+  seed: 42
+  output_dir: "output/minigpt4_stage1_pretrain"
+  amp: True
+  resume_ckpt_path: null
+  evaluate: False
+  train_splits: ["train"]
+  device: "cuda"
+  world_size: 1
+  dist_url: "env://"
+  distributed: True
+  wandb_log: True
+  job_name: minigpt4_pretrain
+"""
+
+ORIGINAL_STAGE2 = """
+model:
+  arch: minigpt4
+  model_type: pretrain_vicuna0
+  max_txt_len: 160
+  end_sym: "###"
+  prompt_path: "prompts/alignment.txt"
+  prompt_template: '###Human: {} ###Assistant: '
+  ckpt: '/path/to/stage1/checkpoint/'
+datasets:
+  cc_sbu_align:
+    vis_processor:
+      train:
+        name: "blip2_image_train"
+        image_size: 224
+    text_processor:
+      train:
+        name: "blip_caption"
+run:
+  task: image_text_pretrain
+  lr_sched: "linear_warmup_cosine_lr"
+  init_lr: 3e-5
+  min_lr: 1e-5
+  warmup_lr: 1e-6
+  weight_decay: 0.05
+  max_epoch: 5
+  iters_per_epoch: 200
+  batch_size_train: 12
+  batch_size_eval: 12
+  num_workers: 4
+  warmup_steps: 200
+  seed: 42
+  output_dir: "output/minigpt4_stage2_finetune"
+  amp: True
+  resume_ckpt_path: null
+  evaluate: False
+  train_splits: ["train"]
+  device: "cuda"
+  world_size: 1
+  dist_url: "env://"
+  distributed: True
+"""
+
+ORIGINAL_LLAMA2_EVAL = """
+model:
+  arch: mini_gpt4
+  model_type: pretrain_llama2
+  max_txt_len: 160
+  end_sym: "</s>"
+  low_resource: True
+  prompt_template: '[INST] {} [/INST] '
+  ckpt: '/path/to/pretrained_minigpt4_llama2_7b.pth'
+  llama_model: "/path/to/llama-2-7b-chat"
+datasets:
+  cc_sbu_align:
+    vis_processor:
+      train:
+        name: "blip2_image_eval"
+        image_size: 224
+    text_processor:
+      train:
+        name: "blip_caption"
+run:
+  task: image_text_pretrain
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fake_files(tmp_path):
+    """Stand-ins for the files a user points the original configs at."""
+    llm = tmp_path / "vicuna"
+    llm.mkdir()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for index in range(3):
+        (shards / f"{index:05d}.tar").write_bytes(b"")
+    align = tmp_path / "cc_sbu_align"
+    align.mkdir()
+    ckpt = tmp_path / "stage1.pth"
+    ckpt.write_bytes(b"")
+    return {"llm": llm, "shards": f"{shards}/{{00000..00002}}.tar", "align": align, "ckpt": ckpt}
+
+
+def test_original_stage1_config_loads_with_paths_filled(tmp_path, fake_files):
+    config = load_config(write(tmp_path, ORIGINAL_STAGE1), [
+        f"model.llama_model={fake_files['llm']}",
+        f"datasets.laion.build_info.storage={fake_files['shards']}",
+        f"datasets.cc_sbu.build_info.storage={fake_files['shards']}",
+    ])
+    assert config.model.num_query_token == 32  # from the vicuna0 model defaults
+    assert config.model.parts.projector.mode == "full" and config.model.parts.llm.mode == "frozen"
+    assert config.datasets.laion.sample_ratio == 115 and config.datasets.cc_sbu.batch_size == 64
+    assert config.run.init_lr == pytest.approx(1e-4) and config.run.iters_per_epoch == 5000
+
+
+def test_original_stage2_config_loads_with_paths_filled(tmp_path, fake_files):
+    config = load_config(write(tmp_path, ORIGINAL_STAGE2), [
+        f"model.llama_model={fake_files['llm']}", f"model.ckpt={fake_files['ckpt']}",
+        f"datasets.cc_sbu_align.build_info.storage={fake_files['align']}",
+    ])
+    assert config.model.end_sym == "###" and config.run.batch_size_train == 12
+    assert config.model.prompt_template == "###Human: {} ###Assistant: "
+
+
+def test_original_eval_config_loads_without_dataset_paths(tmp_path, fake_files):
+    config = load_config(write(tmp_path, ORIGINAL_LLAMA2_EVAL), [
+        f"model.llama_model={fake_files['llm']}", f"model.ckpt={fake_files['ckpt']}"], for_training=False)
+    assert config.model.has_qformer is False  # the Llama-2 variant has no Q-Former
+    assert config.model.low_resource is True
+
+
+def test_unfilled_path_names_key_and_file(tmp_path):
+    path = write(tmp_path, ORIGINAL_STAGE2)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["model.llama_model=/nowhere/vicuna"])
+    assert error.value.key == "model.llama_model" and error.value.source == "--options"
+    assert "/nowhere/vicuna" in str(error.value) and "does not exist" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, [f"model.llama_model={tmp_path}"])
+    assert error.value.key == "model.ckpt" and error.value.source == str(path)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "model:\n  arch: minigpt4\n  max_txt_lenn: 10\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, for_training=False)
+    assert error.value.key == "model.max_txt_lenn" and error.value.source == str(path)
+    assert "unknown key" in str(error.value)
+
+
+def test_unknown_dataset_option_and_processor_option(tmp_path, fake_files):
+    base = f"model:\n  llama_model: {fake_files['llm']}\ndatasets:\n  laion:\n    batch_size: 2\n"
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, base + "    sampel_ratio: 3\n"), [f"datasets.laion.build_info.storage={fake_files['shards']}"])
+    assert error.value.key == "datasets.laion.sampel_ratio"
+    text = base + "    vis_processor:\n      train: {name: blip2_image_train, image_sise: 3}\n"
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text), [f"datasets.laion.build_info.storage={fake_files['shards']}"])
+    assert error.value.key == "datasets.laion.vis_processor.train.image_sise"
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = write(tmp_path, "run:\n  max_epoch: many\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, for_training=False)
+    assert error.value.key == "run.max_epoch" and error.value.source == str(path)
+    assert "many" in str(error.value)
+
+
+def test_options_override_file_and_defaults(tmp_path, fake_files):
+    path = write(tmp_path, f"model:\n  llama_model: {fake_files['llm']}\n  max_txt_len: 100\n")
+    config = load_config(path, ["model.max_txt_len=42", "run.init_lr=5e-5", "model.parts.llm.mode=full"],
+                         for_training=False)
+    assert config.model.max_txt_len == 42 and config.run.init_lr == pytest.approx(5e-5)
+    assert config.model.parts.llm.mode == "full"
+
+
+def test_options_accept_minigpt4_pairs():
+    assert OmegaConf.to_container(parse_options(["run.seed", "3"])) == {"run": {"seed": 3}}
+    with pytest.raises(ConfigError):
+        parse_options(["run.seed"])
+
+
+def test_legacy_freeze_switches_map_onto_parts(tmp_path, fake_files):
+    path = write(tmp_path, f"model:\n  llama_model: {fake_files['llm']}\n  freeze_vit: False\n  freeze_qformer: False\n")
+    config = load_config(path, for_training=False)
+    assert config.model.parts.vision_encoder.mode == "full" and config.model.parts.qformer.mode == "full"
+
+
+def test_bad_part_mode_and_unknown_arch(tmp_path, fake_files):
+    path = write(tmp_path, f"model:\n  llama_model: {fake_files['llm']}\n  parts:\n    llm: {{mode: thawed}}\n")
+    with pytest.raises(ConfigError, match="model.parts.llm.mode"):
+        load_config(path, for_training=False)
+    with pytest.raises(ConfigError, match="unknown model 'gpt5'"):
+        load_config(write(tmp_path, "model:\n  arch: gpt5\n"), for_training=False)
+
+
+def test_shipped_configs_parse(tmp_path):
+    """Every shipped config loads (paths aside, which the user fills in or the data script makes)."""
+    for path in sorted((REPO / "train_configs").glob("*.yaml")) + sorted((REPO / "eval_configs").glob("*.yaml")):
+        try:
+            load_config(path, for_training=False)
+        except ConfigError as error:
+            assert "does not exist" in error.problem, f"{path}: {error}"

@@ -1,0 +1,30 @@
+"""Train a MiniGPT model.
+
+    torchrun --nproc-per-node N train.py --cfg-path train_configs/X.yaml [--options key=value ...]
+
+Also runs as a plain `python train.py ...` (one process). The config is validated before any model
+is built; see README.md for its sections.
+"""
+import argparse
+
+from minigpt.common import registry
+from minigpt.common.config import load_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg-path", required=True, help="train config YAML")
+    parser.add_argument("--options", nargs="+", default=[], help="overrides: key=value (e.g. run.init_lr=1e-5)")
+    args = parser.parse_args()
+
+    config = load_config(args.cfg_path, args.options)
+    recipe = registry.get("runner", config.run.runner)(config)
+    recipe.setup()
+    try:
+        recipe.train()
+    finally:
+        recipe.close()
+
+
+if __name__ == "__main__":
+    main()
