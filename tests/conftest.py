@@ -1,0 +1,48 @@
+"""Shared fixtures: a small synthetic-shapes data set with its tokenizer, and tiny-config helpers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "dataset"))
+
+from synthetic_shapes import generate  # noqa: E402
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    """400 stage-1 images in 4 shards, 200 training and 40 test images."""
+    out = tmp_path_factory.mktemp("shapes")
+    generate(out, seed=0, stage1_images=400, train_images=200, test_images=40, shard_size=100)
+    return out
+
+
+def data_options(data_dir: Path) -> list[str]:
+    """--options that point the tiny configs at a generated data set."""
+    return [
+        f"model.tokenizer={data_dir}/tokenizer",
+        f"datasets.cc_sbu.build_info.storage={data_dir}/shards/shapes-{{000000..000003}}.tar",
+    ]
+
+
+def stage2_options(data_dir: Path) -> list[str]:
+    return [
+        f"model.tokenizer={data_dir}/tokenizer",
+        f"datasets.sharegpt4v.build_info.ann_path={data_dir}/train.json",
+        f"datasets.sharegpt4v.build_info.image_path={data_dir}/images",
+    ]
+
+
+def run_script(args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a repository script the way a user does; fail with its output if it fails."""
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result

@@ -1,0 +1,67 @@
+"""Checkpoints: atomic folders, newest-first resume, safe loading, shape errors that name the key."""
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from minigpt.common.checkpoint import latest_checkpoint, load_training_state, load_weights, read_weights, save_checkpoint
+
+
+class Tiny(nn.Module):
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.llama_proj = nn.Linear(width, 3)
+        self.frozen = nn.Linear(3, 3)
+        self.frozen.requires_grad_(False)
+
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_save_then_load_restores_weights_and_state(tmp_path):
+    model = Tiny()
+    path = save_checkpoint(tmp_path, 7, weights(model), {"step": 7, "optimizer": {"lr": 0.1}})
+    assert path.name == "checkpoint_0000007" and (path / "model.safetensors").exists()
+    other = Tiny()
+    report = load_weights(other, path)
+    assert report == {"unexpected": [], "missing_trainable": []}
+    assert torch.equal(other.llama_proj.weight, model.llama_proj.weight)
+    assert load_training_state(path)["step"] == 7
+
+
+def test_latest_ignores_half_written_folders(tmp_path):
+    save_checkpoint(tmp_path, 5, weights(Tiny()), {"step": 5})
+    save_checkpoint(tmp_path, 20, weights(Tiny()), {"step": 20})
+    (tmp_path / ".checkpoint_0000030.tmp123").mkdir()  # what a kill during a save leaves behind
+    assert latest_checkpoint(tmp_path).name == "checkpoint_0000020"
+    assert set(read_weights(tmp_path)) == {"llama_proj.weight", "llama_proj.bias"}  # a run folder: its newest
+
+
+def test_shape_mismatch_names_the_key(tmp_path):
+    path = save_checkpoint(tmp_path, 1, weights(Tiny(width=4)), {})
+    with pytest.raises(ValueError, match=r"llama_proj.weight.*\(3, 4\).*\(3, 5\)"):
+        load_weights(Tiny(width=5), path)
+
+
+def test_released_pth_layout_loads_weights_only(tmp_path):
+    model = Tiny()
+    torch.save({"model": weights(model), "epoch": 3}, tmp_path / "minigpt4.pth")
+    other = Tiny()
+    load_weights(other, tmp_path / "minigpt4.pth")
+    assert torch.equal(other.llama_proj.bias, model.llama_proj.bias)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as file:
+        pickle.dump({"model": Exploit()}, file)
+    with pytest.raises(pickle.UnpicklingError):
+        read_weights(path)

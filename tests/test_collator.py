@@ -1,0 +1,117 @@
+"""Label masking and the token budget: only answer tokens carry labels, for every template."""
+import pytest
+import torch
+
+from minigpt.conversation.template import ASSISTANT, USER, PromptTemplate
+from minigpt.datasets.collator import IGNORE_INDEX, ConversationCollator, UnsupervisedSampleError
+from minigpt.models.tokenizer import load_tokenizer
+
+VICUNA = PromptTemplate("###Human: {} ###Assistant: ", "###")
+LLAMA2 = PromptTemplate("[INST] {} [/INST] ", "</s>")
+IMAGE_TOKENS = 4
+
+
+@pytest.fixture(scope="module")
+def tokenizer(shapes_dir):
+    return load_tokenizer(shapes_dir / "tokenizer")
+
+
+def sample(turns, image=True, sample_id="s0"):
+    return {"id": sample_id, "dataset": "test", "image": torch.zeros(3, 8, 8) if image else None, "turns": turns}
+
+
+def supervised_text(tokenizer, batch, row=0):
+    labels = batch["labels"][row]
+    return tokenizer.decode(labels[labels != IGNORE_INDEX])
+
+
+@pytest.mark.parametrize("template", [VICUNA, LLAMA2], ids=["vicuna_v0", "llama2"])
+def test_only_answers_are_supervised(tokenizer, template):
+    collator = ConversationCollator(tokenizer, template, IMAGE_TOKENS, max_txt_len=200)
+    turns = [(USER, "What color is the circle?"), (ASSISTANT, "red"),
+             (USER, "How many shapes are there?"), (ASSISTANT, "two")]
+    batch = collator([sample(turns)])
+    end = template.end_sym
+    assert supervised_text(tokenizer, batch).replace(" ", "") == f"red{end}two{end}"
+    # the prompt text, the image slots and BOS are all unsupervised
+    slots = batch["image_slots"][0]
+    assert slots.sum() == IMAGE_TOKENS and (batch["labels"][0][slots] == IGNORE_INDEX).all()
+    ids = batch["input_ids"][0].tolist()
+    assert ids.count(tokenizer.bos_token_id) == 2  # one BOS per user turn
+    if template is LLAMA2:
+        eos_positions = (batch["labels"][0] == tokenizer.eos_token_id).nonzero().flatten()
+        assert len(eos_positions) == 2  # each answer ends in a supervised </s>
+
+
+def test_prompt_template_and_image_placeholder_layout(tokenizer):
+    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=200)
+    batch = collator([sample([(USER, "Which shape?"), (ASSISTANT, "circle")])])
+    ids = batch["input_ids"][0]
+    slots = batch["image_slots"][0]
+    before = tokenizer.decode(ids[: slots.nonzero()[0].item()], skip_special_tokens=True)
+    after = tokenizer.decode(ids[slots.nonzero()[-1].item() + 1:], skip_special_tokens=True)
+    assert before.replace(" ", "") == "###Human:<Img>"
+    assert after.replace(" ", "") == "</Img>Whichshape?###Assistant:circle###"
+
+
+def test_stage1_caption_is_image_then_caption(tokenizer):
+    collator = ConversationCollator(tokenizer, PromptTemplate("", "\n"), IMAGE_TOKENS, max_txt_len=200)
+    batch = collator([sample([(ASSISTANT, "a red circle")])])
+    ids = batch["input_ids"][0].tolist()
+    assert ids[0] == tokenizer.bos_token_id and batch["image_slots"][0][1:1 + IMAGE_TOKENS].all()
+    assert supervised_text(tokenizer, batch).strip() == "a red circle"
+
+
+def test_instruction_prompt_is_drawn_for_caption_samples(tokenizer):
+    prompts = ["<Img><ImageHere></Img> Describe it.", "<Img><ImageHere></Img> What is this?"]
+    template = PromptTemplate("###Human: {} ###Assistant: ", "###", prompts)
+    collator = ConversationCollator(tokenizer, template, IMAGE_TOKENS, max_txt_len=200)
+    texts = set()
+    for index in range(20):
+        batch = collator([sample([(ASSISTANT, "a red circle")], sample_id=f"id{index}")])
+        texts.add(tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True))
+        again = collator([sample([(ASSISTANT, "a red circle")], sample_id=f"id{index}")])
+        assert torch.equal(batch["input_ids"], again["input_ids"])  # reproducible per sample id
+    assert len(texts) == 2
+
+
+def test_image_tokens_count_against_budget_and_truncation_keeps_whole_turns(tokenizer):
+    turns = [(USER, "What color is the circle?"), (ASSISTANT, "red"),
+             (USER, "How many shapes are there?"), (ASSISTANT, "two")]
+    full = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=500)([sample(turns)])
+    length = int(full["attention_mask"].sum())
+    first_turn_only = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=length - 3)([sample(turns)])
+    assert first_turn_only["num_truncated"] == 1
+    assert supervised_text(tokenizer, first_turn_only).replace(" ", "") == "red###"
+    more_image_tokens = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS + 3, max_txt_len=length)([sample(turns)])
+    assert more_image_tokens["num_truncated"] == 1  # the same text no longer fits with more image tokens
+
+
+def test_unsupervised_sample_is_skipped_and_counted_or_raises_in_strict_mode(tokenizer):
+    turns = [(USER, "What color is the circle? " * 10), (ASSISTANT, "red")]
+    good = sample([(USER, "Which shape?"), (ASSISTANT, "circle")], sample_id="good")
+    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30)
+    batch = collator([sample(turns, sample_id="too_long"), good])
+    assert batch["ids"] == ["good"] and batch["images"].shape[0] == 1
+    assert batch["skipped"][0][0] == "too_long" and "max_txt_len=30" in batch["skipped"][0][1]
+    with pytest.raises(UnsupervisedSampleError, match="too_long"):
+        ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30, strict=True)([sample(turns, sample_id="too_long")])
+
+
+def test_unreadable_sample_reported_by_dataset_is_skipped(tokenizer):
+    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=100)
+    batch = collator([{"id": "broken", "dataset": "x", "error": "unreadable image /a/b.jpg: OSError"},
+                      sample([(USER, "Which shape?"), (ASSISTANT, "circle")], sample_id="ok")])
+    assert batch["ids"] == ["ok"] and batch["skipped"] == [("broken", "unreadable image /a/b.jpg: OSError")]
+
+
+def test_generation_batch_is_left_padded_and_ends_with_assistant_prompt(tokenizer):
+    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=100)
+    short = sample([(USER, "Which shape?")], sample_id="a")
+    long = sample([(USER, "Which shape?"), (ASSISTANT, "circle"), (USER, "And how many shapes are there?")], sample_id="b")
+    batch = collator.generation_batch([short, long])
+    mask = batch["attention_mask"]
+    assert mask[1].all() and not mask[0].all() and mask[0, -1] == 1 and mask[0, 0] == 0
+    for row in range(2):
+        text = tokenizer.decode(batch["input_ids"][row][mask[row].bool()], skip_special_tokens=True)
+        assert text.rstrip().endswith("###Assistant:")

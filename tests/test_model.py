@@ -1,0 +1,110 @@
+"""The composed model: shapes, frozen parts, the image splice, LLM loading paths, 8-bit inference."""
+import pytest
+import torch
+
+from conftest import REPO, stage2_options
+from minigpt.common import registry
+from minigpt.common.config import load_config
+from minigpt.conversation.template import ASSISTANT, USER
+
+
+def tiny_config(shapes_dir, *options):
+    return load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", *options])
+
+
+def build(config):
+    torch.manual_seed(0)
+    return registry.get("model", config.model.arch).from_config(config.model)
+
+
+def batch_for(model, images, questions=("What color is the circle?",), answers=("red",)):
+    samples = [{"id": str(i), "image": image, "turns": [(USER, q), (ASSISTANT, a)]}
+               for i, (image, q, a) in enumerate(zip(images, questions, answers))]
+    return model.collator()(samples)
+
+
+def test_forward_shapes_and_part_modes(shapes_dir):
+    config = tiny_config(shapes_dir, "model.parts.qformer.mode=frozen", "model.parts.llm.mode=frozen")
+    model = build(config)
+    images = torch.randn(2, 3, 64, 64)
+    image_embeds = model.encode_image(images)
+    assert image_embeds.shape == (2, 8, model.llama_model.config.hidden_size)  # 8 query tokens
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"llama_proj"}
+    model.train()
+    assert not model.visual_encoder.training and not model.Qformer.training and model.llama_proj.training
+    output = model(batch_for(model, images, ["a?", "b?"], ["red", "blue"]))
+    output["loss"].backward()
+    assert model.llama_proj.weight.grad is not None and model.query_tokens.grad is None
+
+
+def test_concat_projector_token_count(shapes_dir):
+    model = build(tiny_config(shapes_dir, "model.has_qformer=false"))
+    assert model.Qformer is None and model.num_image_tokens == (64 // 8) ** 2 // 4
+    assert model.encode_image(torch.randn(1, 3, 64, 64)).shape[1] == 16
+
+
+def test_image_reaches_the_loss_and_prompt_tokens_do_not_count(shapes_dir):
+    model = build(tiny_config(shapes_dir)).eval()
+    images = torch.randn(1, 3, 64, 64)
+    batch = batch_for(model, images)
+    with torch.no_grad():
+        loss = model(batch)["loss"]
+        other_image = model(batch_for(model, torch.randn(1, 3, 64, 64)))["loss"]
+        other_answer = model(batch_for(model, images, answers=("blue",)))["loss"]
+    assert not torch.isclose(loss, other_image) and not torch.isclose(loss, other_answer)
+    # the loss is the mean cross-entropy over exactly the supervised (answer) positions
+    with torch.no_grad():
+        logits = model(batch)["logits"][0, :-1]
+    labels = batch["labels"][0, 1:]
+    mask = labels != -100
+    manual = torch.nn.functional.cross_entropy(logits[mask], labels[mask])
+    assert torch.isclose(loss, manual, atol=1e-5)
+
+
+def test_param_groups_apply_lr_mult_and_no_decay_on_vectors(shapes_dir):
+    model = build(tiny_config(shapes_dir))
+    groups = model.param_groups(0.05, {"projector": 10.0})
+    projector = [g for g in groups if g["part"] == "projector"]
+    assert all(g["lr_mult"] == 10.0 for g in projector)
+    assert all(p.ndim < 2 for g in groups if g["weight_decay"] == 0 for p in g["params"])
+    assert not any(g["part"] == "vision_encoder" for g in groups)  # frozen: not optimised
+
+
+def test_checkpoint_weights_keep_random_frozen_parts_but_not_pretrained_llm(shapes_dir, tmp_path):
+    model = build(tiny_config(shapes_dir, "model.parts.llm.mode=frozen"))
+    names = model.checkpoint_weights().keys()
+    assert any(n.startswith("visual_encoder.") for n in names)  # random and frozen: must travel with us
+    assert any(n.startswith("llama_model.") for n in names)  # built from config: ours too
+    folder = tmp_path / "llm"
+    model.llama_model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    from_folder = build(tiny_config(shapes_dir, f"model.llama_model={folder}",
+                                    "model.parts.llm.mode=frozen"))
+    assert not any(n.startswith("llama_model.") for n in from_folder.checkpoint_weights())
+    # the folder path gives the same LLM as the one saved
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.allclose(from_folder.llama_model(ids).logits, model.llama_model(ids).logits, atol=1e-5)
+
+
+def test_lora_mode_wraps_llm_with_peft(shapes_dir):
+    model = build(tiny_config(shapes_dir, "model.parts.llm.mode=lora", "model.lora_r=4"))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith("llama_model.")]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_low_resource_8bit_llm_gives_close_logits_on_cpu(shapes_dir):
+    pytest.importorskip("bitsandbytes")
+    from minigpt.models.llm import quantize_linear_layers
+
+    model = build(tiny_config(shapes_dir)).eval()
+    batch = batch_for(model, torch.randn(1, 3, 64, 64))
+    with torch.no_grad():
+        reference = model(batch)["logits"]
+        quantize_linear_layers(model.llama_model)
+        quantized = model(batch)["logits"]
+    layer = model.llama_model.model.layers[0].self_attn.q_proj
+    assert type(layer).__name__ == "Linear8bitLt" and layer.weight.dtype == torch.int8
+    assert torch.allclose(reference, quantized.float(), atol=0.1 * reference.abs().max().item())
+    assert (reference.argmax(-1) == quantized.argmax(-1)).float().mean() > 0.9
