@@ -40,7 +40,7 @@ SIZES = {"small": 0.2, "large": 0.4}  # side of the shape's box, as a fraction o
 POSITIONS = (("top left", "top", "top right"), ("left", "center", "right"), ("bottom left", "bottom", "bottom right"))
 NUMBERS = {1: "one", 2: "two", 3: "three"}
 MARGIN = 0.04  # a shape's centre stays this far (fraction of the side) from its grid cell's borders
-GAP = 2  # pixels between the boxes of two shapes
+GAP = 0.06  # fraction of the side kept clear between the boxes of two shapes (JPEG must not join them)
 
 QUESTIONS = {
     "color": ("What color is the {shape}?", "What colour is the {shape}?", "Which color is the {shape}?"),
@@ -69,7 +69,7 @@ def position_of(bbox: list[int], image_size: int) -> str:
 
 def place(rng: random.Random, side: int, image_size: int, taken: list[list[int]]) -> list[int] | None:
     """A box of `side` pixels centred well inside a free grid cell, clear of `taken`; None if none fits."""
-    margin = MARGIN * image_size
+    margin, gap = MARGIN * image_size, round(GAP * image_size)
     used = {position_of(box, image_size) for box in taken}
     for _ in range(50):
         row, col = rng.randrange(3), rng.randrange(3)
@@ -85,7 +85,7 @@ def place(rng: random.Random, side: int, image_size: int, taken: list[list[int]]
         if len(corner) < 2:
             continue
         box = [corner[0], corner[1], corner[0] + side, corner[1] + side]
-        if all(box[2] + GAP <= o[0] or o[2] + GAP <= box[0] or box[3] + GAP <= o[1] or o[3] + GAP <= box[1]
+        if all(box[2] + gap <= o[0] or o[2] + gap <= box[0] or box[3] + gap <= o[1] or o[3] + gap <= box[1]
                for o in taken):
             return box
     return None
@@ -212,13 +212,13 @@ def train_records(rng: random.Random, index: int, shapes: list[dict], image: str
     return [{"id": f"train_{index:06d}", "image": image, "conversations": turns}]
 
 
-def test_records(rng: random.Random, index: int, shapes: list[dict], image: str) -> list[dict]:
-    """Two one-question records per image: a colour question, then one of the other kinds."""
+def heldout_records(rng: random.Random, index: int, shapes: list[dict], image: str) -> list[dict]:
+    """Two one-question records per image (ids come later): a colour question, then another kind."""
     records = []
-    for kind in ("color", None):
+    for weights in ({"color": 1.0}, TEST_WEIGHTS):
         qa = None
         while qa is None:
-            qa = ask(rng, kind or pick(rng, TEST_WEIGHTS), shapes)
+            qa = ask(rng, pick(rng, weights), shapes)
         records.append({"image": image, "question_type": qa[2][0], "conversations": turn_pair(qa[0], qa[1], True)})
     return records
 
@@ -226,7 +226,7 @@ def test_records(rng: random.Random, index: int, shapes: list[dict], image: str)
 def write_conversations(out: Path, rng: random.Random, split: str, count: int, image_size: int) -> list[dict]:
     """Stage-2 / held-out records in the ShareGPT4V layout, images under DIR/images/."""
     (out / "images").mkdir(parents=True, exist_ok=True)
-    make_records = train_records if split == "train" else test_records
+    make_records = train_records if split == "train" else heldout_records
     records = []
     for index in range(count):
         shapes = make_scene(rng, image_size)

@@ -190,7 +190,7 @@ def test_tokenizer_covers_the_text(data):
     from minigpt.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(data / "tokenizer")
-    single = [*shapes_mod.COLORS, *shapes_mod.SHAPES, "one", "two", "three", "###"]
+    single = [*shapes_mod.COLORS, *shapes_mod.SHAPES, "one", "two", "three", "top", "left", "center", "###"]
     for word in single:
         assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
     for record in json.loads((data / "train.json").read_text()):
