@@ -84,8 +84,10 @@ class MiniGPT(nn.Module):
         if cfg.llama_model:
             model.pretrained_parts.add("llm")
         model.set_part_modes({part: cfg.parts[part].mode for part in PART_NAMES}, cfg)
-        if not load_in_8bit:
-            model.to(device)
+        llm = model.llama_model
+        model.llama_model = None  # an 8-bit LLM already sits where bitsandbytes placed it
+        model.to(device)
+        model.llama_model = llm if load_in_8bit else llm.to(device)
         model.visual_encoder.to(vision_dtype)
         return model
 
