@@ -13,8 +13,9 @@ Writes, deterministically from the seed (same seed -> identical files):
 
 Each image shows 1-3 filled shapes of distinct types on white. A shape has a colour, a size and a
 position: the cell of a 3x3 grid its centre lies in (one shape per cell, centres kept away from the
-cell borders, so a position is never ambiguous). Questions ask for a shape's colour, the shape of a colour, the number of shapes, where a
-shape is, or for a caption; answers are always the same short canonical words.
+cell borders, so a position is never ambiguous). Questions ask for the colours in the image, a shape's
+colour, the shape of a colour, the number of shapes, where a shape is, or for a caption; answers are
+always the same short canonical words.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ MARGIN = 0.04  # a shape's centre stays this far (fraction of the side) from its
 GAP = 0.06  # fraction of the side kept clear between the boxes of two shapes (JPEG must not join them)
 
 QUESTIONS = {
+    "colors": ("What colors are in the image?", "Which colors do you see?", "Name the colors of the shapes."),
     "color": ("What color is the {shape}?", "What colour is the {shape}?", "Which color is the {shape}?"),
     "shape": ("What shape is the {color} object?", "Which shape is {color}?", "What is the shape of the {color} object?"),
     "count": ("How many shapes are there?", "How many objects are in the image?", "Count the shapes in this image."),
@@ -50,8 +52,8 @@ QUESTIONS = {
                  "In which part of the image is the {color} {shape}?"),
     "caption": ("Describe this image.", "What is in this image?", "Describe the shapes in this picture."),
 }
-TRAIN_WEIGHTS = {"color": 1.0, "shape": 1.0, "count": 1.0, "position": 1.0, "caption": 0.3}
-TEST_WEIGHTS = {"shape": 1.0, "count": 1.0, "position": 1.0, "caption": 0.5}  # after one colour question
+TRAIN_WEIGHTS = {"colors": 1.0, "color": 1.0, "shape": 1.0, "count": 1.0, "position": 1.0, "caption": 0.3}
+TEST_WEIGHTS = {"color": 1.0, "shape": 1.0, "count": 1.0, "position": 1.0, "caption": 0.5}  # after a "colors" one
 TEMPLATE_TEXTS = ("###Human: ", " ###Assistant: ", "###", "[INST] ", " [/INST] ", "<Img><ImageHere></Img> ",
                   "Describe this image in detail.", "Take a look at this image and describe what you notice.",
                   "Please provide a detailed description of the picture.",
@@ -157,6 +159,10 @@ def ask(rng: random.Random, kind: str, shapes: list[dict]) -> tuple[str, str, tu
     if kind == "position":
         target = rng.choice(shapes)
         return phrasing.format(color=target["color"], shape=target["shape"]), target["position"], (kind, target["shape"])
+    if kind == "colors":  # the distinct colours in a fixed order, e.g. "red, green and blue"
+        present = [color for color in COLORS if any(s["color"] == color for s in shapes)]
+        answer = ", ".join(present[:-1]) + " and " + present[-1] if len(present) > 1 else present[0]
+        return phrasing, answer, (kind,)
     if kind == "count":
         return phrasing, NUMBERS[len(shapes)], (kind,)
     return phrasing, caption(shapes), (kind,)
@@ -213,9 +219,9 @@ def train_records(rng: random.Random, index: int, shapes: list[dict], image: str
 
 
 def heldout_records(rng: random.Random, index: int, shapes: list[dict], image: str) -> list[dict]:
-    """Two one-question records per image (ids come later): a colour question, then another kind."""
+    """Two one-question records per image (ids come later): which colours, then another kind."""
     records = []
-    for weights in ({"color": 1.0}, TEST_WEIGHTS):
+    for weights in ({"colors": 1.0}, TEST_WEIGHTS):
         qa = None
         while qa is None:
             qa = ask(rng, pick(rng, weights), shapes)

@@ -1,5 +1,5 @@
-"""Learning test: the tiny MiniGPT-4, trained through torchrun + train.py (stage 1 then stage 2), answers
-held-out colour questions through demo.py, and falls to chance when the images are blanked out."""
+"""Learning test: the tiny MiniGPT-4, trained through torchrun + train.py (stage 1 then stage 2), names
+the colours of held-out images through demo.py, and falls to chance when the images are blanked out."""
 import json
 import os
 import sys
@@ -46,7 +46,8 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
         first, last = first_and_last_loss(out / stage)
         assert last < 0.3 * first, f"{stage}: loss {first:.3f} -> {last:.3f}"
 
-    colour = [r for r in json.loads((data / "test.json").read_text()) if r["question_type"] == "color"]
+    # "Which colors do you see?" -> e.g. "red and blue": every colour in the image, none missing or extra.
+    colour = [r for r in json.loads((data / "test.json").read_text()) if r["question_type"] == "colors"]
     (data / "colour.json").write_text(json.dumps(colour))
     Image.new("RGB", (64, 64), (255, 255, 255)).save(data / "images" / "blank.jpg")
     (data / "blank.json").write_text(json.dumps([{**r, "image": "blank.jpg"} for r in colour]))
@@ -57,4 +58,4 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     blank = colour_accuracy(run_script(demo + ["--questions", str(data / "blank.json")]).stdout, records)
     print(f"colour accuracy {accuracy:.3f} on {len(colour)} held-out questions; blank images {blank:.3f}")
     assert accuracy >= 0.9
-    assert blank <= 0.35  # six colours: chance is 1/6
+    assert blank <= 0.2  # a blind model can only guess one fixed answer; no answer is that common

@@ -39,7 +39,7 @@ def test_forward_shapes_and_part_modes(shapes_dir):
 
 
 def test_concat_projector_token_count(shapes_dir):
-    model = build(tiny_config(shapes_dir, "model.has_qformer=false"))
+    model = build(tiny_config(shapes_dir, "model.has_qformer=false", "model.vit_config.patch_size=8"))
     assert model.Qformer is None and model.num_image_tokens == (64 // 8) ** 2 // 4
     assert model.encode_image(torch.randn(1, 3, 64, 64)).shape[1] == 16
 
@@ -108,3 +108,9 @@ def test_low_resource_8bit_llm_gives_close_logits_on_cpu(shapes_dir):
     assert type(layer).__name__ == "Linear8bitLt" and layer.weight.dtype == torch.int8
     assert torch.allclose(reference, quantized.float(), atol=0.1 * reference.abs().max().item())
     assert (reference.argmax(-1) == quantized.argmax(-1)).float().mean() > 0.9
+
+
+def test_unloadable_qformer_weights_are_refused_not_ignored(shapes_dir):
+    config = tiny_config(shapes_dir, f"model.q_former_model={shapes_dir}/train.json")
+    with pytest.raises(NotImplementedError, match="model.q_former_model"):
+        build(config)

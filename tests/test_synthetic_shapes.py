@@ -91,7 +91,10 @@ def check_answer(question: str, answer: str, scene: list[dict]) -> str:
                 for color in (*shapes_mod.COLORS, None):
                     if phrasing.format(shape=shape, color=color) != question:
                         continue
-                    if kind == "color":
+                    if kind == "colors":
+                        present = [c for c in shapes_mod.COLORS if any(s["color"] == c for s in scene)]
+                        assert answer.replace(",", "").replace(" and ", " ").split() == present
+                    elif kind == "color":
                         assert by_shape[shape]["color"] == answer
                     elif kind == "shape":
                         assert [s["shape"] for s in scene if s["color"] == color] == [answer]
@@ -167,7 +170,7 @@ def test_train_conversations_are_true_of_their_images(data):
         assert len(set(questions)) == len(questions)
         for question, answer in zip(questions, (t["value"] for t in turns[1::2])):
             kinds[check_answer(question, answer, scene)] += 1
-    assert {"color", "shape", "count", "position"} <= set(kinds)
+    assert {"colors", "color", "shape", "count", "position"} <= set(kinds)
 
 
 def test_held_out_split_has_one_question_per_record(data):
@@ -182,8 +185,8 @@ def test_held_out_split_has_one_question_per_record(data):
         scene = segment(Image.open(data / "images" / record["image"]))
         assert check_answer(human["value"].removeprefix("<image>\n"), gpt["value"], scene) == record["question_type"]
     types = Counter(r["question_type"] for r in records)
-    assert set(types) <= {"color", "shape", "count", "position", "caption"}
-    assert types["color"] >= len(records) / 3
+    assert set(types) <= {"colors", "color", "shape", "count", "position", "caption"}
+    assert types["colors"] == len(records) / 2  # one per image, and one other question
 
 
 def test_tokenizer_covers_the_text(data):

@@ -60,6 +60,10 @@ class MiniGPT(nn.Module):
     @classmethod
     def from_config(cls, cfg, device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.float32) -> "MiniGPT":
         """Build every part from the `model:` config section; frozen parts run in `compute_dtype` on GPU."""
+        if cfg.has_qformer and cfg.q_former_model:
+            raise NotImplementedError(
+                f"model.q_former_model: loading BLIP-2 Q-Former weights ('{cfg.q_former_model}') is not supported "
+                "yet; set model.q_former_model=null to train the Q-Former from random weights")
         on_gpu = torch.device(device).type == "cuda"
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.vit_precision, torch.float32)
         vision_frozen = cfg.parts.vision_encoder.mode == "frozen"
