@@ -61,7 +61,9 @@ def test_killed_run_resumes_to_the_same_loss_curve(shapes_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_ranks_match_one_process_with_doubled_accumulation(shapes_dir, tmp_path):
-    steps = ["run.iters_per_epoch=8"]
+    # Dropout masks differ by rank by design, so the comparison runs without dropout.
+    steps = ["run.iters_per_epoch=8", "model.qformer_config.hidden_dropout_prob=0.0",
+             "model.qformer_config.attention_probs_dropout_prob=0.0"]
     single = tmp_path / "single"
     run_script(["train.py", "--cfg-path", STAGE2, "--options",
                 *options(shapes_dir, single, *steps, "run.accum_grad_iters=2")])

@@ -39,8 +39,11 @@ class BatchStream:
     def batches_per_pass(self) -> int:
         return len(self.dataset) // (self.batch_size * self.world_size)
 
-    def _loader(self, **kwargs) -> DataLoader:
-        return DataLoader(self.dataset, collate_fn=self.collate_fn, num_workers=self.num_workers, **kwargs)
+    def _loader(self, pass_index: int, **kwargs) -> DataLoader:
+        # Its own generator: worker seeds follow (seed, pass), and the global RNG (dropout) is untouched.
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + pass_index)
+        return DataLoader(self.dataset, collate_fn=self.collate_fn, num_workers=self.num_workers,
+                          generator=generator, **kwargs)
 
     def batches(self, start: int = 0) -> Iterator[dict]:
         """Batches from batch number `start` on (counted on this rank)."""
@@ -54,7 +57,7 @@ class BatchStream:
             order = torch.randperm(len(self.dataset), generator=generator).tolist()
             chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(per_pass * self.world_size)]
             mine = chunks[self.rank :: self.world_size][offset:]
-            yield from self._loader(batch_sampler=mine)
+            yield from self._loader(pass_index, batch_sampler=mine)
             pass_index, offset = pass_index + 1, 0
 
     def _streamed_batches(self, start: int) -> Iterator[dict]:
@@ -62,7 +65,7 @@ class BatchStream:
         while True:
             self.dataset.set_pass(self.seed, pass_index, self.rank, self.world_size)
             got_any = False
-            for batch in self._loader(batch_size=self.batch_size):
+            for batch in self._loader(pass_index, batch_size=self.batch_size):
                 got_any = True
                 if produced >= start:
                     yield batch

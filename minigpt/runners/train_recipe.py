@@ -115,7 +115,6 @@ class TrainRecipe:
         state = load_training_state(checkpoint_dir)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
         self.print(f"resumed from {checkpoint_dir} at step {self.step}")
 
@@ -130,6 +129,8 @@ class TrainRecipe:
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.is_main, desc="train",
                         dynamic_ncols=True)
         while self.step < self.total_steps:
+            # Dropout draws depend on (seed, step, rank) only: a resumed run repeats them exactly.
+            torch.manual_seed(run.seed + 1_000_003 * self.dist.rank + 7_919 * (self.step + 1))
             lr = self.schedule.lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
@@ -195,7 +196,7 @@ class TrainRecipe:
     def save(self) -> None:
         if self.dist.is_main:
             state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                     "step": self.step, "torch_rng": torch.get_rng_state()}
+                     "step": self.step}
             path = save_checkpoint(self.output_dir, self.step, self.model.checkpoint_weights(), state, self.config)
             self.print(f"saved {path}")
         barrier()
