@@ -91,3 +91,13 @@ def test_non_finite_loss_stops_with_step_and_sample_ids(shapes_dir, tmp_path):
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 0 .*samples \['train_"):
         recipe.train()
     recipe.close()
+
+
+def test_wandb_offline_run_logs_beside_the_local_log(shapes_dir, tmp_path):
+    out = tmp_path / "wandb_run"
+    run_script(["train.py", "--cfg-path", STAGE2, "--options",
+                *options(shapes_dir, out, "run.iters_per_epoch=3", "run.wandb_log=True")],
+               env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert list(losses(out)) == [1, 2, 3]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "wandb wrote no offline run"
