@@ -134,13 +134,18 @@ def jpeg(image: Image.Image) -> bytes:
 # -----------------------------------------------------------------------------
 # text
 
+def join_words(items: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
+
+
 def caption(shapes: list[dict]) -> str:
     """e.g. "a large red circle at the top left and a small blue square on the right." """
     parts = []
     for s in shapes:
         preposition = {"left": "on the", "right": "on the", "center": "in the"}.get(s["position"], "at the")
         parts.append(f"a {s['size']} {s['color']} {s['shape']} {preposition} {s['position']}")
-    return (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]) + "."
+    return join_words(parts) + "."
 
 
 def ask(rng: random.Random, kind: str, shapes: list[dict]) -> tuple[str, str, tuple] | None:
@@ -161,8 +166,7 @@ def ask(rng: random.Random, kind: str, shapes: list[dict]) -> tuple[str, str, tu
         return phrasing.format(color=target["color"], shape=target["shape"]), target["position"], (kind, target["shape"])
     if kind == "colors":  # the distinct colours in a fixed order, e.g. "red, green and blue"
         present = [color for color in COLORS if any(s["color"] == color for s in shapes)]
-        answer = ", ".join(present[:-1]) + " and " + present[-1] if len(present) > 1 else present[0]
-        return phrasing, answer, (kind,)
+        return phrasing, join_words(present), (kind,)
     if kind == "count":
         return phrasing, NUMBERS[len(shapes)], (kind,)
     return phrasing, caption(shapes), (kind,)

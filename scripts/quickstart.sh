@@ -16,9 +16,8 @@ torchrun --nproc-per-node 1 train.py --cfg-path train_configs/tiny_stage2.yaml
 image=$(python -c "import json; print(json.load(open('data/shapes/test.json'))[0]['image'])")
 echo
 echo "== demo: a two-turn chat about data/shapes/images/$image =="
-printf 'Which colors do you see?\nHow many shapes are there?\n/quit\n' > /tmp/minigpt_questions.txt
-python demo.py --cfg-path eval_configs/tiny_eval.yaml --image "data/shapes/images/$image" --max-new-tokens 20 \
-    < /tmp/minigpt_questions.txt
+printf 'Which colors do you see?\nHow many shapes are there?\n/quit\n' |
+    python demo.py --cfg-path eval_configs/tiny_eval.yaml --image "data/shapes/images/$image" --max-new-tokens 20
 
 echo
 echo "== demo: every held-out question of data/shapes/test.json =="
