@@ -18,7 +18,7 @@ import torch
 from minigpt.common.config import load_config
 from minigpt.conversation.chat import Chat, GenerationOptions, generate_answers, load_image
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.conversation_json import parse_sharegpt4v
+from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
 from minigpt.models.inference import image_processor_for, load_for_inference, pick_device
 
 
@@ -52,7 +52,7 @@ def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, 
     if not image_root and not root.is_dir():
         root = Path(path).parent
     jobs = []
-    for record in parse_sharegpt4v(path):
+    for record in parse_sharegpt_records(path):
         for index, (role, text) in enumerate(record["turns"]):
             if role == USER:
                 following = record["turns"][index + 1] if index + 1 < len(record["turns"]) else None

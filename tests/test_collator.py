@@ -81,10 +81,10 @@ def test_image_tokens_count_against_budget_and_truncation_keeps_whole_turns(toke
     full = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=500)([sample(turns)])
     length = int(full["attention_mask"].sum())
     first_turn_only = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=length - 3)([sample(turns)])
-    assert first_turn_only["num_truncated"] == 1
+    assert sum(first_turn_only["truncated"]) == 1
     assert supervised_text(tokenizer, first_turn_only).replace(" ", "") == "red###"
     more_image_tokens = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS + 3, max_txt_len=length)([sample(turns)])
-    assert more_image_tokens["num_truncated"] == 1  # the same text no longer fits with more image tokens
+    assert sum(more_image_tokens["truncated"]) == 1  # the same text no longer fits with more image tokens
 
 
 def test_unsupervised_sample_is_skipped_and_counted_or_raises_in_strict_mode(tokenizer):
@@ -93,16 +93,19 @@ def test_unsupervised_sample_is_skipped_and_counted_or_raises_in_strict_mode(tok
     collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30)
     batch = collator([sample(turns, sample_id="too_long"), good])
     assert batch["ids"] == ["good"] and batch["images"].shape[0] == 1
-    assert batch["skipped"][0][0] == "too_long" and "max_txt_len=30" in batch["skipped"][0][1]
+    skipped = batch["skipped"][0]
+    assert skipped["id"] == "too_long" and skipped["reason"] == "no answer token fits"
+    assert "max_txt_len=30" in skipped["detail"]
     with pytest.raises(UnsupervisedSampleError, match="too_long"):
         ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30, strict=True)([sample(turns, sample_id="too_long")])
 
 
 def test_unreadable_sample_reported_by_dataset_is_skipped(tokenizer):
     collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=100)
-    batch = collator([{"id": "broken", "dataset": "x", "error": "unreadable image /a/b.jpg: OSError"},
+    batch = collator([{"id": "broken", "dataset": "x", "skip": ("unreadable image", "/a/b.jpg")},
                       sample([(USER, "Which shape?"), (ASSISTANT, "circle")], sample_id="ok")])
-    assert batch["ids"] == ["ok"] and batch["skipped"] == [("broken", "unreadable image /a/b.jpg: OSError")]
+    assert batch["ids"] == ["ok"]
+    assert batch["skipped"] == [{"dataset": "x", "id": "broken", "reason": "unreadable image", "detail": "/a/b.jpg"}]
 
 
 def test_generation_batch_is_left_padded_and_ends_with_assistant_prompt(tokenizer):

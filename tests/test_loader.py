@@ -75,8 +75,8 @@ def test_corrupt_shard_image_is_reported_not_fatal(tmp_path):
         sink.write({"__key__": "nocap", "jpg": b"", "json": {"text": "x"}})
     dataset = CaptionShardDataset("bad", str(tmp_path / "bad.tar"), Blip2ImageProcessor(64), None)
     samples = list(dataset)
-    assert {s["id"].split(":")[-1] for s in samples} == {"broken", "nocap"} and all("error" in s for s in samples)
-    errors = {s["id"].split(":")[-1]: s["error"] for s in samples}
+    assert {s["id"].split(":")[-1] for s in samples} == {"broken", "nocap"} and all("skip" in s for s in samples)
+    errors = {s["id"].split(":")[-1]: s["skip"][1] for s in samples}
     assert "caption" in errors["nocap"] and "bad.tar" in samples[0]["id"]
     strict = CaptionShardDataset("bad", str(tmp_path / "bad.tar"), Blip2ImageProcessor(64), None, strict=True)
     try:

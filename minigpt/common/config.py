@@ -144,18 +144,27 @@ def _build_model_section(sources: list[tuple[str, DictConfig]]) -> DictConfig:
 
 
 def _build_dataset_section(name: str, sources: list[tuple[str, DictConfig]]) -> DictConfig:
+    """A section's builder is `builder:` if set, else its own name (so two files of one format can be
+    mixed under two names); the builder's default YAML comes first."""
+    builder_name = name
+    for _, config in sources:
+        builder_name = ((_section(config, "datasets") or {}).get(name) or {}).get("builder") or builder_name
     try:
-        builder = registry.get("builder", name)
+        builder = registry.get("builder", builder_name)
     except KeyError as error:
         raise ConfigError(_source_of(sources, f"datasets.{name}"), f"datasets.{name}", str(error.args[0])) from None
     section = OmegaConf.structured(builder.config_class)
-    default_path = PACKAGE_ROOT / "configs" / "datasets" / name / "default.yaml"
-    if default_path.exists():
-        defaults = _section(_load_yaml(default_path), "datasets") or {}
-        section = _merge(section, defaults.get(name), str(default_path), f"datasets.{name}")
+    # The builder's own YAML, or for an alias (llava_detail, refcocop, ...) that of its first name.
+    for default_name in (builder_name, *registry.names_of("builder", builder)):
+        default_path = PACKAGE_ROOT / "configs" / "datasets" / default_name / "default.yaml"
+        if default_path.exists():
+            defaults = _section(_load_yaml(default_path), "datasets") or {}
+            section = _merge(section, defaults.get(default_name), str(default_path), f"datasets.{name}")
+            break
     for source, config in sources:
         user_section = (_section(config, "datasets") or {}).get(name)
         section = _merge(section, user_section, source, f"datasets.{name}")
+    section.builder = builder_name
     return section
 
 
@@ -242,6 +251,8 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
             missing = [p for p in paths if not resolve_path(p).exists()]
             if missing or not paths:
                 fail(f"{key}.build_info.storage", f"path '{missing[0] if missing else info.storage}' does not exist")
+        if dataset.data_type == "images" and not dataset.vis_processor:
+            fail(f"{key}.vis_processor", "missing: set vis_processor.train (name, image_size)")
         check_path(f"{key}.build_info.ann_path", info.ann_path)
         check_path(f"{key}.build_info.image_path", info.image_path)
         for kind in ("vis_processor", "text_processor"):

@@ -41,6 +41,12 @@ def names(kind: str) -> list[str]:
     return sorted(_REGISTRY[kind])
 
 
+def names_of(kind: str, cls: type) -> list[str]:
+    """Every name `cls` is registered under, in registration order."""
+    _import_all()
+    return [name for name, known in _REGISTRY[kind].items() if known is cls]
+
+
 def register_model(*names: str):
     return register("model", *names)
 

@@ -61,6 +61,7 @@ class ModelConfig:
     max_context_len: int = 3800
     end_sym: str = "\n"
     chat_template: bool = False
+    task_identifiers: bool = False  # write each sample's task as "[vqa] ..." (MiniGPT-v2)
 
     ckpt: Optional[str] = None
     parts: Dict[str, PartConfig] = field(default_factory=dict)
@@ -71,12 +72,15 @@ class BuildInfo:
     storage: Optional[str] = None  # webdataset shard pattern, or a folder
     ann_path: Optional[str] = None  # annotation JSON
     image_path: Optional[str] = None  # image folder the annotations refer into
+    dataset: Optional[str] = None  # RefCOCO family: refcoco | refcoco+ | refcocog (folder under ann_path)
+    splitBy: Optional[str] = None  # RefCOCO family: unc | umd | google (the refs(<splitBy>).p file)
 
 
 @dataclass
 class DatasetConfig:
     """Options every dataset accepts; builders may extend this with their own fields."""
 
+    builder: Optional[str] = None  # the registered builder; defaults to the section's name
     data_type: str = "images"
     type: str = "default"
     build_info: BuildInfo = field(default_factory=BuildInfo)

@@ -22,6 +22,7 @@ class PromptTemplate:
     prompt_template: str = ""  # "" = no wrapping (stage-1 captioning)
     end_sym: str = "\n"
     instruction_prompts: list[str] = field(default_factory=list)  # used when a sample has no user turn
+    task_identifiers: bool = False  # MiniGPT-v2: a sample's task is written as "[vqa] question"
 
     @classmethod
     def from_model_config(cls, model_config) -> "PromptTemplate":
@@ -31,12 +32,13 @@ class PromptTemplate:
 
             lines = resolve_path(model_config.prompt_path).read_text().splitlines()
             prompts = [line.strip() for line in lines if IMAGE_PLACEHOLDER in line]
-        return cls(model_config.prompt_template, model_config.end_sym, prompts)
+        return cls(model_config.prompt_template, model_config.end_sym, prompts, model_config.task_identifiers)
 
     def wrap_user(self, text: str) -> str:
         return self.prompt_template.format(text) if self.prompt_template else text
 
-    def pairs(self, turns: list[tuple[str, str]], has_image: bool, sample_id: str = "") -> list[tuple[str, str | None]]:
+    def pairs(self, turns: list[tuple[str, str]], has_image: bool, sample_id: str = "",
+              task: str | None = None) -> list[tuple[str, str | None]]:
         """Group turns into (user text, answer or None) pairs, with the image placeholder in the first user turn.
 
         A caption sample has no user turn: it gets one of `instruction_prompts` (drawn per sample id, so
@@ -55,6 +57,8 @@ class PromptTemplate:
             else:
                 raise ValueError(f"sample {sample_id!r}: turns must alternate user/assistant, got {role!r}")
         first_user = pairs[0][0]
+        if task and self.task_identifiers:
+            first_user = f"[{task}] {first_user}"
         if has_image and IMAGE_PLACEHOLDER not in first_user:
             if first_user or self.prompt_template:
                 first_user = f"{IMAGE_PROMPT} {first_user}".rstrip()

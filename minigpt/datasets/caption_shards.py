@@ -3,6 +3,10 @@
 Each sample in a shard has an image (`jpg`, `png` or `webp`) and a `json` with a "caption" (or a
 `txt`). Shards are shuffled per pass from the seed, split by rank and then by DataLoader worker, so no
 sample is seen twice in a pass; a shuffle buffer mixes samples across shards.
+
+`resampled=True` is for iteration-based runs over huge shard sets: each rank and worker draws shards
+with replacement, endlessly, from its own seeded generator (a pass never ends, so no rank waits for a
+slower one at a pass boundary; a sample may then repeat before all have been seen).
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
 class CaptionShardDataset(IterableDataset):
     def __init__(self, name: str, pattern: str, vis_processor, text_processor, shuffle_buffer: int = 1000,
-                 strict: bool = False):
+                 strict: bool = False, resampled: bool = False):
         self.name = name
+        self.resampled = resampled
         self.shards = [str(resolve_path(p)) for p in shard_paths(pattern)]
         self.vis_processor = vis_processor
         self.text_processor = text_processor
@@ -35,41 +40,42 @@ class CaptionShardDataset(IterableDataset):
         """Called before each pass: the shard order and sample shuffle depend only on these."""
         self.seed, self.pass_index, self.rank, self.world_size = seed, pass_index, rank, world_size
 
-    def _my_shards(self) -> tuple[list[str], int]:
+    def _my_shards(self, worker_id: int, num_workers: int) -> list[str]:
         shards = list(self.shards)
         random.Random(f"{self.seed}-{self.pass_index}").shuffle(shards)
-        worker = get_worker_info()
-        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         shards = shards[self.rank :: self.world_size][worker_id::num_workers]
         if not shards:
             raise ValueError(f"{self.name}: {len(self.shards)} shards cannot feed {self.world_size} ranks x "
                              f"{num_workers} workers; use at least as many shards as ranks x workers")
-        return shards, worker_id
+        return shards
 
     def __iter__(self):
-        shards, worker_id = self._my_shards()
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker else (0, 1)
         rng = random.Random(f"{self.seed}-{self.pass_index}-{self.rank}-{worker_id}")
-        raw = wds.tarfile_to_samples(handler=self._on_error)(({"url": url} for url in shards))
+        if self.resampled:
+            shard_rng = random.Random(f"{self.seed}-{self.pass_index}-{self.rank}-{worker_id}-shards")
+            urls = ({"url": shard_rng.choice(self.shards)} for _ in iter(int, 1))  # endless
+        else:
+            urls = ({"url": url} for url in self._my_shards(worker_id, num_workers))
+        raw = wds.tarfile_to_samples(handler=self._on_error)(urls)
         buffer: list[dict] = []
         for record in raw:
             buffer.append(record)
             if len(buffer) >= self.shuffle_buffer:
-                sample = self._decode(buffer.pop(rng.randrange(len(buffer))))
-                if sample is not None:
-                    yield sample
+                yield self._decode(buffer.pop(rng.randrange(len(buffer))))
         rng.shuffle(buffer)
         for record in buffer:
-            sample = self._decode(record)
-            if sample is not None:
-                yield sample
+            yield self._decode(record)
 
     def _on_error(self, error: Exception) -> bool:
+        """A shard that cannot be read at all (a broken tar) is reported; its readable part is kept."""
         if self.strict:
             raise error
-        print(f"[{self.name}] skipped a broken shard member: {error}")
+        print(f"[{self.name}] skipped part of a broken shard: {error}")
         return True
 
-    def _decode(self, record: dict) -> dict | None:
+    def _decode(self, record: dict) -> dict:
         key = f"{record.get('__url__', '?')}:{record.get('__key__', '?')}"
         image_key = next((k for k in IMAGE_KEYS if k in record), None)
         try:
@@ -83,7 +89,7 @@ class CaptionShardDataset(IterableDataset):
         except Exception as error:  # a corrupt image or record is skipped and reported, never fatal
             if self.strict:
                 raise ValueError(f"{self.name}: bad sample {key}: {error}") from error
-            return {"id": key, "dataset": self.name, "error": f"{type(error).__name__}: {error}"}
+            return {"id": key, "dataset": self.name, "skip": ("broken record", f"{type(error).__name__}: {error}")}
         if self.text_processor is not None:
             caption = self.text_processor(caption)
         return {"id": record["__key__"], "dataset": self.name, "image": self.vis_processor(image),

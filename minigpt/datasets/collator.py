@@ -3,7 +3,9 @@
 This is the one place that knows about prompt templates and label masking, for training and for
 generation alike, so the two can never disagree about what a prompt looks like.
 
-A sample is a dict: {"id", "dataset", "image": tensor [3, H, W] or None, "turns": [(role, text), ...]}.
+A sample is a dict: {"id", "dataset", "image": tensor [3, H, W] or None, "turns": [(role, text), ...],
+"task": "vqa" | "refer" | ... | None}; or {"id", "dataset", "skip": (reason, detail)} for one the dataset
+could not read.
 A batch holds:
   input_ids      [B, T]  token ids; image slots hold the pad id (their embeddings are replaced)
   image_slots    [B, T]  True where an image embedding goes (num_image_tokens per image sample)
@@ -66,7 +68,7 @@ class ConversationCollator:
         first answer may be cut mid-way. For generation the last user turn has no answer yet.
         """
         has_image = sample.get("image") is not None
-        pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]))
+        pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]), sample.get("task"))
         ids: list[int] = []
         labels: list[int] = []
         slots: list[bool] = []
@@ -98,25 +100,36 @@ class ConversationCollator:
         return EncodedSample(str(sample["id"]), ids, labels, slots, truncated)
 
     def __call__(self, samples: list[dict]) -> dict:
-        """Training batch, right-padded. Unreadable and unsupervised samples are skipped and reported
-        in `batch["skipped"]` as (id, reason), or raise if strict."""
+        """Training batch, right-padded. Samples the dataset could not read, and samples that cannot be
+        trained on (no answer token fits, turns out of order), are left out and listed in
+        `batch["skipped"]` as {"dataset", "id", "reason", "detail"}; in strict mode they raise."""
         encoded, kept, skipped = [], [], []
         for sample in samples:
-            if "error" in sample:  # the dataset could not read it (e.g. a corrupt image)
-                skipped.append((str(sample["id"]), sample["error"]))
+            if "skip" in sample:  # the dataset could not read it (e.g. a missing or corrupt image)
+                reason, detail = sample["skip"]
+                skipped.append({"dataset": sample["dataset"], "id": str(sample["id"]), "reason": reason, "detail": detail})
                 continue
             try:
                 encoded.append(self.encode(sample))
                 kept.append(sample)
-            except UnsupervisedSampleError as error:
+            except ValueError as error:
                 if self.strict:
                     raise
-                skipped.append((str(sample["id"]), str(error)))
+                reason = "no answer token fits" if isinstance(error, UnsupervisedSampleError) else "invalid conversation"
+                skipped.append({"dataset": sample.get("dataset", ""), "id": str(sample["id"]), "reason": reason,
+                                "detail": str(error)})
         batch = self.pad(encoded, [s.get("image") for s in kept], padding_side="right")
         batch["datasets"] = [s.get("dataset", "") for s in kept]
         batch["skipped"] = skipped
-        batch["num_truncated"] = sum(e.truncated for e in encoded)
+        batch["truncated"] = [e.truncated for e in encoded]
         return batch
+
+    def placeholder_batch(self) -> dict:
+        """A one-token text batch for a micro-step whose samples were all skipped: run through the model
+        with its loss x 0, it keeps DDP ranks in step without training on anything."""
+        sample = EncodedSample("placeholder", [self.tokenizer.bos_token_id] * 2, [IGNORE_INDEX, self.tokenizer.bos_token_id],
+                               [False, False], False)
+        return {**self.pad([sample], [], padding_side="right"), "datasets": [], "skipped": [], "truncated": []}
 
     def generation_batch(self, samples: list[dict]) -> dict:
         """Prompts for generation, left-padded so that every prompt ends at the last position."""

@@ -6,7 +6,10 @@ interrupted run would have seen:
   chunks of batch_size; under DDP rank r takes chunks r, r + W, r + 2W, ... Rank r at step k thus holds
   the same samples as micro-batch k*W + r of one process, which makes DDP match gradient accumulation.
 - a streamed (webdataset) data set is told (seed, pass, rank, world size) before each pass; resuming
-  replays the stream up to the resume point (only decoding costs, no training).
+  replays the stream up to the resume point (only decoding costs, no training). A resampled stream
+  never ends its pass, so replaying it could take hours: it is reseeded from the resume point instead.
+- a data set with `set_pass` is told the pass too, so per-sample random choices (an instruction
+  phrasing, one of several answers) change from pass to pass yet repeat exactly on resume.
 - the mixer picks the data set of each micro-batch from (seed, micro-batch index) by sample_ratio.
 """
 from __future__ import annotations
@@ -53,6 +56,8 @@ class BatchStream:
         per_pass = self.batches_per_pass()
         pass_index, offset = divmod(start, per_pass)
         while True:
+            if hasattr(self.dataset, "set_pass"):
+                self.dataset.set_pass(self.seed, pass_index, self.rank, self.world_size)
             generator = torch.Generator().manual_seed(self.seed * 100_003 + pass_index)
             order = torch.randperm(len(self.dataset), generator=generator).tolist()
             chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(per_pass * self.world_size)]
@@ -62,6 +67,8 @@ class BatchStream:
 
     def _streamed_batches(self, start: int) -> Iterator[dict]:
         pass_index, produced = 0, 0
+        if getattr(self.dataset, "resampled", False) and start > 0:
+            pass_index, produced = start, start  # a fresh endless stream, seeded from the resume point
         while True:
             self.dataset.set_pass(self.seed, pass_index, self.rank, self.world_size)
             got_any = False

@@ -186,6 +186,13 @@ class MiniGPT(nn.Module):
         if images is not None:
             image_embeds = self.encode_image(images).to(inputs_embeds.dtype)  # [N, M, D]
             inputs_embeds = inputs_embeds.masked_scatter(image_slots.unsqueeze(-1), image_embeds)
+        elif self.training:
+            # A text-only batch still runs the vision path, on a blank image whose embeddings are masked
+            # out (x 0), so that under DDP every rank gives gradients for the same parameters and no
+            # rank waits forever in the gradient all-reduce.
+            size = self.visual_encoder.patch_embed.img_size
+            blank = torch.zeros(1, 3, *size, device=input_ids.device)
+            inputs_embeds = inputs_embeds + 0.0 * self.encode_image(blank).sum().to(inputs_embeds.dtype)
         return inputs_embeds
 
     def forward(self, batch: dict) -> dict:

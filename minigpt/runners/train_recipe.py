@@ -22,6 +22,8 @@ from minigpt.common.config import save_config
 from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
 from minigpt.common.registry import register_runner
+from minigpt.datasets.accounting import SampleAccounting
+from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.loader import BatchStream, MixedBatches
 
 
@@ -77,9 +79,9 @@ class TrainRecipe:
             self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
         self.output_dir = Path(run.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         self.logger = None
         if self.dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.output_dir / "config.yaml")
             loggers = [JsonlLogger(self.output_dir / "log.jsonl")]
             if run.wandb_log:
@@ -93,11 +95,10 @@ class TrainRecipe:
 
     def _build_data(self) -> MixedBatches:
         run = self.run
-        collate = self.model.collator(strict=run.strict)
+        collate = self.collate = self.model.collator(strict=run.strict)
         streams, ratios = {}, {}
         for name, dataset_cfg in self.config.datasets.items():
-            builder = registry.get("builder", name)(name, dataset_cfg)
-            dataset = builder.build("train", strict=run.strict)
+            dataset = build_dataset(name, dataset_cfg, "train", strict=run.strict)
             batch_size = dataset_cfg.batch_size or run.batch_size_train
             streams[name] = BatchStream(name, dataset, batch_size, collate, run.seed, self.dist.rank,
                                         self.dist.world_size, run.num_workers)
@@ -123,8 +124,9 @@ class TrainRecipe:
         run, accum = self.run, self.run.accum_grad_iters
         self.model.train()
         data = self.batches.iterate(start_micro_step=self.step * accum)
-        used, skipped, skip_reasons = collections.Counter(), collections.Counter(), collections.Counter()
-        window = collections.defaultdict(float)
+        accounting = SampleAccounting(list(self.batches.streams), self.output_dir / f"skipped-rank{self.dist.rank}.jsonl",
+                                      printer=tqdm.write)
+        window, mix = collections.defaultdict(float), collections.Counter()
         window_start = time.perf_counter()
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.is_main, desc="train",
                         dynamic_ncols=True)
@@ -136,10 +138,8 @@ class TrainRecipe:
                 group["lr"] = lr * group["lr_mult"]
             for micro in range(accum):
                 name, batch = next(data)
-                used[name] += len(batch["ids"])
-                for sample_id, reason in batch["skipped"]:
-                    skipped[name] += 1
-                    skip_reasons[reason.split(":")[0]] += 1
+                accounting.add(batch)
+                mix[name] += len(batch["ids"])
                 sync = micro == accum - 1 or not self.dist.distributed
                 with (contextlib.nullcontext() if sync else self.ddp_model.no_sync()):
                     loss = self._micro_step(batch) / accum
@@ -164,29 +164,30 @@ class TrainRecipe:
                 metrics = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
                            "samples_per_s": window["samples"] * self.dist.world_size / elapsed,
                            "supervised_fraction": window["supervised"] / max(window["tokens"], 1),
-                           "epoch": (self.step - 1) // self.iters_per_epoch}
+                           "epoch": (self.step - 1) // self.iters_per_epoch,
+                           "samples_by_dataset": dict(mix)}  # this rank's draws since the last log
                 progress.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}")
                 if self.logger:
                     self.logger.log(metrics, self.step)
-                window, window_start = collections.defaultdict(float), time.perf_counter()
+                window, mix, window_start = collections.defaultdict(float), collections.Counter(), time.perf_counter()
 
             epoch_end = self.step % self.iters_per_epoch == 0
             if epoch_end:
                 epoch = self.step // self.iters_per_epoch - 1
-                reasons = ", ".join(f"{r}: {n}" for r, n in skip_reasons.items()) or "none"
-                self.print(f"epoch {epoch}: samples used {dict(used)}, skipped {dict(skipped)} ({reasons})")
+                samples = accounting.end_epoch()
+                self.print(f"epoch {epoch} samples: {SampleAccounting.describe(samples)}")
                 if self.logger:
-                    self.logger.log({"epoch_used": dict(used), "epoch_skipped": dict(skipped)}, self.step)
-                used, skipped, skip_reasons = collections.Counter(), collections.Counter(), collections.Counter()
+                    self.logger.log({"epoch": epoch, "epoch_samples": samples}, self.step)
             if epoch_end or (run.ckpt_freq and self.step % run.ckpt_freq == 0):
                 self.save()
         progress.close()
 
     def _micro_step(self, batch: dict) -> torch.Tensor:
-        if not batch["ids"]:  # every sample was skipped: a zero loss keeps DDP ranks in step
-            return sum(p.sum() for p in self.trainable) * 0.0
+        weight = 1.0
+        if not batch["ids"]:  # every sample was skipped: a zero-weighted stand-in keeps DDP ranks in step
+            batch, weight = self.collate.placeholder_batch(), 0.0
         with self.autocast():
-            loss = self.ddp_model(batch)["loss"]
+            loss = self.ddp_model(batch)["loss"] * weight
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step} on rank {self.dist.rank}, "
                                      f"samples {batch['ids']} (data sets {sorted(set(batch['datasets']))})")

@@ -1,2 +1,7 @@
-"""Registered dataset builders. Importing this package registers them all."""
-from minigpt.datasets.builders import caption_builders  # noqa: F401
+"""Registered dataset builders. Importing this package imports every module in it, so a new builder
+file registers itself without being listed anywhere."""
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

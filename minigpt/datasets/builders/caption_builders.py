@@ -1,19 +1,24 @@
-"""Builders for image-caption and conversation data used by MiniGPT-4's stage 1 and stage 2."""
+"""Image-caption data: LAION / CC-SBU shards (stage 1), MiniGPT-4's alignment set (stage 2), COCO
+captions and TextCaps (stage 3)."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from minigpt.common.schema import DatasetConfig
 from minigpt.common.registry import register_builder
-from minigpt.datasets.builders.base import DatasetBuilder
+from minigpt.common.schema import DatasetConfig
+from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.datasets.annotations import load_records, require
+from minigpt.datasets.builders.base import AnnotationBuilder, DatasetBuilder
 from minigpt.datasets.caption_shards import CaptionShardDataset
-from minigpt.datasets.conversation_json import ImageRecordDataset, parse_caption_list, parse_sharegpt4v
+from minigpt.datasets.instructions import SHORT_CAPTION, phrase
 
 
 @dataclass
 class ShardConfig(DatasetConfig):
-    shuffle_buffer: int = 1000
+    shuffle_buffer: int = 1000  # samples held in memory to shuffle across shards
+    resampled: bool = False  # draw shards with replacement, endlessly (iteration-based runs)
 
 
 @register_builder("laion", "cc_sbu")
@@ -22,26 +27,58 @@ class CaptionShardBuilder(DatasetBuilder):
 
     config_class = ShardConfig
 
-    def build_dataset(self, vis_processor, text_processor, strict):
-        return CaptionShardDataset(self.name, self.cfg.build_info.storage, vis_processor, text_processor,
-                                   self.cfg.shuffle_buffer, strict)
+    def build_dataset(self, strict):
+        return CaptionShardDataset(self.name, self.cfg.build_info.storage, self.vis_processor, self.text_processor,
+                                   self.cfg.shuffle_buffer, strict, self.cfg.resampled)
 
 
 @register_builder("cc_sbu_align")
-class CCSBUAlignBuilder(DatasetBuilder):
-    """MiniGPT-4's stage-2 set: `<storage>/filter_cap.json` and `<storage>/image/<image_id>.jpg`."""
+class CCSBUAlignBuilder(AnnotationBuilder):
+    """MiniGPT-4's stage-2 set: `<storage>/filter_cap.json` {"annotations": [{"image_id", "caption"}]} and
+    `<storage>/image/<image_id>.jpg`. The instruction comes from the model's `prompt_path` list."""
 
-    def build_dataset(self, vis_processor, text_processor, strict):
-        info = self.cfg.build_info
-        ann_path = info.ann_path or str(Path(info.storage) / "filter_cap.json")
-        image_path = info.image_path or str(Path(info.storage) / "image")
-        return ImageRecordDataset(self.name, parse_caption_list(ann_path), image_path, vis_processor, strict)
+    def ann_path(self):
+        return self.cfg.build_info.ann_path or str(Path(self.cfg.build_info.storage) / "filter_cap.json")
+
+    def image_path(self):
+        return self.cfg.build_info.image_path or str(Path(self.cfg.build_info.storage) / "image")
+
+    def parse(self, ann_path):
+        records = []
+        for index, record in enumerate(load_records(ann_path, key="annotations")):
+            image_id = str(require(record, "image_id", ann_path, index))
+            caption = require(record, "caption", ann_path, index)
+            records.append({"id": image_id, "image": f"{image_id}.jpg", "turns": [(ASSISTANT, caption)]})
+        return records
 
 
-@register_builder("sharegpt4v")
-class ShareGPT4VBuilder(DatasetBuilder):
-    """Conversations in the ShareGPT4V layout (`build_info.ann_path` JSON, images under `image_path`)."""
+@register_builder("coco_caption")
+class COCOCaptionBuilder(AnnotationBuilder):
+    """Karpathy-split COCO captions: a list of {"image": "train2014/...jpg", "caption", "image_id"}, one
+    entry per caption. Each sample asks for a short caption in one of several phrasings."""
 
-    def build_dataset(self, vis_processor, text_processor, strict):
-        info = self.cfg.build_info
-        return ImageRecordDataset(self.name, parse_sharegpt4v(info.ann_path), info.image_path, vis_processor, strict)
+    def parse(self, ann_path):
+        records = []
+        for index, record in enumerate(load_records(ann_path)):
+            image = require(record, "image", ann_path, index)
+            caption = require(record, "caption", ann_path, index)
+            image_id = record.get("image_id", Path(image).stem)
+            records.append({"id": f"{image_id}-{index}", "image": image, "caption": caption})
+        return records
+
+    def make_sample(self, record: dict, rng: random.Random) -> dict:
+        return {"turns": [(USER, phrase(SHORT_CAPTION, rng)), (ASSISTANT, record["caption"])], "task": "caption"}
+
+
+@register_builder("textcaps", "textcaps_caption")
+class TextCapsBuilder(COCOCaptionBuilder):
+    """TextCaps: {"data": [{"image_id", "caption_str", "caption_id"?}]}, images `<image_id>.jpg`."""
+
+    def parse(self, ann_path):
+        records = []
+        for index, record in enumerate(load_records(ann_path, key="data")):
+            image_id = require(record, "image_id", ann_path, index)
+            caption = require(record, "caption_str", ann_path, index)
+            records.append({"id": str(record.get("caption_id", f"{image_id}-{index}")), "image": f"{image_id}.jpg",
+                            "caption": caption})
+        return records

@@ -1,0 +1,146 @@
+"""Small examples of every annotation layout the builders read, made from synthetic-shapes scenes.
+
+    python dataset/example_formats.py --out data/formats --images 20
+
+Each layout gets its files as the real data set ships them (see dataset/README.md), so this doubles as
+a reference for preparing real data, and the tests and the data-loading benchmark build every builder
+from it. `write_examples` returns, per data set name, the config section that trains on its files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import random
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic_shapes import ask, caption, draw, jpeg, make_scene, write_shards  # noqa: E402
+
+IMAGE_SIZE = 64
+FACE_SECTIONS = ("Gender", "Posture", "Feature by Feature Description")
+
+
+def _image_name(index: int) -> str:
+    return f"img_{index:06d}.jpg"
+
+
+def _dump(path: Path, data) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return str(path)
+
+
+def _expression(shape: dict) -> str:
+    return f"the {shape['color']} {shape['shape']}"
+
+
+def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int = 2) -> dict[str, dict]:
+    """Write every layout under `out`; -> {dataset name: config section (builder, build_info, ...)}."""
+    out = Path(out)
+    rng = random.Random(seed)
+    scenes = [make_scene(rng, IMAGE_SIZE) for _ in range(images)]
+    image_dir = out / "images"
+    align_dir = out / "cc_sbu_align" / "image"
+    for folder in (image_dir, align_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for index, shapes in enumerate(scenes):
+        (image_dir / _image_name(index)).write_bytes(jpeg(draw(shapes, IMAGE_SIZE)))
+        shutil.copy(image_dir / _image_name(index), align_dir / f"{index}.jpg")
+    images_path = str(image_dir)
+
+    def qa(index: int, kind: str) -> tuple[str, str]:
+        found = None
+        while found is None:
+            found = ask(rng, kind, scenes[index])
+        return found[0], found[1]
+
+    sections: dict[str, dict] = {}
+    pattern, _ = write_shards(out / "laion", rng, images, max(1, images // shards), IMAGE_SIZE)
+    sections["laion"] = {"build_info": {"storage": pattern}, "shuffle_buffer": 8}
+
+    captions = [{"image_id": str(i), "caption": caption(s)} for i, s in enumerate(scenes)]
+    sections["cc_sbu_align"] = {"build_info": {"storage": _dump(out / "cc_sbu_align" / "filter_cap.json",
+                                                                 {"annotations": captions})[:-len("filter_cap.json")]}}
+
+    conversations = []
+    for index in range(images):
+        (q1, a1), (q2, a2) = qa(index, "colors"), qa(index, "count")
+        conversations.append({"id": f"sg-{index}", "image": _image_name(index), "conversations": [
+            {"from": "human", "value": f"<image>\n{q1}"}, {"from": "gpt", "value": a1},
+            {"from": "human", "value": q2}, {"from": "gpt", "value": a2}]})
+    conversations.append({"id": "text-only-0", "conversations": [
+        {"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "red"}]})
+    sections["sharegpt4v"] = {"build_info": {"ann_path": _dump(out / "sharegpt4v.json", conversations),
+                                             "image_path": images_path}}
+
+    detail = [{"id": f"ll-{i}", "image": _image_name(i), "conversations": [
+        {"from": "human", "value": "Describe this image in detail.\n<image>"}, {"from": "gpt", "value": caption(s)}]}
+        for i, s in enumerate(scenes)]
+    sections["llava_detail"] = {"build_info": {"ann_path": _dump(out / "llava_detail.json", detail), "image_path": images_path}}
+
+    faces = []
+    for index in range(images):
+        for number, section in enumerate(FACE_SECTIONS):
+            question, answer = qa(index, ("color", "position", "caption")[number])
+            record = {"id": f"face-{index}-{number}", "image": _image_name(index), "section": section, "answer": answer}
+            if number != 2:  # the last section brings no question: its YAML instructions are asked
+                record["question"] = question
+            faces.append(record)
+    sections["face_annotations"] = {"build_info": {"ann_path": _dump(out / "face_annotations.json", faces),
+                                                   "image_path": images_path}}
+
+    karpathy = [{"image": _image_name(i), "caption": caption(s), "image_id": i} for i, s in enumerate(scenes)]
+    sections["coco_caption"] = {"build_info": {"ann_path": _dump(out / "coco_karpathy_train.json", karpathy),
+                                               "image_path": images_path}}
+    textcaps = {"data": [{"image_id": f"img_{i:06d}", "caption_id": i, "caption_str": caption(s)} for i, s in enumerate(scenes)]}
+    sections["textcaps"] = {"build_info": {"ann_path": _dump(out / "TextCaps_0.1_train.json", textcaps), "image_path": images_path}}
+
+    refs, annotations = [], []
+    for index, shapes in enumerate(scenes):
+        for number, shape in enumerate(shapes):
+            ann_id = index * 10 + number
+            x1, y1, x2, y2 = shape["bbox"]
+            annotations.append({"id": ann_id, "image_id": index, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1})
+            refs.append({"ref_id": ann_id, "ann_id": ann_id, "image_id": index, "split": "train", "category_id": 1,
+                         "sentences": [{"sent": _expression(shape)}, {"sent": f"{shape['color']} {shape['shape']}"}]})
+    refer_dir = out / "refcoco_annotations" / "refcoco"
+    _dump(refer_dir / "instances.json", {"images": [{"id": i, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
+                                                     "file_name": _image_name(i)} for i in range(images)],
+                                         "annotations": annotations})
+    (refer_dir / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    sections["refcoco"] = {"build_info": {"ann_path": str(refer_dir.parent), "image_path": images_path}}
+
+    okvqa, aokvqa, gqa, ocrvqa = [], [], [], {}
+    for index in range(images):
+        question, answer = qa(index, "color")
+        okvqa.append({"question_id": index, "image": _image_name(index), "question": question,
+                      "answer": [answer] * 8 + ["not sure"] * 2})
+        aokvqa.append({"question_id": f"a{index}", "image": _image_name(index), "question": question,
+                       "direct_answers": [answer] * 9 + ["dark " + answer], "choices": [answer, "black"], "correct_choice_idx": 0})
+        gqa.append({"question_id": f"g{index}", "image": _image_name(index), "question": question, "answer": answer})
+        count_q, count_a = qa(index, "count")
+        ocrvqa[f"img_{index:06d}"] = {"imageURL": f"http://example.com/img_{index:06d}.jpg", "split": 1,
+                                      "questions": [question, count_q], "answers": [answer, count_a]}
+    sections["ok_vqa"] = {"build_info": {"ann_path": _dump(out / "okvqa_train.json", okvqa), "image_path": images_path}}
+    sections["aok_vqa"] = {"build_info": {"ann_path": _dump(out / "aokvqa_train.json", aokvqa), "image_path": images_path}}
+    sections["gqa"] = {"build_info": {"ann_path": _dump(out / "gqa_train.json", gqa), "image_path": images_path}}
+    sections["ocrvqa"] = {"build_info": {"ann_path": _dump(out / "ocrvqa.json", ocrvqa), "image_path": images_path}}
+    return sections
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    sections = write_examples(args.out, args.images, args.seed)
+    print(json.dumps({"datasets": sections}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

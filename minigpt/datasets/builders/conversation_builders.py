@@ -1,0 +1,28 @@
+"""Conversation data in the ShareGPT4V / LLaVA layout: a JSON list of
+{"id", "image": path under image_path (absent for text-only records), "conversations": [{"from":
+"human" | "gpt", "value": "<image>\\n..."}, ...]}.
+
+One builder serves ShareGPT4V (the GPT-4V file and the ShareCaptioner file share the layout) and
+LLaVA-Instruct (detail, conversation and complex-reasoning files). Every assistant turn is trained on.
+"""
+from __future__ import annotations
+
+from minigpt.common.registry import register_builder
+from minigpt.datasets.annotations import load_records, parse_conversation, require
+from minigpt.datasets.builders.base import AnnotationBuilder
+
+
+def parse_sharegpt_records(ann_path: str) -> list[dict]:
+    """-> records {"id", "image" or None, "turns", "notes"} (notes: <image> marker problems)."""
+    records = []
+    for index, record in enumerate(load_records(ann_path)):
+        record_id = str(require(record, "id", ann_path, index))
+        turns, notes = parse_conversation(require(record, "conversations", ann_path, index), ann_path, index, record_id)
+        records.append({"id": record_id, "image": record.get("image"), "turns": turns, "notes": notes})
+    return records
+
+
+@register_builder("sharegpt4v", "llava_instruct", "llava_detail", "llava_reason", "llava_conversation")
+class ConversationBuilder(AnnotationBuilder):
+    def parse(self, ann_path):
+        return parse_sharegpt_records(ann_path)

@@ -1,0 +1,97 @@
+"""Visual question answering: VQAv2 / OK-VQA, A-OKVQA and GQA layouts, and OCR-VQA.
+
+    vqav2, okvqa  [{"question_id", "image", "question", "answer": [human answers, repeats allowed]}]
+    aokvqa        [{"question_id", "image", "question", "direct_answers": [...], ...}]
+    gqa           [{"question_id"?, "image", "question", "answer": "..."}]
+    ocrvqa        {"<key>": {"imageURL", "questions": [...], "answers": [...], "split": 1|2|3}}, images
+                  `<key><extension of imageURL>`; split 1 is train.
+
+With several human answers, one is drawn per sample in proportion to how many people gave it.
+"""
+from __future__ import annotations
+
+import collections
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from minigpt.common.config import resolve_path
+from minigpt.common.registry import register_builder
+from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.datasets.annotations import AnnotationError, load_records, require
+from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
+from minigpt.datasets.instructions import VQA, phrase
+
+ANSWER_FIELD = {"vqav2": "answer", "okvqa": "answer", "aokvqa": "direct_answers", "gqa": "answer"}
+LAYOUT_OF_NAME = {"ok_vqa": "okvqa", "okvqa": "okvqa", "aok_vqa": "aokvqa", "aokvqa": "aokvqa", "gqa": "gqa",
+                  "coco_vqa": "vqav2", "vqav2": "vqav2"}
+
+
+@dataclass
+class VQAConfig(AnnotationConfig):
+    layout: Optional[str] = None  # vqav2 | okvqa | aokvqa | gqa (default: from the data set's name)
+
+
+def vqa_sample(question: str, answers: list[str], rng) -> dict:
+    counts = collections.Counter(answers)
+    answer = rng.choices(list(counts), weights=list(counts.values()))[0]
+    return {"turns": [(USER, phrase(VQA, rng, question)), (ASSISTANT, answer)], "task": "vqa"}
+
+
+@register_builder("vqa", "ok_vqa", "aok_vqa", "gqa", "coco_vqa")
+class VQABuilder(AnnotationBuilder):
+    config_class = VQAConfig
+
+    def parse(self, ann_path):
+        layout = self.cfg.layout or LAYOUT_OF_NAME.get(self.name)
+        if layout not in ANSWER_FIELD:
+            raise ValueError(f"datasets.{self.name}.layout: '{layout}' is not one of {', '.join(ANSWER_FIELD)}")
+        answer_field = ANSWER_FIELD[layout]
+        records = []
+        for index, record in enumerate(load_records(ann_path)):
+            question = require(record, "question", ann_path, index)
+            answers = require(record, answer_field, ann_path, index)
+            answers = [answers] if isinstance(answers, str) else [str(a) for a in answers]
+            if not answers or not all(a.strip() for a in answers):
+                raise AnnotationError(ann_path, index, f"field '{answer_field}' has an empty answer", record.get("question_id"))
+            records.append({"id": str(record.get("question_id", index)), "image": require(record, "image", ann_path, index),
+                            "question": question, "answers": answers})
+        return records
+
+    def make_sample(self, record, rng):
+        return vqa_sample(record["question"], record["answers"], rng)
+
+
+@dataclass
+class OCRVQAConfig(AnnotationConfig):
+    splits: List[int] = field(default_factory=lambda: [1])  # 1 train, 2 validation, 3 test
+
+
+@register_builder("ocrvqa")
+class OCRVQABuilder(AnnotationBuilder):
+    config_class = OCRVQAConfig
+
+    def parse(self, ann_path):
+        path = resolve_path(ann_path)
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise AnnotationError(path, None, f"malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        if not isinstance(data, dict):
+            raise AnnotationError(path, None, "expected an object keyed by book id")
+        records = []
+        for index, (key, entry) in enumerate(data.items()):
+            if require(entry, "split", path, index) not in self.cfg.splits:
+                continue
+            questions, answers = require(entry, "questions", path, index), require(entry, "answers", path, index)
+            if len(questions) != len(answers):
+                raise AnnotationError(path, index, f"{len(questions)} questions but {len(answers)} answers", key)
+            extension = Path(require(entry, "imageURL", path, index)).suffix or ".jpg"
+            for number, (question, answer) in enumerate(zip(questions, answers)):
+                records.append({"id": f"{key}-{number}", "image": f"{key}{extension}", "question": question,
+                                "answers": [str(answer)]})
+        return records
+
+    def make_sample(self, record, rng):
+        return vqa_sample(record["question"], record["answers"], rng)

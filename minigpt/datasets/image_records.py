@@ -1,0 +1,76 @@
+"""A map-style data set of annotation records, each with an optional image file.
+
+Builders parse their annotation format into records {"id", "image": path under image_root or None,
+...}; `make_sample(record, rng)` turns one record into template-free turns, drawing any random choice
+(an instruction phrasing, one of several answers) from `rng`, which is seeded from (seed, pass, id) so
+a resumed run draws the same. A missing or unreadable image never stops training: the sample comes back
+as {"id", "dataset", "skip": (reason, path)}, which the collator counts, unless `strict` is set.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from minigpt.common.config import resolve_path
+
+MakeSample = Callable[[dict, random.Random], dict]  # record, rng -> {"turns": [...], "task": ...}
+
+
+def default_make_sample(record: dict, rng: random.Random) -> dict:
+    return {"turns": record["turns"], "task": record.get("task")}
+
+
+class ImageRecordDataset(Dataset):
+    def __init__(self, name: str, records: list[dict], image_root: str | None, vis_processor,
+                 make_sample: MakeSample = default_make_sample, strict: bool = False, source: str = ""):
+        self.name = name
+        self.records = records
+        self.image_root = resolve_path(image_root) if image_root else None
+        self.vis_processor = vis_processor
+        self.make_sample = make_sample
+        self.strict = strict
+        self.source = source  # the annotation file, for messages
+        self.seed, self.pass_index = 0, 0
+
+    def set_pass(self, seed: int, pass_index: int, rank: int = 0, world_size: int = 1) -> None:
+        self.seed, self.pass_index = seed, pass_index
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_file(self, record: dict) -> Path | None:
+        if record.get("image") is None:
+            return None
+        path = Path(record["image"])
+        return path if path.is_absolute() or self.image_root is None else self.image_root / path
+
+    def read_image(self, path: Path) -> Image.Image:
+        """Opens and fully decodes, so a truncated file fails here and not inside a worker's transform."""
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+
+    def sample_content(self, index: int) -> dict:
+        record = self.records[index]
+        rng = random.Random(f"{self.seed}-{self.pass_index}-{record['id']}")
+        return {"id": str(record["id"]), "dataset": self.name, **self.make_sample(record, rng)}
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        sample = self.sample_content(index)
+        path = self.image_file(record)
+        if path is None:  # a text-only record
+            return {**sample, "image": None}
+        try:
+            image = self.read_image(path)
+        except Exception as error:  # missing or unreadable: skipped and counted, or fatal if strict
+            reason = "missing image" if isinstance(error, FileNotFoundError) else "unreadable image"
+            if self.strict:
+                raise ValueError(f"{self.name}: {self.source}: record {index} (id {record['id']!r}): "
+                                 f"{reason} {path}: {error}") from error
+            return {"id": sample["id"], "dataset": self.name, "skip": (reason, str(path))}
+        return {**sample, "image": self.vis_processor(image)}
