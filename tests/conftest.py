@@ -46,3 +46,31 @@ def run_script(args: list[str], timeout: int = 600, env: dict | None = None) -> 
                             env={**os.environ, **(env or {})})
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
+
+
+@pytest.fixture(scope="session")
+def formats(tmp_path_factory) -> dict:
+    """Small examples of every annotation layout (dataset/example_formats.py), as config sections."""
+    from example_formats import write_examples
+
+    return write_examples(tmp_path_factory.mktemp("formats"), images=12)
+
+
+def dataset_config(tmp_path: Path, data_dir: Path, datasets: dict, base: str = "train_configs/tiny_stage2.yaml",
+                   **run):
+    """The tiny stage-2 model with `datasets` ({name: section}) instead of its own, written and loaded."""
+    from omegaconf import OmegaConf
+
+    from minigpt.common.config import load_config
+
+    config = OmegaConf.load(REPO / base)
+    config.model.tokenizer = str(data_dir / "tokenizer")
+    config.model.ckpt = None
+    config.datasets = {name: {"batch_size": 2, "vis_processor": {"train": {"name": "blip2_image_train", "image_size": 64}},
+                              **section} for name, section in datasets.items()}
+    config.run.output_dir = str(tmp_path / "out")
+    for key, value in run.items():
+        config.run[key] = value
+    path = tmp_path / "config.yaml"
+    OmegaConf.save(config, path)
+    return load_config(path), path

@@ -84,3 +84,28 @@ def test_corrupt_shard_image_is_reported_not_fatal(tmp_path):
         raise AssertionError("strict mode must raise")
     except ValueError as error:
         assert "bad.tar" in str(error)
+
+
+def test_mixing_ratios_hold_over_2000_draws_and_follow_the_seed():
+    streams = {name: stream(seed=i) for i, name in enumerate("abc")}
+    ratios = {"a": 5.0, "b": 3.0, "c": 2.0}
+    chosen = [name for name, _ in itertools.islice(MixedBatches(streams, ratios, seed=7).iterate(), 2000)]
+    for name, ratio in ratios.items():
+        assert abs(chosen.count(name) / 2000 - ratio / 10) < 0.035, (name, chosen.count(name))
+    again = [name for name, _ in itertools.islice(MixedBatches(streams, ratios, seed=7).iterate(), 2000)]
+    other = [name for name, _ in itertools.islice(MixedBatches(streams, ratios, seed=8).iterate(), 2000)]
+    assert again == chosen and other != chosen
+
+
+def shard_ids(batch):
+    return [sample["id"] for sample in batch]
+
+
+def test_shards_split_by_rank_and_worker_cover_every_sample_once(shapes_dir):
+    pattern = f"{shapes_dir}/shards/shapes-{{000000..000003}}.tar"
+    seen = []
+    for rank in range(2):
+        dataset = CaptionShardDataset("shapes", pattern, Blip2ImageProcessor(64), None, shuffle_buffer=20)
+        batches = BatchStream("shapes", dataset, 10, shard_ids, seed=3, rank=rank, world_size=2, num_workers=2)
+        seen += sum(itertools.islice(batches.batches(), 20), [])  # one pass: 200 samples per rank
+    assert len(seen) == 400 and len(set(seen)) == 400

@@ -41,11 +41,11 @@ class PromptTemplate:
               task: str | None = None) -> list[tuple[str, str | None]]:
         """Group turns into (user text, answer or None) pairs, with the image placeholder in the first user turn.
 
-        A caption sample has no user turn: it gets one of `instruction_prompts` (drawn per sample id, so
+        A caption sample (a lone assistant turn) gets one of `instruction_prompts` (drawn per sample id, so
         the choice is reproducible) or, with none, the bare image (stage 1).
         """
         turns = list(turns)
-        if not turns or turns[0][0] != USER:
+        if len(turns) == 1 and turns[0][0] == ASSISTANT:
             prompt = random.Random(sample_id).choice(self.instruction_prompts) if self.instruction_prompts else ""
             turns.insert(0, (USER, prompt))
         pairs: list[tuple[str, str | None]] = []
@@ -56,6 +56,8 @@ class PromptTemplate:
                 pairs[-1] = (pairs[-1][0], text)
             else:
                 raise ValueError(f"sample {sample_id!r}: turns must alternate user/assistant, got {role!r}")
+        if not pairs:
+            raise ValueError(f"sample {sample_id!r}: no turns")
         first_user = pairs[0][0]
         if task and self.task_identifiers:
             first_user = f"[{task}] {first_user}"

@@ -128,8 +128,6 @@ def parse_conversation(conversations: Any, path: str | Path, index: int, record_
         elif markers == 1 and not (text.startswith(IMAGE_MARKER) or text.endswith(IMAGE_MARKER)):
             notes.append(f"{where}: <image> marker in the middle of the text")
         turns.append((role, text.replace(IMAGE_MARKER, "").strip()))
-    if turns[0][0] != USER:
-        notes.append("conversations[0] is not a human turn")
     return turns, notes
 
 

@@ -21,9 +21,17 @@ from minigpt.common.schema import PART_NAMES
 from minigpt.conversation.template import PromptTemplate
 from minigpt.datasets.collator import ConversationCollator
 from minigpt.models.llm import build_llm
-from minigpt.models.vision_encoder import build_vision_encoder, num_patches
+from minigpt.models.vision_encoder import PRESETS, build_vision_encoder, num_patches
 
 CONCAT_TOKENS = 4  # neighbouring visual tokens concatenated by the no-Q-Former projector
+
+
+def image_token_count(cfg) -> int:
+    """Visual tokens per image for a `model:` config, without building the model (for budget checks)."""
+    if cfg.has_qformer:
+        return cfg.num_query_token
+    patch_size = {**PRESETS[cfg.vit_model], **dict(cfg.vit_config)}["patch_size"]
+    return (cfg.image_size // patch_size) ** 2 // CONCAT_TOKENS
 
 
 class MiniGPT(nn.Module):

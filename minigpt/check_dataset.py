@@ -1,0 +1,157 @@
+"""Check every data set of a training config before training on it.
+
+    python -m minigpt.check_dataset --cfg-path train_configs/X.yaml [--options ...] [--limit N]
+
+For each data set: the annotation file parses (schema and fields), each record's image exists and
+decodes, conversation turns alternate, the `<image>` marker sits at the start or end of the first
+human turn, and the tokenized sample (with the model's template and image tokens) fits `max_txt_len`.
+Prints a summary per data set and the first problems with their record ids; exits with 1 when any
+record could not be trained on (truncation and marker placement are warnings).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+from torch.utils.data import IterableDataset
+from tqdm import tqdm
+
+from minigpt.common.config import ConfigError, load_config, resolve_path
+from minigpt.conversation.template import PromptTemplate
+from minigpt.datasets.collator import ConversationCollator, UnsupervisedSampleError
+from minigpt.datasets.builders.base import build_dataset
+from minigpt.models.minigpt import image_token_count
+from minigpt.models.tokenizer import load_tokenizer
+
+WARNINGS = ("truncated", "<image> marker")
+
+
+@dataclass
+class Report:
+    name: str
+    records: int = 0
+    checked: int = 0
+    lengths: list[int] = field(default_factory=list)
+    counts: collections.Counter = field(default_factory=collections.Counter)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (record id, kind, detail)
+
+    def add(self, record_id: str, kind: str, detail: str) -> None:
+        self.counts[kind] += 1
+        self.problems.append((record_id, kind, detail))
+
+    @property
+    def errors(self) -> int:
+        return sum(n for kind, n in self.counts.items() if kind not in WARNINGS)
+
+
+def check_sample(report: Report, collator: ConversationCollator, sample: dict) -> None:
+    """Template, token budget and turn order of one template-free sample."""
+    try:
+        encoded = collator.encode(sample)
+    except UnsupervisedSampleError as error:
+        report.add(sample["id"], "no answer token fits", str(error))
+        return
+    except ValueError as error:
+        report.add(sample["id"], "invalid conversation", str(error))
+        return
+    report.lengths.append(len(encoded.input_ids))
+    if encoded.truncated:
+        report.add(sample["id"], "truncated", f"over max_txt_len={collator.max_txt_len} tokens: later turns are "
+                                              "dropped (or a lone answer is cut)")
+
+
+def check_records(report: Report, dataset, collator: ConversationCollator, limit: int | None) -> None:
+    indices = range(min(len(dataset), limit or len(dataset)))
+    for index in tqdm(indices, desc=report.name, leave=False):
+        record = dataset.records[index]
+        record_id = str(record["id"])
+        for note in record.get("notes", []):
+            report.add(record_id, "<image> marker", note)
+        path = dataset.image_file(record)
+        if path is not None:
+            try:
+                dataset.read_image(path)
+            except FileNotFoundError:
+                report.add(record_id, "missing image", str(path))
+                continue
+            except Exception as error:
+                report.add(record_id, "unreadable image", f"{path}: {type(error).__name__}: {error}")
+                continue
+        sample = dataset.sample_content(index)
+        check_sample(report, collator, {**sample, "image": True if path is not None else None})
+        report.checked += 1
+
+
+def check_stream(report: Report, dataset, collator: ConversationCollator, limit: int | None) -> None:
+    for sample in tqdm(dataset, desc=report.name, leave=False):
+        report.records += 1
+        if "skip" in sample:
+            report.add(str(sample["id"]), sample["skip"][0], sample["skip"][1])
+        else:
+            check_sample(report, collator, sample)
+            report.checked += 1
+        if limit and report.records >= limit:
+            break
+
+
+def check_config(config, limit: int | None = None) -> list[Report]:
+    model = config.model
+    tokenizer = load_tokenizer(resolve_path(model.tokenizer or model.llama_model))
+    collator = ConversationCollator(tokenizer, PromptTemplate.from_model_config(model), image_token_count(model),
+                                    model.max_txt_len)
+    reports = []
+    for name, dataset_cfg in config.datasets.items():
+        report = Report(str(name))
+        reports.append(report)
+        try:
+            dataset = build_dataset(str(name), dataset_cfg)
+        except (ValueError, OSError) as error:  # annotation errors name the file, record and field
+            report.add("-", "annotation error", str(error))
+            continue
+        if isinstance(dataset, IterableDataset):
+            check_stream(report, dataset, collator, limit)
+        else:
+            report.records = len(dataset)
+            check_records(report, dataset, collator, limit)
+    return reports
+
+
+def print_reports(reports: list[Report], show: int) -> None:
+    header = f"{'dataset':<22} {'records':>8} {'checked':>8} {'errors':>7} {'tokens mean/p95/max':>20}  problems"
+    print(header)
+    print("-" * len(header))
+    for r in reports:
+        lengths = sorted(r.lengths)
+        tokens = (f"{statistics.mean(lengths):.0f}/{lengths[int(0.95 * (len(lengths) - 1))]}/{lengths[-1]}"
+                  if lengths else "-")
+        kinds = ", ".join(f"{kind}: {n}" for kind, n in r.counts.items()) or "none"
+        print(f"{r.name:<22} {r.records:>8} {r.checked:>8} {r.errors:>7} {tokens:>20}  {kinds}")
+    for r in reports:
+        if r.problems:
+            print(f"\n{r.name}: first problems")
+            for record_id, kind, detail in r.problems[:show]:
+                print(f"  record {record_id}: {kind}: {detail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg-path", required=True, help="train config YAML")
+    parser.add_argument("--options", nargs="+", default=[], help="overrides: key=value")
+    parser.add_argument("--limit", type=int, help="check at most this many records per data set")
+    parser.add_argument("--show", type=int, default=10, help="problems listed per data set")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.cfg_path, args.options)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    reports = check_config(config, args.limit)
+    print_reports(reports, args.show)
+    return 1 if any(r.errors for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

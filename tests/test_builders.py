@@ -1,0 +1,141 @@
+"""Every builder reads its layout (written by dataset/example_formats.py) into correctly masked samples."""
+import collections
+import itertools
+import json
+import re
+
+import pytest
+
+from conftest import dataset_config
+from minigpt.conversation.template import ASSISTANT, PromptTemplate
+from minigpt.datasets.builders.base import build_dataset
+from minigpt.datasets.collator import IGNORE_INDEX, ConversationCollator
+from minigpt.models.tokenizer import load_tokenizer
+
+LLAMA2_V2 = PromptTemplate("[INST] {} [/INST] ", "</s>", task_identifiers=True)
+TASKS = {"coco_caption": "caption", "textcaps": "caption", "refcoco": "refer", "ok_vqa": "vqa", "aok_vqa": "vqa",
+         "gqa": "vqa", "ocrvqa": "vqa"}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(shapes_dir):
+    return load_tokenizer(shapes_dir / "tokenizer")
+
+
+def built(tmp_path, shapes_dir, datasets):
+    config, _ = dataset_config(tmp_path, shapes_dir, datasets)
+    return {name: build_dataset(name, section) for name, section in config.datasets.items()}
+
+
+def first_samples(dataset, count=6):
+    return list(itertools.islice(iter(dataset), count)) if not hasattr(dataset, "__len__") else \
+        [dataset[i] for i in range(min(count, len(dataset)))]
+
+
+@pytest.mark.parametrize("name", ["laion", "cc_sbu_align", "sharegpt4v", "llava_detail", "face_annotations",
+                                  "coco_caption", "textcaps", "refcoco", "ok_vqa", "aok_vqa", "gqa", "ocrvqa"])
+def test_builder_yields_samples_supervised_on_answers_only(tmp_path, shapes_dir, formats, tokenizer, name):
+    dataset = built(tmp_path, shapes_dir, {name: formats[name]})[name]
+    samples = first_samples(dataset)
+    assert samples and all("skip" not in s for s in samples)
+    collator = ConversationCollator(tokenizer, LLAMA2_V2, num_image_tokens=4, max_txt_len=400)
+    batch = collator(samples)
+    assert batch["ids"] == [str(s["id"]) for s in samples] and not batch["skipped"]
+    for row, sample in enumerate(samples):
+        assert sample["dataset"] == name and sample.get("task") == TASKS.get(name)
+        answers = "".join(text + "</s>" for role, text in sample["turns"] if role == ASSISTANT)
+        labels = batch["labels"][row]
+        assert tokenizer.decode(labels[labels != IGNORE_INDEX]).replace(" ", "") == answers.replace(" ", "")
+        prompt = tokenizer.decode(batch["input_ids"][row][labels == IGNORE_INDEX], skip_special_tokens=True)
+        if sample["image"] is not None:
+            assert sample["image"].shape == (3, 64, 64) and batch["image_slots"][row].sum() == 4
+            assert "<Img>" in prompt
+        if sample.get("task"):
+            assert f"[{sample['task']}]" in prompt
+
+
+def test_grounding_answers_are_scaled_box_tokens(tmp_path, shapes_dir, formats):
+    dataset = built(tmp_path, shapes_dir, {"refcoco": formats["refcoco"]})["refcoco"]
+    instances = json.loads((dataset.image_root.parent / "refcoco_annotations/refcoco/instances.json").read_text())
+    boxes = {a["id"]: a["bbox"] for a in instances["annotations"]}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        x, y, w, h = boxes[int(sample["id"])]
+        expected = [int(v / 64 * 100) for v in (x, y, x + w, y + h)]
+        answer = sample["turns"][1][1]
+        assert re.fullmatch(r"\{(<\d{1,3}>){4}\}", answer) and [int(v) for v in re.findall(r"\d+", answer)] == expected
+    identify = built(tmp_path, shapes_dir, {"refcoco": {**formats["refcoco"], "task": "identify"}})["refcoco"][0]
+    assert identify["task"] == "identify" and re.search(r"\{(<\d+>){4}\}", identify["turns"][0][1])
+    assert re.fullmatch(r"(the )?\w+ \w+", identify["turns"][1][1])
+
+
+def test_vqa_answer_is_drawn_by_annotator_agreement(tmp_path, shapes_dir, formats):
+    dataset = built(tmp_path, shapes_dir, {"ok_vqa": formats["ok_vqa"]})["ok_vqa"]
+    drawn = collections.Counter()
+    for pass_index in range(300):
+        dataset.set_pass(seed=0, pass_index=pass_index)
+        drawn[dataset[0]["turns"][1][1]] += 1
+    assert 0.7 < 1 - drawn["not sure"] / 300 < 0.9  # 8 of 10 annotators gave the main answer
+    dataset.set_pass(seed=0, pass_index=5)
+    assert dataset[0]["turns"] == dataset[0]["turns"]  # reproducible within a pass
+
+
+def test_sharegpt_subsample_and_text_only_records(tmp_path, shapes_dir, formats):
+    section = formats["sharegpt4v"]
+    dataset = built(tmp_path, shapes_dir, {"sharegpt4v": section})["sharegpt4v"]
+    text_only = [dataset[i] for i in range(len(dataset)) if dataset.records[i]["image"] is None]
+    assert len(text_only) == 1 and text_only[0]["image"] is None and text_only[0]["turns"][1] == (ASSISTANT, "red")
+    by_count = built(tmp_path, shapes_dir, {"sharegpt4v": {**section, "subsample_count": 5}})["sharegpt4v"]
+    by_ids = built(tmp_path, shapes_dir, {"sharegpt4v": {**section, "subsample_ids": ["sg-2", "sg-7"]}})["sharegpt4v"]
+    assert len(by_count) == 5 and [r["id"] for r in by_ids.records] == ["sg-2", "sg-7"]
+
+
+def test_two_files_of_one_format_under_two_names(tmp_path, shapes_dir, formats):
+    datasets = built(tmp_path, shapes_dir, {"gpt4v": {**formats["sharegpt4v"], "builder": "sharegpt4v"},
+                                            "captioner": {**formats["llava_detail"], "builder": "sharegpt4v"}})
+    assert len(datasets["gpt4v"]) == 13 and len(datasets["captioner"]) == 12
+    assert datasets["captioner"][0]["dataset"] == "captioner"
+
+
+def test_face_sections_are_selected_weighted_and_counted(tmp_path, shapes_dir, formats, capsys):
+    section = formats["face_annotations"]
+    dataset = built(tmp_path, shapes_dir, {"face_annotations": section})["face_annotations"]
+    assert len(dataset) == 36
+    out = capsys.readouterr().out
+    assert "Gender: 12 records x 1 -> 12 samples" in out and "Posture: 12 records x 1 -> 12 samples" in out
+    weighted = {**section, "sections": {"Gender": {"weight": 2.0}, "Posture": {"weight": 0.5}}}
+    dataset = built(tmp_path, shapes_dir, {"face_annotations": weighted})["face_annotations"]
+    sections = collections.Counter(r["section"] for r in dataset.records)
+    assert sections == {"Gender": 24, "Posture": 6, "Feature by Feature Description": 12}
+    assert len({r["id"] for r in dataset.records}) == len(dataset.records)  # copies get their own ids
+    selected = built(tmp_path, shapes_dir, {"face_annotations": {**section, "select": ["Gender"]}})["face_annotations"]
+    assert {r["section"] for r in selected.records} == {"Gender"}
+    # a record without a question asks one of its section's instructions from the YAML
+    feature = next(selected_sample for selected_sample in (dataset[i] for i in range(len(dataset)))
+                   if selected_sample["id"].endswith("-2"))
+    assert feature["turns"][0][1].startswith("Describe the face feature by feature")
+
+
+def test_face_data_in_sharegpt_layout(tmp_path, shapes_dir, formats):
+    records = [{"id": "f1", "image": "img_000000.jpg", "section": "Gender",
+                "conversations": [{"from": "human", "value": "<image>\nMan or woman?"}, {"from": "gpt", "value": "woman"}]},
+               {"id": "f2", "image": "img_000001.jpg",
+                "conversations": [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "a face"}]}]
+    path = tmp_path / "faces.json"
+    path.write_text(json.dumps(records))
+    image_path = formats["sharegpt4v"]["build_info"]["image_path"]
+    dataset = built(tmp_path, shapes_dir, {"face_annotations": {"build_info": {"ann_path": str(path),
+                                                                               "image_path": image_path}}})["face_annotations"]
+    assert sorted(r["section"] for r in dataset.records) == ["Gender", "unsectioned"]
+    assert dataset[0]["turns"] == [("user", "Man or woman?"), ("assistant", "woman")]
+
+
+def test_resampled_shards_stream_endlessly(tmp_path, shapes_dir, formats):
+    dataset = built(tmp_path, shapes_dir, {"laion": {**formats["laion"], "resampled": True}})["laion"]
+    samples = list(itertools.islice(iter(dataset), 40))  # the shards hold only 12 samples
+    assert len(samples) == 40 and len({s["id"] for s in samples}) <= 12
+
+
+def test_ocrvqa_keeps_only_the_configured_splits(tmp_path, shapes_dir, formats):
+    assert len(built(tmp_path, shapes_dir, {"ocrvqa": formats["ocrvqa"]})["ocrvqa"]) == 24
+    assert len(built(tmp_path, shapes_dir, {"ocrvqa": {**formats["ocrvqa"], "splits": [2, 3]}})["ocrvqa"]) == 0

@@ -1,0 +1,53 @@
+"""Text-only samples train beside image samples; under DDP every rank still runs the vision path."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, dataset_config
+from minigpt.common import registry
+
+
+def half_text_only(tmp_path, formats):
+    """The ShareGPT4V example with every other record's image removed."""
+    section = formats["sharegpt4v"]["build_info"]
+    records = json.loads(open(section["ann_path"]).read())
+    for record in records[::2]:
+        record.pop("image", None)
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(records))
+    return {"build_info": {"ann_path": str(path), "image_path": section["image_path"]}}
+
+
+def test_text_only_batch_gives_every_trainable_part_a_gradient(tmp_path, shapes_dir, formats):
+    config, _ = dataset_config(tmp_path, shapes_dir, {"sharegpt4v": half_text_only(tmp_path, formats)})
+    model = registry.get("model", config.model.arch).from_config(config.model)
+    collator = model.collator()
+    from minigpt.datasets.builders.base import build_dataset
+
+    dataset = build_dataset("sharegpt4v", config.datasets.sharegpt4v)
+    batch = collator([dataset[0], dataset[2]])  # both text-only
+    assert batch["images"] is None
+    model.train()
+    model(batch)["loss"].backward()
+    for part in ("qformer", "projector"):
+        for item in model.part_modules()[part]:
+            params = [item] if isinstance(item, torch.nn.Parameter) else list(item.parameters())
+            assert all(p.grad is not None and not p.grad.any() for p in params if p.requires_grad), part
+    image_batch = collator([dataset[1], dataset[3]])
+    assert image_batch["images"].shape[0] == 2
+
+
+@pytest.mark.slow
+def test_ranks_drawing_text_and_image_samples_do_not_hang(tmp_path, shapes_dir, formats):
+    datasets = {"sharegpt4v": {**half_text_only(tmp_path, formats), "batch_size": 1}}
+    _, path = dataset_config(tmp_path, shapes_dir, datasets, iters_per_epoch=12, log_freq=1)
+    torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc-per-node", "2",
+                "--master-port", "29519", "train.py", "--cfg-path", str(path)]
+    result = subprocess.run(torchrun, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-5000:]
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log if "loss" in entry] == list(range(1, 13))
