@@ -139,3 +139,13 @@ def test_resampled_shards_stream_endlessly(tmp_path, shapes_dir, formats):
 def test_ocrvqa_keeps_only_the_configured_splits(tmp_path, shapes_dir, formats):
     assert len(built(tmp_path, shapes_dir, {"ocrvqa": formats["ocrvqa"]})["ocrvqa"]) == 24
     assert len(built(tmp_path, shapes_dir, {"ocrvqa": {**formats["ocrvqa"], "splits": [2, 3]}})["ocrvqa"]) == 0
+
+
+def test_a_missing_field_names_the_file_record_and_field(tmp_path, shapes_dir, formats):
+    records = json.loads(open(formats["gqa"]["build_info"]["ann_path"]).read())
+    del records[1]["answer"]
+    path = tmp_path / "gqa.json"
+    path.write_text(json.dumps(records))
+    section = {"build_info": {**formats["gqa"]["build_info"], "ann_path": str(path)}}
+    with pytest.raises(ValueError, match=r"gqa\.json: record 1 \(id 'g1'\): missing field 'answer'"):
+        built(tmp_path, shapes_dir, {"gqa": section})

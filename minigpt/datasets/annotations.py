@@ -38,32 +38,42 @@ def require(record: dict, name: str, path: str | Path, index: int) -> Any:
     if not isinstance(record, dict):
         raise AnnotationError(path, index, f"expected an object, got {type(record).__name__}")
     if name not in record:
-        raise AnnotationError(path, index, f"missing field '{name}'", record.get("id"))
+        raise AnnotationError(path, index, f"missing field '{name}'", record.get("id", record.get("question_id")))
     return record[name]
 
 
-def load_records(path: str | Path, key: str | None = None) -> list:
-    """Records of a .json file (a list, or a list under `key`) or a .jsonl file (one record per line)."""
+def load_json(path: str | Path, key: str | None = None) -> Any:
+    """A whole .json document; a syntax error names the record of the top-level list (or of the list
+    under `key`) that it falls in."""
     path = resolve_path(str(path))
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise AnnotationError(path, None, f"cannot read: {error}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        index = _record_at(text, error.pos, key)
+        raise AnnotationError(path, index, f"malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+
+
+def load_records(path: str | Path, key: str | None = None) -> list:
+    """Records of a .json file (a list, or a list under `key`) or a .jsonl file (one record per line)."""
+    path = resolve_path(str(path))
     if Path(path).suffix == ".jsonl":
         records = []
-        for line_number, line in enumerate(text.splitlines()):
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise AnnotationError(path, None, f"cannot read: {error}") from None
+        for line_number, line in enumerate(lines):
             if line.strip():
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as error:
                     raise AnnotationError(path, len(records), f"malformed JSON on line {line_number + 1}: {error.msg}") from None
         return records
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        index = _record_at(text, error.pos, key)
-        where = f"line {error.lineno}, column {error.colno}"
-        raise AnnotationError(path, index, f"malformed JSON at {where}: {error.msg}") from None
+    data = load_json(path, key)
     if key is not None:
         if not isinstance(data, dict) or key not in data:
             raise AnnotationError(path, None, f"expected an object with a '{key}' list")

@@ -20,13 +20,9 @@ from minigpt.common.config import resolve_path
 MakeSample = Callable[[dict, random.Random], dict]  # record, rng -> {"turns": [...], "task": ...}
 
 
-def default_make_sample(record: dict, rng: random.Random) -> dict:
-    return {"turns": record["turns"], "task": record.get("task")}
-
-
 class ImageRecordDataset(Dataset):
     def __init__(self, name: str, records: list[dict], image_root: str | None, vis_processor,
-                 make_sample: MakeSample = default_make_sample, strict: bool = False, source: str = ""):
+                 make_sample: MakeSample, strict: bool = False, source: str = ""):
         self.name = name
         self.records = records
         self.image_root = resolve_path(image_root) if image_root else None

@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from minigpt.common.config import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.annotations import AnnotationError, load_plain_pickle, load_records, require
+from minigpt.datasets.annotations import AnnotationError, load_json, load_plain_pickle, load_records, require
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
 from minigpt.datasets.instructions import IDENTIFY, REFER, phrase, xywh_box_tokens
 
@@ -48,9 +47,11 @@ class ReferCOCOBuilder(AnnotationBuilder):
         if not isinstance(refs, list):
             raise AnnotationError(refs_path, None, f"expected a list of refs, got {type(refs).__name__}")
         instances_path = folder / "instances.json"
-        instances = load_records(instances_path, key="images"), load_records(instances_path, key="annotations")
-        images = {image["id"]: image for image in instances[0]}
-        boxes = {annotation["id"]: annotation["bbox"] for annotation in instances[1]}
+        instances = load_json(instances_path)
+        if not isinstance(instances, dict) or not {"images", "annotations"} <= instances.keys():
+            raise AnnotationError(instances_path, None, "expected COCO instances with 'images' and 'annotations'")
+        images = {image["id"]: image for image in instances["images"]}
+        boxes = {annotation["id"]: annotation["bbox"] for annotation in instances["annotations"]}
 
         records = []
         for index, ref in enumerate(refs):

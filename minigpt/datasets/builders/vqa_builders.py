@@ -11,7 +11,6 @@ With several human answers, one is drawn per sample in proportion to how many pe
 from __future__ import annotations
 
 import collections
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -19,7 +18,7 @@ from typing import List, Optional
 from minigpt.common.config import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.annotations import AnnotationError, load_records, require
+from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
 from minigpt.datasets.instructions import VQA, phrase
 
@@ -74,10 +73,7 @@ class OCRVQABuilder(AnnotationBuilder):
 
     def parse(self, ann_path):
         path = resolve_path(ann_path)
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise AnnotationError(path, None, f"malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        data = load_json(path)
         if not isinstance(data, dict):
             raise AnnotationError(path, None, "expected an object keyed by book id")
         records = []
