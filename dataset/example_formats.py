@@ -2,9 +2,10 @@
 
     python dataset/example_formats.py --out data/formats --images 20
 
-Each layout gets its files as the real data set ships them (see dataset/README.md), so this doubles as
-a reference for preparing real data, and the tests and the data-loading benchmark build every builder
-from it. `write_examples` returns, per data set name, the config section that trains on its files.
+Each layout gets its files as the builders read them: as the data set is released, except VQAv2 /
+OK-VQA and COCO captions, which are in the one-file layouts LAVIS distributes (see dataset/README.md).
+It doubles as a reference for preparing real data; the tests and the data-loading benchmark build every
+builder from it. `write_examples` returns, per data set name, the config section that trains on its files.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from PIL import Image  # noqa: E402
 from synthetic_shapes import ask, caption, draw, jpeg, make_scene, write_shards  # noqa: E402
 
 IMAGE_SIZE = 64
@@ -93,41 +95,57 @@ def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int
     sections["face_annotations"] = {"build_info": {"ann_path": _dump(out / "face_annotations.json", faces),
                                                    "image_path": images_path}}
 
-    karpathy = [{"image": _image_name(i), "caption": caption(s), "image_id": i} for i, s in enumerate(scenes)]
+    karpathy = [{"image": f"train2014/{_image_name(i)}", "caption": caption(s), "image_id": i} for i, s in enumerate(scenes)]
+    karpathy.append({"image": "val2014/restval.jpg", "caption": "a val2014 image", "image_id": -1})  # dropped by default
+    (out / "coco").mkdir(exist_ok=True)
+    if not (out / "coco" / "train2014").exists():
+        (out / "coco" / "train2014").symlink_to(image_dir.resolve(), target_is_directory=True)
     sections["coco_caption"] = {"build_info": {"ann_path": _dump(out / "coco_karpathy_train.json", karpathy),
-                                               "image_path": images_path}}
+                                               "image_path": str(out / "coco")}}
     textcaps = {"data": [{"image_id": f"img_{i:06d}", "caption_id": i, "caption_str": caption(s)} for i, s in enumerate(scenes)]}
     sections["textcaps"] = {"build_info": {"ann_path": _dump(out / "TextCaps_0.1_train.json", textcaps), "image_path": images_path}}
 
+    # RefCOCO: images padded to 96 x 64 (boxes are scaled by width and height separately), ref ids unlike
+    # annotation ids, as in the real files.
     refs, annotations = [], []
+    refer_images = out / "refcoco_images"
+    refer_images.mkdir(exist_ok=True)
     for index, shapes in enumerate(scenes):
+        padded = Image.new("RGB", (IMAGE_SIZE * 3 // 2, IMAGE_SIZE), "white")
+        padded.paste(draw(shapes, IMAGE_SIZE), (0, 0))
+        (refer_images / f"COCO_train2014_{index:012d}.jpg").write_bytes(jpeg(padded))
         for number, shape in enumerate(shapes):
             ann_id = index * 10 + number
             x1, y1, x2, y2 = shape["bbox"]
             annotations.append({"id": ann_id, "image_id": index, "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": 1})
-            refs.append({"ref_id": ann_id, "ann_id": ann_id, "image_id": index, "split": "train", "category_id": 1,
-                         "sentences": [{"sent": _expression(shape)}, {"sent": f"{shape['color']} {shape['shape']}"}]})
+            refs.append({"ref_id": 5000 + ann_id, "ann_id": ann_id, "image_id": index, "split": "train",
+                         "category_id": 1, "sentences": [{"sent": _expression(shape)},
+                                                         {"sent": f"{shape['color']} {shape['shape']}"}]})
     refer_dir = out / "refcoco_annotations" / "refcoco"
-    _dump(refer_dir / "instances.json", {"images": [{"id": i, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
-                                                     "file_name": _image_name(i)} for i in range(images)],
+    _dump(refer_dir / "instances.json", {"images": [{"id": i, "width": IMAGE_SIZE * 3 // 2, "height": IMAGE_SIZE,
+                                                     "file_name": f"COCO_train2014_{i:012d}.jpg"} for i in range(images)],
                                          "annotations": annotations})
     (refer_dir / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
-    sections["refcoco"] = {"build_info": {"ann_path": str(refer_dir.parent), "image_path": images_path}}
+    sections["refcoco"] = {"build_info": {"ann_path": str(refer_dir.parent), "image_path": str(refer_images)}}
 
-    okvqa, aokvqa, gqa, ocrvqa = [], [], [], {}
+    okvqa, aokvqa, gqa, ocrvqa = [], [], {}, {}
+    coco2017 = out / "coco2017"
+    coco2017.mkdir(exist_ok=True)
     for index in range(images):
         question, answer = qa(index, "color")
         okvqa.append({"question_id": index, "image": _image_name(index), "question": question,
                       "answer": [answer] * 8 + ["not sure"] * 2})
-        aokvqa.append({"question_id": f"a{index}", "image": _image_name(index), "question": question,
+        aokvqa.append({"question_id": f"a{index}", "image_id": 1000 + index, "question": question,
                        "direct_answers": [answer] * 9 + ["dark " + answer], "choices": [answer, "black"], "correct_choice_idx": 0})
-        gqa.append({"question_id": f"g{index}", "image": _image_name(index), "question": question, "answer": answer})
+        shutil.copy(image_dir / _image_name(index), coco2017 / f"{1000 + index:012d}.jpg")
+        gqa[f"g{index}"] = {"imageId": f"img_{index:06d}", "question": question, "answer": answer, "fullAnswer": answer}
         count_q, count_a = qa(index, "count")
         ocrvqa[f"img_{index:06d}"] = {"imageURL": f"http://example.com/img_{index:06d}.jpg", "split": 1,
                                       "questions": [question, count_q], "answers": [answer, count_a]}
     sections["ok_vqa"] = {"build_info": {"ann_path": _dump(out / "okvqa_train.json", okvqa), "image_path": images_path}}
-    sections["aok_vqa"] = {"build_info": {"ann_path": _dump(out / "aokvqa_train.json", aokvqa), "image_path": images_path}}
-    sections["gqa"] = {"build_info": {"ann_path": _dump(out / "gqa_train.json", gqa), "image_path": images_path}}
+    sections["aok_vqa"] = {"build_info": {"ann_path": _dump(out / "aokvqa_v1p0_train.json", aokvqa),
+                                          "image_path": str(coco2017)}}
+    sections["gqa"] = {"build_info": {"ann_path": _dump(out / "train_balanced_questions.json", gqa), "image_path": images_path}}
     sections["ocrvqa"] = {"build_info": {"ann_path": _dump(out / "ocrvqa.json", ocrvqa), "image_path": images_path}}
     return sections
 

@@ -8,7 +8,11 @@ Writes, deterministically from the seed (same seed -> identical files):
     DIR/shards/index.json              shard names, sample counts and the brace pattern
     DIR/train.json                     stage 2: ShareGPT4V-layout conversations, 2-3 questions per image
     DIR/test.json                      held out: one question per record, with "question_type"
-    DIR/images/*.jpg                   the images train.json and test.json refer to
+    DIR/grounding_train.json           MiniGPT-v2 grounding in the same layout, with a "task" per record:
+                                       [refer] expression -> box, [identify] box -> expression,
+                                       [grounding] description with <p>phrase</p> {box} pairs
+    DIR/grounding_test.json            held out: one [refer] question per image, with the pixel "box"
+    DIR/images/*.jpg                   the images all of the JSON files refer to
     DIR/tokenizer/                     a sentencepiece BPE tokenizer trained on all of the text above
 
 Each image shows 1-3 filled shapes of distinct types on white. A shape has a colour, a size and a
@@ -180,8 +184,32 @@ def turn_pair(question: str, answer: str, first: bool) -> list[dict]:
     return [{"from": "human", "value": ("<image>\n" if first else "") + question}, {"from": "gpt", "value": answer}]
 
 
+def grounding_records(rng: random.Random, index: int, shapes: list[dict], image: str, split: str,
+                      image_size: int) -> list[dict]:
+    """Train: a [refer] and an [identify] record per image, and sometimes a [grounding] description.
+    Held out: one [refer] record per image, keeping the target's pixel box for IoU scoring."""
+    from minigpt.conversation.boxes import box_tokens
+
+    def box(s: dict) -> str:
+        return box_tokens(*s["bbox"], image_size, image_size)
+
+    target = rng.choice(shapes)
+    expression = f"the {target['color']} {target['shape']}"
+    refer = {"id": f"{split}_refer_{index:06d}", "image": image, "task": "refer",
+             "conversations": turn_pair(expression, box(target), first=True)}
+    if split != "train":
+        return [{**refer, "box": target["bbox"]}]
+    records = [refer, {"id": f"{split}_identify_{index:06d}", "image": image, "task": "identify",
+                       "conversations": turn_pair(box(target), expression, first=True)}]
+    if rng.random() < 0.3:
+        described = join_words([f"<p>a {s['size']} {s['color']} {s['shape']}</p> {box(s)}" for s in shapes])
+        records.append({"id": f"{split}_grounding_{index:06d}", "image": image, "task": "grounding",
+                        "conversations": turn_pair(rng.choice(QUESTIONS["caption"]), described, first=True)})
+    return records
+
+
 # -----------------------------------------------------------------------------
-# the three splits
+# the splits
 
 def write_shards(out: Path, rng: random.Random, count: int, shard_size: int, image_size: int) -> tuple[str, list[str]]:
     """Stage-1 captions as webdataset shards (mtime 0, so the tar bytes are reproducible)."""
@@ -236,21 +264,26 @@ def heldout_records(rng: random.Random, index: int, shapes: list[dict], image: s
 def write_conversations(out: Path, rng: random.Random, split: str, count: int, image_size: int) -> list[dict]:
     """Stage-2 / held-out records in the ShareGPT4V layout, images under DIR/images/."""
     (out / "images").mkdir(parents=True, exist_ok=True)
-    make_records = train_records if split == "train" else heldout_records
     records = []
     for index in range(count):
         shapes = make_scene(rng, image_size)
         image = f"{split}_{index:06d}.jpg" if split == "train" else f"{split}_img_{index:06d}.jpg"
         (out / "images" / image).write_bytes(jpeg(draw(shapes, image_size)))
-        records += make_records(rng, index, shapes, image)
-    if split != "train":  # several records share an image, so records get their own numbers
+        if split.startswith("grounding"):
+            records += grounding_records(rng, index, shapes, image, split.removeprefix("grounding_"), image_size)
+        elif split == "train":
+            records += train_records(rng, index, shapes, image)
+        else:
+            records += heldout_records(rng, index, shapes, image)
+    if split == "test":  # several records share an image, so records get their own numbers
         records = [{"id": f"{split}_{number:06d}", **record} for number, record in enumerate(records)]
     (out / f"{split}.json").write_text(json.dumps(records, indent=1) + "\n")
     return records
 
 
 def generate(out: str | Path, seed: int = 0, stage1_images: int = 2000, train_images: int = 2000,
-             test_images: int = 300, image_size: int = 64, shard_size: int = 500) -> dict:
+             test_images: int = 300, image_size: int = 64, shard_size: int = 500, grounding_images: int = 2000,
+             grounding_test_images: int = 300) -> dict:
     """Write every split and the tokenizer under `out`; returns paths and counts."""
     from minigpt.models.tokenizer import train_tokenizer
 
@@ -261,11 +294,16 @@ def generate(out: str | Path, seed: int = 0, stage1_images: int = 2000, train_im
     out.mkdir(parents=True, exist_ok=True)
     # One generator per split, so changing one split's size leaves the others unchanged.
     root = random.Random(seed)
-    rngs = {split: random.Random(root.getrandbits(64)) for split in ("stage1", "train", "test")}
+    rngs = {split: random.Random(root.getrandbits(64))
+            for split in ("stage1", "train", "test", "grounding_train", "grounding_test")}
 
     pattern, texts = write_shards(out, rngs["stage1"], stage1_images, shard_size, image_size)
     records = {split: write_conversations(out, rngs[split], split, count, image_size)
                for split, count in (("train", train_images), ("test", test_images))}
+    for split, count in (("grounding_train", grounding_images), ("grounding_test", grounding_test_images)):
+        # Kept out of the tokenizer corpus, so adding them left the tokenizer (and every earlier result)
+        # unchanged; their digits and braces fall back to byte tokens, one per character.
+        write_conversations(out, rngs[split], split, count, image_size)
     for split_records in records.values():
         for record in split_records:
             texts += [turn["value"].removeprefix("<image>\n") for turn in record["conversations"]]
@@ -276,6 +314,7 @@ def generate(out: str | Path, seed: int = 0, stage1_images: int = 2000, train_im
     tokenizer = train_tokenizer(texts, out / "tokenizer")
 
     return {"shards": pattern, "train": str(out / "train.json"), "test": str(out / "test.json"),
+            "grounding_train": str(out / "grounding_train.json"), "grounding_test": str(out / "grounding_test.json"),
             "images": str(out / "images"), "tokenizer": str(tokenizer),
             "stage1_samples": stage1_images, "train_records": len(records["train"]),
             "test_records": len(records["test"]), "seconds": round(time.perf_counter() - start, 2)}
@@ -288,14 +327,17 @@ def main() -> None:
     parser.add_argument("--stage1-images", type=int, default=2000, help="caption samples in the shards")
     parser.add_argument("--train-images", type=int, default=2000, help="images of train.json")
     parser.add_argument("--test-images", type=int, default=300, help="images of test.json (2 records each)")
+    parser.add_argument("--grounding-images", type=int, default=2000, help="images of grounding_train.json")
+    parser.add_argument("--grounding-test-images", type=int, default=300, help="images of grounding_test.json")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=500, help="samples per webdataset shard")
     args = parser.parse_args()
     summary = generate(args.out, args.seed, args.stage1_images, args.train_images, args.test_images,
-                       args.image_size, args.shard_size)
+                       args.image_size, args.shard_size, args.grounding_images, args.grounding_test_images)
     print(f"stage 1: {summary['stage1_samples']} captions in {summary['shards']}")
     print(f"stage 2: {summary['train_records']} records in {summary['train']}")
     print(f"test:    {summary['test_records']} records in {summary['test']}")
+    print(f"grounding: {summary['grounding_train']} and {summary['grounding_test']}")
     print(f"images:  {summary['images']}")
     print(f"tokenizer: {summary['tokenizer']}")
     print(f"done in {summary['seconds']:.1f} s")

@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset
 from tqdm import tqdm
 
 from minigpt.common.config import ConfigError, load_config, resolve_path
-from minigpt.conversation.template import PromptTemplate
+from minigpt.conversation.template import ConversationError, PromptTemplate
 from minigpt.datasets.collator import ConversationCollator, UnsupervisedSampleError
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.models.minigpt import image_token_count
@@ -54,7 +54,7 @@ def check_sample(report: Report, collator: ConversationCollator, sample: dict) -
     except UnsupervisedSampleError as error:
         report.add(sample["id"], "no answer token fits", str(error))
         return
-    except ValueError as error:
+    except ConversationError as error:
         report.add(sample["id"], "invalid conversation", str(error))
         return
     report.lengths.append(len(encoded.input_ids))
@@ -80,7 +80,11 @@ def check_records(report: Report, dataset, collator: ConversationCollator, limit
             except Exception as error:
                 report.add(record_id, "unreadable image", f"{path}: {type(error).__name__}: {error}")
                 continue
-        sample = dataset.sample_content(index)
+        try:
+            sample = dataset.sample_content(index)
+        except Exception as error:  # a record the builder cannot turn into a sample: report it, go on
+            report.add(record_id, "invalid record", f"{type(error).__name__}: {error}")
+            continue
         check_sample(report, collator, {**sample, "image": True if path is not None else None})
         report.checked += 1
 
@@ -108,8 +112,8 @@ def check_config(config, limit: int | None = None) -> list[Report]:
         reports.append(report)
         try:
             dataset = build_dataset(str(name), dataset_cfg)
-        except (ValueError, OSError) as error:  # annotation errors name the file, record and field
-            report.add("-", "annotation error", str(error))
+        except Exception as error:  # annotation errors name the file, record and field; others are reported too
+            report.add("-", "annotation error", str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")
             continue
         if isinstance(dataset, IterableDataset):
             check_stream(report, dataset, collator, limit)

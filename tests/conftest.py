@@ -20,7 +20,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 def shapes_dir(tmp_path_factory) -> Path:
     """400 stage-1 images in 4 shards, 200 training and 40 test images."""
     out = tmp_path_factory.mktemp("shapes")
-    generate(out, seed=0, stage1_images=400, train_images=200, test_images=40, shard_size=100)
+    generate(out, seed=0, stage1_images=400, train_images=200, test_images=40, shard_size=100, grounding_images=100,
+             grounding_test_images=20)
     return out
 
 

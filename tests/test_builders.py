@@ -2,6 +2,7 @@
 import collections
 import itertools
 import json
+import pickle
 import re
 
 import pytest
@@ -56,14 +57,21 @@ def test_builder_yields_samples_supervised_on_answers_only(tmp_path, shapes_dir,
 
 def test_grounding_answers_are_scaled_box_tokens(tmp_path, shapes_dir, formats):
     dataset = built(tmp_path, shapes_dir, {"refcoco": formats["refcoco"]})["refcoco"]
-    instances = json.loads((dataset.image_root.parent / "refcoco_annotations/refcoco/instances.json").read_text())
+    refer_dir = formats["refcoco"]["build_info"]["ann_path"] + "/refcoco"
+    instances = json.loads(open(f"{refer_dir}/instances.json").read())
+    refs = {ref["ref_id"]: ref for ref in pickle.loads(open(f"{refer_dir}/refs(unc).p", "rb").read())}
     boxes = {a["id"]: a["bbox"] for a in instances["annotations"]}
+    sizes = {image["id"]: (image["width"], image["height"]) for image in instances["images"]}
     for index in range(len(dataset)):
         sample = dataset[index]
-        x, y, w, h = boxes[int(sample["id"])]
-        expected = [int(v / 64 * 100) for v in (x, y, x + w, y + h)]
+        ref = refs[int(sample["id"])]
+        x, y, w, h = boxes[ref["ann_id"]]
+        width, height = sizes[ref["image_id"]]
+        assert width != height and sample["image"].shape == (3, 64, 64)
+        expected = [int(x / width * 100), int(y / height * 100), int((x + w) / width * 100), int((y + h) / height * 100)]
         answer = sample["turns"][1][1]
         assert re.fullmatch(r"\{(<\d{1,3}>){4}\}", answer) and [int(v) for v in re.findall(r"\d+", answer)] == expected
+        assert any(s["sent"] in sample["turns"][0][1] for s in ref["sentences"])
     identify = built(tmp_path, shapes_dir, {"refcoco": {**formats["refcoco"], "task": "identify"}})["refcoco"][0]
     assert identify["task"] == "identify" and re.search(r"\{(<\d+>){4}\}", identify["turns"][0][1])
     assert re.fullmatch(r"(the )?\w+ \w+", identify["turns"][1][1])
@@ -102,12 +110,15 @@ def test_face_sections_are_selected_weighted_and_counted(tmp_path, shapes_dir, f
     dataset = built(tmp_path, shapes_dir, {"face_annotations": section})["face_annotations"]
     assert len(dataset) == 36
     out = capsys.readouterr().out
-    assert "Gender: 12 records x 1 -> 12 samples" in out and "Posture: 12 records x 1 -> 12 samples" in out
+    assert "Gender: 12 records x 1 -> 12 samples per pass" in out and "Posture: 12 records x 1 -> 12 samples per pass" in out
     weighted = {**section, "sections": {"Gender": {"weight": 2.0}, "Posture": {"weight": 0.5}}}
     dataset = built(tmp_path, shapes_dir, {"face_annotations": weighted})["face_annotations"]
     sections = collections.Counter(r["section"] for r in dataset.records)
     assert sections == {"Gender": 24, "Posture": 6, "Feature by Feature Description": 12}
     assert len({r["id"] for r in dataset.records}) == len(dataset.records)  # copies get their own ids
+    posture = {r["id"] for r in dataset.records if r["section"] == "Posture"}
+    dataset.set_pass(seed=0, pass_index=1)  # the half of Posture that trains changes from pass to pass
+    assert len(dataset) == 42 and {r["id"] for r in dataset.records if r["section"] == "Posture"} != posture
     selected = built(tmp_path, shapes_dir, {"face_annotations": {**section, "select": ["Gender"]}})["face_annotations"]
     assert {r["section"] for r in selected.records} == {"Gender"}
     # a record without a question asks one of its section's instructions from the YAML
@@ -142,10 +153,33 @@ def test_ocrvqa_keeps_only_the_configured_splits(tmp_path, shapes_dir, formats):
 
 
 def test_a_missing_field_names_the_file_record_and_field(tmp_path, shapes_dir, formats):
-    records = json.loads(open(formats["gqa"]["build_info"]["ann_path"]).read())
-    del records[1]["answer"]
+    records = json.loads(open(formats["gqa"]["build_info"]["ann_path"]).read())  # GQA: keyed by question id
+    del records["g1"]["answer"]
     path = tmp_path / "gqa.json"
     path.write_text(json.dumps(records))
     section = {"build_info": {**formats["gqa"]["build_info"], "ann_path": str(path)}}
     with pytest.raises(ValueError, match=r"gqa\.json: record 1 \(id 'g1'\): missing field 'answer'"):
         built(tmp_path, shapes_dir, {"gqa": section})
+
+
+def test_coco_captions_keep_train2014_unless_asked(tmp_path, shapes_dir, formats):
+    default = built(tmp_path, shapes_dir, {"coco_caption": formats["coco_caption"]})["coco_caption"]
+    assert len(default) == 12 and all("train2014" in r["image"] for r in default.records)
+    everything = built(tmp_path, shapes_dir, {"coco_caption": {**formats["coco_caption"], "image_path_contains": None}})
+    dataset = everything["coco_caption"]
+    assert len(dataset) == 13 and dataset[12]["skip"][0] == "missing image"
+
+
+def test_refcocop_and_inverse_sections_read_the_refcoco_plus_folder(tmp_path, shapes_dir, formats):
+    root = tmp_path / "refer"
+    (root / "refcoco+").mkdir(parents=True)
+    source = formats["refcoco"]["build_info"]["ann_path"] + "/refcoco"
+    for name in ("refs(unc).p", "instances.json"):
+        (root / "refcoco+" / name).write_bytes(open(f"{source}/{name}", "rb").read())
+    section = {"build_info": {"ann_path": str(root), "image_path": formats["refcoco"]["build_info"]["image_path"]}}
+    datasets = built(tmp_path, shapes_dir, {"refcocop": section,
+                                            "invrefcoco+": {**section, "builder": "refcoco+", "task": "identify"}})
+    assert len(datasets["refcocop"]) == len(datasets["invrefcoco+"]) > 0
+    assert datasets["invrefcoco+"][0]["task"] == "identify"
+    with pytest.raises(ValueError, match=r"refcoco/refs\(unc\)\.p"):  # plain refcoco looks in its own folder
+        built(tmp_path, shapes_dir, {"refcoco": section})

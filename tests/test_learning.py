@@ -30,7 +30,7 @@ def first_and_last_loss(output_dir: Path) -> tuple[float, float]:
 @pytest.mark.slow
 def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     data = tmp_path / "shapes"
-    generate(data, seed=0)
+    generate(data, seed=0, grounding_images=0, grounding_test_images=0)
     out = tmp_path / "output"
     common = [f"model.tokenizer={data}/tokenizer"]
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29531", "train.py",

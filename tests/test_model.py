@@ -114,3 +114,26 @@ def test_unloadable_qformer_weights_are_refused_not_ignored(shapes_dir):
     config = tiny_config(shapes_dir, f"model.q_former_model={shapes_dir}/train.json")
     with pytest.raises(NotImplementedError, match="model.q_former_model"):
         build(config)
+
+
+@pytest.mark.parametrize("options", [[], ["model.has_qformer=false"], ["model.has_qformer=false", "model.vit_config.patch_size=8"]])
+def test_image_token_count_from_config_matches_the_built_model(shapes_dir, options):
+    from minigpt.models.minigpt import image_token_count
+
+    config = tiny_config(shapes_dir, *options)
+    assert image_token_count(config.model) == build(config).num_image_tokens
+
+
+def test_minigpt_v2_arch_uses_its_defaults(shapes_dir):
+    config = load_config(REPO / "train_configs/tiny_v2.yaml", [f"model.tokenizer={shapes_dir}/tokenizer"], for_training=False)
+    assert config.model.task_identifiers and not config.model.has_qformer and config.model.parts.llm.mode == "lora"
+    assert config.model.prompt_template == "[INST] {} [/INST]" and config.model.end_sym == "</s>"
+    model = build(config)
+    assert model.Qformer is None and model.num_image_tokens == (64 // 4) ** 2 // 4
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"visual_encoder", "ln_vision", "llama_proj", "llama_model"}
+    assert all("lora_" in name for name, p in model.llama_model.named_parameters() if p.requires_grad)
+    sample = {"id": "0", "image": torch.zeros(3, 64, 64), "task": "vqa", "turns": [(USER, "Which color?"), (ASSISTANT, "red")]}
+    batch = model.collator()([sample])
+    prompt = model.tokenizer.decode(batch["input_ids"][0][~batch["image_slots"][0]])
+    assert prompt.replace(" ", "") == "<s>[INST]<Img></Img>[vqa]Whichcolor?[/INST]red</s>"

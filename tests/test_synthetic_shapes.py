@@ -20,7 +20,8 @@ spec = importlib.util.spec_from_file_location("synthetic_shapes", SCRIPT)
 shapes_mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(shapes_mod)
 
-SMALL = dict(stage1_images=40, train_images=40, test_images=20, image_size=64, shard_size=16)
+SMALL = dict(stage1_images=40, train_images=40, test_images=20, image_size=64, shard_size=16, grounding_images=30,
+             grounding_test_images=10)
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3}
 
 
@@ -116,7 +117,7 @@ def test_same_seed_same_files_other_seed_differs(data, tmp_path):
     again, other = tmp_path / "again", tmp_path / "other"
     shapes_mod.generate(again, seed=0, **SMALL)
     shapes_mod.generate(other, seed=1, **SMALL)
-    files = ["train.json", "test.json", "shards/index.json", "tokenizer/tokenizer.model", "tokenizer/tokenizer.json"]
+    files = ["train.json", "test.json", "grounding_train.json", "grounding_test.json", "shards/index.json", "tokenizer/tokenizer.model", "tokenizer/tokenizer.json"]
     files += [f"shards/shapes-{i:06d}.tar" for i in range(3)]
     for name in files:
         assert (data / name).read_bytes() == (again / name).read_bytes(), name
@@ -189,6 +190,38 @@ def test_held_out_split_has_one_question_per_record(data):
     assert types["colors"] == len(records) / 2  # one per image, and one other question
 
 
+def test_grounding_boxes_and_expressions_are_true_of_their_images(data):
+    from minigpt.conversation.boxes import box_iou, parse_boxes
+
+    def located(text, scene):
+        parsed = parse_boxes(text, 64, 64)
+        assert not parsed.problems and parsed.boxes
+        return [(b.label, max(scene, key=lambda s: box_iou(b.box, s["bbox"]))) for b in parsed.boxes
+                if max(box_iou(b.box, s["bbox"]) for s in scene) > 0.75]
+
+    train = json.loads((data / "grounding_train.json").read_text())
+    tasks = Counter(r["task"] for r in train)
+    assert tasks["refer"] == tasks["identify"] == 30 and 0 < tasks["grounding"] < 30
+    for record in train:
+        scene = segment(Image.open(data / "images" / record["image"]))
+        question, answer = (t["value"].removeprefix("<image>\n") for t in record["conversations"])
+        if record["task"] == "refer":
+            [(_, shape)] = located(answer, scene)
+            assert question == f"the {shape['color']} {shape['shape']}"
+        elif record["task"] == "identify":
+            [(_, shape)] = located(question, scene)
+            assert answer == f"the {shape['color']} {shape['shape']}"
+        else:
+            found = located(answer, scene)
+            assert len(found) == len(scene)
+            assert all(label == f"a {s['size']} {s['color']} {s['shape']}" for label, s in found)
+    test = json.loads((data / "grounding_test.json").read_text())
+    assert len(test) == 10 and all(r["task"] == "refer" for r in test)
+    for record in test:
+        box = parse_boxes(record["conversations"][1]["value"], 64, 64).boxes[0].box
+        assert box_iou(box, record["box"]) > 0.9
+
+
 def test_tokenizer_covers_the_text(data):
     from minigpt.models.tokenizer import load_tokenizer
 
@@ -206,7 +239,8 @@ def test_tokenizer_covers_the_text(data):
 def test_command_line(tmp_path):
     out = tmp_path / "cli"
     args = [sys.executable, str(SCRIPT), "--out", str(out), "--seed", "3", "--stage1-images", "5",
-            "--train-images", "3", "--test-images", "2", "--shard-size", "2"]
+            "--train-images", "3", "--test-images", "2", "--shard-size", "2", "--grounding-images", "2",
+            "--grounding-test-images", "1"]
     result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"{out}/shards/shapes-{{000000..000002}}.tar" in result.stdout

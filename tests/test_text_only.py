@@ -1,4 +1,5 @@
 """Text-only samples train beside image samples; under DDP every rank still runs the vision path."""
+import itertools
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import torch
 
 from conftest import REPO, dataset_config
 from minigpt.common import registry
+from minigpt.datasets.loader import BatchStream
 
 
 def half_text_only(tmp_path, formats):
@@ -44,7 +46,13 @@ def test_text_only_batch_gives_every_trainable_part_a_gradient(tmp_path, shapes_
 @pytest.mark.slow
 def test_ranks_drawing_text_and_image_samples_do_not_hang(tmp_path, shapes_dir, formats):
     datasets = {"sharegpt4v": {**half_text_only(tmp_path, formats), "batch_size": 1}}
-    _, path = dataset_config(tmp_path, shapes_dir, datasets, iters_per_epoch=12, log_freq=1)
+    config, path = dataset_config(tmp_path, shapes_dir, datasets, iters_per_epoch=12, log_freq=1)
+    # The data order is a function of the seed: check that some step gives one rank text and the other an image.
+    records = json.loads(open(datasets["sharegpt4v"]["build_info"]["ann_path"]).read())
+    orders = [[batch[0] for batch in itertools.islice(
+        BatchStream("s", list(range(len(records))), 1, list, config.run.seed, rank, 2).batches(), 12)] for rank in (0, 1)]
+    mixed = [("image" in records[a]) != ("image" in records[b]) for a, b in zip(*orders)]
+    assert sum(mixed) >= 3, mixed
     torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc-per-node", "2",
                 "--master-port", "29519", "train.py", "--cfg-path", str(path)]
     result = subprocess.run(torchrun, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -17,6 +17,10 @@ IMAGE_PROMPT = "<Img><ImageHere></Img>"
 USER, ASSISTANT = "user", "assistant"
 
 
+class ConversationError(ValueError):
+    """A sample's turns cannot form a training sequence (out of order, no answer, misplaced image)."""
+
+
 @dataclass
 class PromptTemplate:
     prompt_template: str = ""  # "" = no wrapping (stage-1 captioning)
@@ -38,15 +42,17 @@ class PromptTemplate:
         return self.prompt_template.format(text) if self.prompt_template else text
 
     def pairs(self, turns: list[tuple[str, str]], has_image: bool, sample_id: str = "",
-              task: str | None = None) -> list[tuple[str, str | None]]:
+              task: str | None = None, choice_seed: str = "") -> list[tuple[str, str | None]]:
         """Group turns into (user text, answer or None) pairs, with the image placeholder in the first user turn.
 
-        A caption sample (a lone assistant turn) gets one of `instruction_prompts` (drawn per sample id, so
-        the choice is reproducible) or, with none, the bare image (stage 1).
+        A caption sample (a lone assistant turn) gets one of `instruction_prompts`, drawn from the sample id
+        and `choice_seed` (the data set's seed and pass: reproducible, yet new each pass), or with none the
+        bare image (stage 1).
         """
         turns = list(turns)
         if len(turns) == 1 and turns[0][0] == ASSISTANT:
-            prompt = random.Random(sample_id).choice(self.instruction_prompts) if self.instruction_prompts else ""
+            rng = random.Random(f"{choice_seed}-{sample_id}")
+            prompt = rng.choice(self.instruction_prompts) if self.instruction_prompts else ""
             turns.insert(0, (USER, prompt))
         pairs: list[tuple[str, str | None]] = []
         for role, text in turns:
@@ -55,9 +61,9 @@ class PromptTemplate:
             elif role == ASSISTANT and pairs and pairs[-1][1] is None:
                 pairs[-1] = (pairs[-1][0], text)
             else:
-                raise ValueError(f"sample {sample_id!r}: turns must alternate user/assistant, got {role!r}")
+                raise ConversationError(f"sample {sample_id!r}: turns must alternate user/assistant, got {role!r}")
         if not pairs:
-            raise ValueError(f"sample {sample_id!r}: no turns")
+            raise ConversationError(f"sample {sample_id!r}: no turns")
         first_user = pairs[0][0]
         if task and self.task_identifiers:
             first_user = f"[{task}] {first_user}"

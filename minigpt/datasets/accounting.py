@@ -17,12 +17,13 @@ COLUMNS = ("used", "truncated", *SKIP_REASONS)
 
 class SampleAccounting:
     def __init__(self, dataset_names: list[str], skipped_path: Path | None = None, print_first: int = 5,
-                 printer=print):
+                 printer=print, device: torch.device | str = "cpu"):
         self.names = list(dataset_names)
         self.skipped_path = skipped_path
         self.print_first = print_first
         self.printer = printer
         self.printed = 0
+        self.device = device  # where the all-reduce happens (nccl reduces GPU tensors only)
         self.counts = torch.zeros(len(self.names), len(COLUMNS), dtype=torch.long)
 
     def add(self, batch: dict) -> None:
@@ -42,9 +43,10 @@ class SampleAccounting:
 
     def end_epoch(self) -> dict[str, dict[str, int]]:
         """Counts of this epoch summed over ranks, as {data set: {column: count}}; then starts over."""
-        totals = self.counts.clone()
+        totals = self.counts.to(self.device, copy=True)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)
+        totals = totals.cpu()
         self.counts.zero_()
         return {name: {column: int(totals[row, col]) for col, column in enumerate(COLUMNS)}
                 for row, name in enumerate(self.names)}

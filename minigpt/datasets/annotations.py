@@ -86,7 +86,12 @@ def load_records(path: str | Path, key: str | None = None) -> list:
 def _record_at(text: str, error_pos: int, key: str | None) -> int | None:
     """Index of the list element that holds `error_pos`, found by decoding elements one at a time."""
     decoder = json.JSONDecoder()
-    start = text.find("[", text.find(f'"{key}"') if key else 0)
+    if key:
+        start = text.find("[", text.find(f'"{key}"'))
+    else:  # only a top-level list has records; in an object the error gets a line and column only
+        start = len(text) - len(text.lstrip())
+        if not text[start:start + 1] == "[":
+            return None
     if start < 0 or start > error_pos:
         return None
     pos, index = start + 1, 0
@@ -111,9 +116,13 @@ def load_plain_pickle(path: str | Path) -> Any:
     """Lists, dicts, strings and numbers from a pickle; any class or function in it is refused."""
     path = resolve_path(str(path))
     try:
-        return _PlainDataUnpickler(io.BytesIO(Path(path).read_bytes()), encoding="latin1").load()
-    except pickle.UnpicklingError as error:
-        raise AnnotationError(path, None, f"unsafe or broken pickle: {error}") from None
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise AnnotationError(path, None, f"cannot read: {error}") from None
+    try:
+        return _PlainDataUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise AnnotationError(path, None, f"unsafe or broken pickle: {error or type(error).__name__}") from None
 
 
 def parse_conversation(conversations: Any, path: str | Path, index: int, record_id: Any = None) -> tuple[list, list[str]]:

@@ -93,4 +93,4 @@ class CaptionShardDataset(IterableDataset):
         if self.text_processor is not None:
             caption = self.text_processor(caption)
         return {"id": record["__key__"], "dataset": self.name, "image": self.vis_processor(image),
-                "turns": [(ASSISTANT, caption)]}
+                "turns": [(ASSISTANT, caption)], "choice_seed": f"{self.seed}-{self.pass_index}"}

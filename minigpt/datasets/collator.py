@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.conversation.template import IMAGE_PLACEHOLDER, PromptTemplate
+from minigpt.conversation.template import IMAGE_PLACEHOLDER, ConversationError, PromptTemplate
 
 IGNORE_INDEX = -100
 
 
-class UnsupervisedSampleError(ValueError):
+class UnsupervisedSampleError(ConversationError):
     """A sample kept no answer token (over-long prompt, or a template/tokenizer mismatch)."""
 
 
@@ -68,7 +68,8 @@ class ConversationCollator:
         first answer may be cut mid-way. For generation the last user turn has no answer yet.
         """
         has_image = sample.get("image") is not None
-        pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]), sample.get("task"))
+        pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]), sample.get("task"),
+                                    sample.get("choice_seed", ""))
         ids: list[int] = []
         labels: list[int] = []
         slots: list[bool] = []
@@ -88,14 +89,14 @@ class ConversationCollator:
             slots += user_slots + [False] * len(answer_ids)
             labels += [IGNORE_INDEX] * len(user_ids) + answer_ids
             if answer is None and not for_generation:
-                raise ValueError(f"sample {sample['id']!r}: the last user turn has no answer")
+                raise ConversationError(f"sample {sample['id']!r}: a user turn has no answer")
         if not for_generation and all(label == IGNORE_INDEX for label in labels):
             raise UnsupervisedSampleError(
                 f"sample {sample['id']!r} from {sample.get('dataset', '?')}: no answer token fits in "
                 f"max_txt_len={self.max_txt_len} (prompt and {self.num_image_tokens} image tokens take "
                 f"{len(ids)} tokens), or the answer is empty")
         if has_image and sum(slots) != self.num_image_tokens:
-            raise ValueError(f"sample {sample['id']!r}: expected one image placeholder, "
+            raise ConversationError(f"sample {sample['id']!r}: expected one image placeholder, "
                              f"found {sum(slots) // max(self.num_image_tokens, 1)}")
         return EncodedSample(str(sample["id"]), ids, labels, slots, truncated)
 
@@ -112,7 +113,7 @@ class ConversationCollator:
             try:
                 encoded.append(self.encode(sample))
                 kept.append(sample)
-            except ValueError as error:
+            except ConversationError as error:
                 if self.strict:
                     raise
                 reason = "no answer token fits" if isinstance(error, UnsupervisedSampleError) else "invalid conversation"

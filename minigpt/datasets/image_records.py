@@ -18,22 +18,28 @@ from torch.utils.data import Dataset
 from minigpt.common.config import resolve_path
 
 MakeSample = Callable[[dict, random.Random], dict]  # record, rng -> {"turns": [...], "task": ...}
+Arrange = Callable[[list, random.Random], list]  # all records, rng -> this pass's records (same length every pass)
 
 
 class ImageRecordDataset(Dataset):
     def __init__(self, name: str, records: list[dict], image_root: str | None, vis_processor,
-                 make_sample: MakeSample, strict: bool = False, source: str = ""):
+                 make_sample: MakeSample, strict: bool = False, source: str = "", arrange: Arrange | None = None):
         self.name = name
-        self.records = records
+        self.all_records = records
+        self.arrange = arrange  # e.g. weighted sections: which records repeat changes from pass to pass
         self.image_root = resolve_path(image_root) if image_root else None
         self.vis_processor = vis_processor
         self.make_sample = make_sample
         self.strict = strict
         self.source = source  # the annotation file, for messages
-        self.seed, self.pass_index = 0, 0
+        self.set_pass(0, 0)
 
     def set_pass(self, seed: int, pass_index: int, rank: int = 0, world_size: int = 1) -> None:
         self.seed, self.pass_index = seed, pass_index
+        if self.arrange is None:
+            self.records = self.all_records
+        else:
+            self.records = self.arrange(self.all_records, random.Random(f"{seed}-{pass_index}-arrange"))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -53,7 +59,8 @@ class ImageRecordDataset(Dataset):
     def sample_content(self, index: int) -> dict:
         record = self.records[index]
         rng = random.Random(f"{self.seed}-{self.pass_index}-{record['id']}")
-        return {"id": str(record["id"]), "dataset": self.name, **self.make_sample(record, rng)}
+        return {"id": str(record["id"]), "dataset": self.name, "choice_seed": f"{self.seed}-{self.pass_index}",
+                **self.make_sample(record, rng)}
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
@@ -66,7 +73,6 @@ class ImageRecordDataset(Dataset):
         except Exception as error:  # missing or unreadable: skipped and counted, or fatal if strict
             reason = "missing image" if isinstance(error, FileNotFoundError) else "unreadable image"
             if self.strict:
-                raise ValueError(f"{self.name}: {self.source}: record {index} (id {record['id']!r}): "
-                                 f"{reason} {path}: {error}") from error
+                raise ValueError(f"{self.name}: {self.source}: id {record['id']!r}: {reason} {path}: {error}") from error
             return {"id": sample["id"], "dataset": self.name, "skip": (reason, str(path))}
         return {**sample, "image": self.vis_processor(image)}

@@ -1,4 +1,4 @@
-"""Instruction phrasings per task, and the 0-100 box tokens of grounding answers.
+"""Instruction phrasings per task.
 
 Datasets whose annotations hold no question (captions, referring expressions) draw one phrasing per
 sample from these pools, so the model does not learn a single fixed wording. `{}` is filled with the
@@ -46,17 +46,3 @@ IDENTIFY = (
 
 def phrase(pool: tuple[str, ...], rng: random.Random, value: str = "") -> str:
     return rng.choice(pool).format(value)
-
-
-def box_tokens(x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> str:
-    """A pixel box (corners) as MiniGPT-v2 writes it: each corner scaled to 0-100 and truncated to an
-    integer, e.g. `{<12><40><55><98>}`."""
-    scaled = (x1 / width, y1 / height, x2 / width, y2 / height)
-    values = [min(100, max(0, int(v * 100))) for v in scaled]
-    return "{" + "".join(f"<{v}>" for v in values) + "}"
-
-
-def xywh_box_tokens(box: list[float], width: float, height: float) -> str:
-    """COCO's [x, y, w, h] box as 0-100 tokens."""
-    x, y, w, h = box
-    return box_tokens(x, y, x + w, y + h, width, height)

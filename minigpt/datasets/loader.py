@@ -6,8 +6,9 @@ interrupted run would have seen:
   chunks of batch_size; under DDP rank r takes chunks r, r + W, r + 2W, ... Rank r at step k thus holds
   the same samples as micro-batch k*W + r of one process, which makes DDP match gradient accumulation.
 - a streamed (webdataset) data set is told (seed, pass, rank, world size) before each pass; resuming
-  replays the stream up to the resume point (only decoding costs, no training). A resampled stream
-  never ends its pass, so replaying it could take hours: it is reseeded from the resume point instead.
+  replays the stream up to the resume point, decoding every sample again (no training): fine for small
+  sets, hours for a large stage-1 run. A resampled stream (`resampled: true`, as the stage-1 configs set)
+  is instead reseeded from the resume point, so nothing is replayed.
 - a data set with `set_pass` is told the pass too, so per-sample random choices (an instruction
   phrasing, one of several answers) change from pass to pass yet repeat exactly on resume.
 - the mixer picks the data set of each micro-batch from (seed, micro-batch index) by sample_ratio.

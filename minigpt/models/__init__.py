@@ -12,3 +12,12 @@ class MiniGPT4(MiniGPT):
         "pretrain_vicuna0": "configs/models/minigpt4_vicuna0.yaml",
         "pretrain_llama2": "configs/models/minigpt4_llama2.yaml",
     }
+
+
+@register_model("minigpt_v2")
+class MiniGPTv2(MiniGPT):
+    """MiniGPT-v2: EVA ViT-g at 448 px, 4 neighbouring tokens concatenated + linear, Llama-2 with LoRA,
+    and task identifiers ([vqa], [refer], [grounding], ...) in its prompts."""
+
+    default_model_type = "pretrain"
+    default_configs = {"pretrain": "configs/models/minigpt_v2.yaml"}

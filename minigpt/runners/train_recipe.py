@@ -125,7 +125,8 @@ class TrainRecipe:
         self.model.train()
         data = self.batches.iterate(start_micro_step=self.step * accum)
         accounting = SampleAccounting(list(self.batches.streams), self.output_dir / f"skipped-rank{self.dist.rank}.jsonl",
-                                      printer=tqdm.write)
+                                      printer=tqdm.write, device=self.device)
+        counted_from = self.step  # after a resume, the current epoch's counts start here
         window, mix = collections.defaultdict(float), collections.Counter()
         window_start = time.perf_counter()
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.is_main, desc="train",
@@ -160,12 +161,12 @@ class TrainRecipe:
 
             if self.step % run.log_freq == 0 or self.step == self.total_steps:
                 elapsed = time.perf_counter() - window_start
-                loss_mean = all_reduce_mean(torch.tensor(window["loss"] / window["steps"])).item()
+                loss_mean = all_reduce_mean(torch.tensor(window["loss"] / window["steps"], device=self.device)).item()
                 metrics = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
                            "samples_per_s": window["samples"] * self.dist.world_size / elapsed,
                            "supervised_fraction": window["supervised"] / max(window["tokens"], 1),
                            "epoch": (self.step - 1) // self.iters_per_epoch,
-                           "samples_by_dataset": dict(mix)}  # this rank's draws since the last log
+                           "samples_by_dataset_rank0": dict(mix)}  # each micro-step draws one data set on all ranks
                 progress.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}")
                 if self.logger:
                     self.logger.log(metrics, self.step)
@@ -175,9 +176,11 @@ class TrainRecipe:
             if epoch_end:
                 epoch = self.step // self.iters_per_epoch - 1
                 samples = accounting.end_epoch()
-                self.print(f"epoch {epoch} samples: {SampleAccounting.describe(samples)}")
+                first_step = max(counted_from, epoch * self.iters_per_epoch)
+                since = f" (from step {first_step}, where this run resumed)" if first_step > epoch * self.iters_per_epoch else ""
+                self.print(f"epoch {epoch} samples{since}: {SampleAccounting.describe(samples)}")
                 if self.logger:
-                    self.logger.log({"epoch": epoch, "epoch_samples": samples}, self.step)
+                    self.logger.log({"epoch": epoch, "epoch_samples": samples, "counted_from_step": first_step}, self.step)
             if epoch_end or (run.ckpt_freq and self.step % run.ckpt_freq == 0):
                 self.save()
         progress.close()

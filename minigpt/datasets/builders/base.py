@@ -69,9 +69,7 @@ class AnnotationBuilder(DatasetBuilder):
     def parse(self, ann_path: str) -> list[dict]:
         raise NotImplementedError
 
-    def arrange(self, records: list[dict]) -> list[dict]:
-        """After parsing and sub-sampling: a hook to select, repeat or reorder records."""
-        return records
+    arrange = None  # optional (records, rng) -> records: select or repeat records anew for each pass
 
     def make_sample(self, record: dict, rng: random.Random) -> dict:
         """record -> {"turns": [(role, text), ...], "task": name or None}; default: the parsed turns."""
@@ -86,9 +84,8 @@ class AnnotationBuilder(DatasetBuilder):
     def build_dataset(self, strict: bool) -> ImageRecordDataset:
         records = self.parse(self.ann_path())
         records = subsample(records, self.cfg.subsample_count, self.cfg.subsample_ids, self.cfg.subsample_seed)
-        records = self.arrange(records)
         return ImageRecordDataset(self.name, records, self.image_path(), self.vis_processor, self.cleaned_sample,
-                                  strict, source=self.ann_path())
+                                  strict, source=self.ann_path(), arrange=self.arrange)
 
     def cleaned_sample(self, record: dict, rng: random.Random) -> dict:
         """make_sample, with `text_processor` (when the config sets one) applied to every answer."""

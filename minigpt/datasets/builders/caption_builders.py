@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from minigpt.common.registry import register_builder
 from minigpt.common.schema import DatasetConfig
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import load_records, require
-from minigpt.datasets.builders.base import AnnotationBuilder, DatasetBuilder
+from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, DatasetBuilder
 from minigpt.datasets.caption_shards import CaptionShardDataset
 from minigpt.datasets.instructions import SHORT_CAPTION, phrase
 
@@ -52,15 +53,26 @@ class CCSBUAlignBuilder(AnnotationBuilder):
         return records
 
 
+@dataclass
+class COCOCaptionConfig(AnnotationConfig):
+    # Karpathy's train file also holds 30k val2014 images ("restval"); MiniGPT-v2 keeps train2014 only.
+    image_path_contains: Optional[str] = "train"  # keep entries whose image path contains this (null: all)
+
+
 @register_builder("coco_caption")
 class COCOCaptionBuilder(AnnotationBuilder):
     """Karpathy-split COCO captions: a list of {"image": "train2014/...jpg", "caption", "image_id"}, one
     entry per caption. Each sample asks for a short caption in one of several phrasings."""
 
+    config_class = COCOCaptionConfig
+
     def parse(self, ann_path):
         records = []
+        keep = self.cfg.image_path_contains
         for index, record in enumerate(load_records(ann_path)):
             image = require(record, "image", ann_path, index)
+            if keep and keep not in image:
+                continue
             caption = require(record, "caption", ann_path, index)
             image_id = record.get("image_id", Path(image).stem)
             records.append({"id": f"{image_id}-{index}", "image": image, "caption": caption})
@@ -73,6 +85,8 @@ class COCOCaptionBuilder(AnnotationBuilder):
 @register_builder("textcaps", "textcaps_caption")
 class TextCapsBuilder(COCOCaptionBuilder):
     """TextCaps: {"data": [{"image_id", "caption_str", "caption_id"?}]}, images `<image_id>.jpg`."""
+
+    config_class = AnnotationConfig
 
     def parse(self, ann_path):
         records = []

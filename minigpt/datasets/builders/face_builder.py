@@ -45,6 +45,7 @@ class FaceConfig(AnnotationConfig):
 @register_builder("face_annotations")
 class FaceAnnotationBuilder(AnnotationBuilder):
     config_class = FaceConfig
+    counts_printed = False
 
     def parse(self, ann_path):
         records = []
@@ -65,8 +66,9 @@ class FaceAnnotationBuilder(AnnotationBuilder):
             records.append(parsed)
         return records
 
-    def arrange(self, records: list[dict]) -> list[dict]:
-        """Select and re-weight sections; prints a count per section (records -> samples per pass)."""
+    def arrange(self, records: list[dict], rng: random.Random) -> list[dict]:
+        """Select and re-weight sections for one pass: weight 2.5 gives every record twice plus a half
+        of them drawn anew each pass. The counts per section are printed the first time."""
         by_section: dict[str, list[dict]] = collections.defaultdict(list)
         for record in records:
             by_section[record["section"]].append(record)
@@ -75,21 +77,19 @@ class FaceAnnotationBuilder(AnnotationBuilder):
         if unknown:
             raise AnnotationError(self.ann_path(), None, f"select names sections with no records: {sorted(unknown)}; "
                                   f"sections present: {sorted(by_section)}")
-        records, lines = [], []
+        arranged, lines = [], []
         for section, section_records in sorted(by_section.items()):
             weight = self.section(section).weight if select is None or section in select else 0.0
-            copies = self.weighted_copies(section_records, weight)
-            records += copies
-            lines.append(f"  {section}: {len(section_records)} records x {weight:g} -> {len(copies)} samples")
-        if int(os.environ.get("RANK", 0)) == 0:
-            print(f"{self.name}: {len(records)} samples from {len(by_section)} sections\n" + "\n".join(lines))
-        return records
-
-    def weighted_copies(self, records: list[dict], weight: float) -> list[dict]:
-        whole, fraction = divmod(weight, 1.0)
-        copies = [dict(r, id=f"{r['id']}#{n}" if n else r["id"]) for n in range(int(whole)) for r in records]
-        extra = random.Random(f"{self.cfg.subsample_seed}-{len(records)}").sample(records, round(fraction * len(records)))
-        return copies + [dict(r, id=f"{r['id']}#{int(whole)}" if whole else r["id"]) for r in extra]
+            whole, fraction = divmod(weight, 1.0)
+            copies = [dict(r, id=f"{r['id']}#{n}" if n else r["id"]) for n in range(int(whole)) for r in section_records]
+            extra = rng.sample(section_records, round(fraction * len(section_records)))
+            copies += [dict(r, id=f"{r['id']}#{int(whole)}" if whole else r["id"]) for r in extra]
+            arranged += copies
+            lines.append(f"  {section}: {len(section_records)} records x {weight:g} -> {len(copies)} samples per pass")
+        if not self.counts_printed and int(os.environ.get("RANK", 0)) == 0:
+            print(f"{self.name}: {len(arranged)} samples from {len(by_section)} sections\n" + "\n".join(lines))
+            self.counts_printed = True
+        return arranged
 
     def section(self, name: str) -> FaceSection:
         return self.cfg.sections.get(name) or FaceSection(instructions=list(self.cfg.default_instructions))

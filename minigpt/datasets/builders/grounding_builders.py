@@ -18,7 +18,8 @@ from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import AnnotationError, load_json, load_plain_pickle, load_records, require
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
-from minigpt.datasets.instructions import IDENTIFY, REFER, phrase, xywh_box_tokens
+from minigpt.conversation.boxes import xywh_box_tokens
+from minigpt.datasets.instructions import IDENTIFY, REFER, phrase
 
 DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocop": "unc", "refcocog": "umd"}
 FOLDER = {"refcocop": "refcoco+"}
@@ -38,7 +39,8 @@ class ReferCOCOBuilder(AnnotationBuilder):
         if self.cfg.task not in ("refer", "identify"):
             raise ValueError(f"datasets.{self.name}.task: '{self.cfg.task}' is not refer or identify")
         info = self.cfg.build_info
-        dataset = info.dataset or FOLDER.get(self.name, self.name)
+        builder_name = self.cfg.builder or self.name  # invrefcoco+ (builder: refcoco+) reads refcoco+
+        dataset = info.dataset or FOLDER.get(builder_name, builder_name)
         split_by = info.splitBy or DEFAULT_SPLIT_BY.get(dataset, "unc")
         folder = resolve_path(ann_path) / dataset
         refs_json = folder / f"refs({split_by}).json"
@@ -62,7 +64,9 @@ class ReferCOCOBuilder(AnnotationBuilder):
             if image_id not in images or ann_id not in boxes:
                 raise AnnotationError(refs_path, index, f"image {image_id} or annotation {ann_id} is not in {instances_path}", ref_id)
             image = images[image_id]
-            sentences = [s["sent"] for s in require(ref, "sentences", refs_path, index)]
+            sentences = [require(s, "sent", refs_path, index) for s in require(ref, "sentences", refs_path, index)]
+            if not sentences:
+                raise AnnotationError(refs_path, index, "field 'sentences' is empty", ref_id)
             records.append({
                 "id": str(ref_id),
                 "image": image.get("file_name", f"COCO_train2014_{image_id:012d}.jpg"),

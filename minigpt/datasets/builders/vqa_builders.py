@@ -1,8 +1,11 @@
 """Visual question answering: VQAv2 / OK-VQA, A-OKVQA and GQA layouts, and OCR-VQA.
 
     vqav2, okvqa  [{"question_id", "image", "question", "answer": [human answers, repeats allowed]}]
-    aokvqa        [{"question_id", "image", "question", "direct_answers": [...], ...}]
-    gqa           [{"question_id"?, "image", "question", "answer": "..."}]
+                  (the one-file layout LAVIS distributes; the official files split questions and answers)
+    aokvqa        [{"question_id", "image_id" (COCO 2017: <image_id:012>.jpg) or "image", "question",
+                  "direct_answers": [...], ...}], as released
+    gqa           {"<question_id>": {"imageId", "question", "answer", ...}} as released
+                  (train_balanced_questions.json), or a list of {"image", "question", "answer"}
     ocrvqa        {"<key>": {"imageURL", "questions": [...], "answers": [...], "split": 1|2|3}}, images
                   `<key><extension of imageURL>`; split 1 is train.
 
@@ -32,6 +35,17 @@ class VQAConfig(AnnotationConfig):
     layout: Optional[str] = None  # vqav2 | okvqa | aokvqa | gqa (default: from the data set's name)
 
 
+def image_of(record: dict, ann_path, index: int) -> str:
+    """The image path of a question: "image", else GQA's "imageId", else A-OKVQA's COCO 2017 "image_id"."""
+    if "image" in record:
+        return record["image"]
+    if "imageId" in record:
+        return f"{record['imageId']}.jpg"
+    if "image_id" in record:
+        return f"{int(record['image_id']):012d}.jpg"
+    raise AnnotationError(ann_path, index, "missing field 'image' (or 'imageId' / 'image_id')", record.get("question_id"))
+
+
 def vqa_sample(question: str, answers: list[str], rng) -> dict:
     counts = collections.Counter(answers)
     answer = rng.choices(list(counts), weights=list(counts.values()))[0]
@@ -47,14 +61,19 @@ class VQABuilder(AnnotationBuilder):
         if layout not in ANSWER_FIELD:
             raise ValueError(f"datasets.{self.name}.layout: '{layout}' is not one of {', '.join(ANSWER_FIELD)}")
         answer_field = ANSWER_FIELD[layout]
+        data = load_records(ann_path) if str(ann_path).endswith(".jsonl") else load_json(ann_path)
+        if isinstance(data, dict):  # GQA as released: keyed by question id
+            data = [{"question_id": key, **value} for key, value in data.items() if isinstance(value, dict)]
+        if not isinstance(data, list):
+            raise AnnotationError(ann_path, None, "expected a list of questions, or an object keyed by question id")
         records = []
-        for index, record in enumerate(load_records(ann_path)):
+        for index, record in enumerate(data):
             question = require(record, "question", ann_path, index)
             answers = require(record, answer_field, ann_path, index)
             answers = [answers] if isinstance(answers, str) else [str(a) for a in answers]
             if not answers or not all(a.strip() for a in answers):
                 raise AnnotationError(ann_path, index, f"field '{answer_field}' has an empty answer", record.get("question_id"))
-            records.append({"id": str(record.get("question_id", index)), "image": require(record, "image", ann_path, index),
+            records.append({"id": str(record.get("question_id", index)), "image": image_of(record, ann_path, index),
                             "question": question, "answers": answers})
         return records
 
