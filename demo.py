@@ -4,7 +4,9 @@
     python demo.py --cfg-path ... --image PATH --prompt "What is in the image?"   one answer
     python demo.py --cfg-path ... --questions test.json [--json]                  a ShareGPT4V-layout file
 
-In the chat, type a question, or /image PATH (new image, new conversation), /reset, /quit.
+In the chat, type a question, or /image PATH (new image, new conversation), /reset, /quit. A MiniGPT-v2
+model answers grounding requests ("[refer] the red square") with boxes: they are read back into pixels,
+and a copy of the image with the boxes and their labels drawn is saved under --save-dir.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from minigpt.common.config import load_config
+from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.conversation.chat import Chat, GenerationOptions, generate_answers, load_image
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
@@ -43,7 +46,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--repetition-penalty", type=float, default=1.05)
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy / beam search")
+    parser.add_argument("--save-dir", default="output/demo", help="where images with an answer's boxes drawn go")
     return parser.parse_args()
+
+
+def boxes_of(answer: str, size: tuple[int, int]) -> dict:
+    """The boxes an answer names, in pixels of the original image, and anything unreadable."""
+    parsed = parse_boxes(answer, *size)
+    found = {"boxes": [{"label": b.label, "box": [round(v, 1) for v in b.box]} for b in parsed.boxes]} if parsed.boxes else {}
+    return {**found, **({"box_problems": parsed.problems} if parsed.problems else {})}
+
+
+def save_boxes(chat: Chat, answer: str, save_dir: str) -> str | None:
+    """Draw the answer's boxes on a copy of the chat's image; -> the saved path, or None without boxes."""
+    parsed = parse_boxes(answer, *chat.raw_image.size)
+    for problem in parsed.problems:
+        print(f"(could not read a box: {problem})")
+    if not parsed.boxes:
+        return None
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(save_dir) / f"boxes_{len(list(Path(save_dir).glob('boxes_*.jpg'))):04d}.jpg"
+    draw_boxes(chat.raw_image, parsed.boxes).save(path)
+    return str(path)
 
 
 def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, as_json: bool) -> None:
@@ -59,24 +83,26 @@ def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, 
                 reference = following[1] if following and following[0] == ASSISTANT else None
                 jobs.append((record, index, text, reference))
     images: dict[str, torch.Tensor] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
         samples = []
         for record, index, question, _ in chunk:
             if record["image"] not in images:
-                images[record["image"]] = chat.image_processor(load_image(root / record["image"]))
-            samples.append({"id": record["id"], "image": images[record["image"]],
+                picture = load_image(root / record["image"])
+                images[record["image"]], sizes[record["image"]] = chat.image_processor(picture), picture.size
+            samples.append({"id": record["id"], "image": images[record["image"]], "task": record["task"],
                             "turns": record["turns"][:index] + [(USER, question)]})
         answers = generate_answers(chat.model, chat.collator, samples, chat.options)
         for (record, index, question, reference), answer in zip(chunk, answers):
             if as_json:
-                print(json.dumps({"id": record["id"], "turn": index // 2, "question": question,
-                                  "answer": answer, "reference": reference}), flush=True)
+                print(json.dumps({"id": record["id"], "turn": index // 2, "question": question, "answer": answer,
+                                  "reference": reference, **boxes_of(answer, sizes[record["image"]])}), flush=True)
             else:
                 print(f"[{record['id']}] Q: {question}\nA: {answer}" + (f"\n(reference: {reference})" if reference else ""))
 
 
-def interactive(chat: Chat) -> None:
+def interactive(chat: Chat, save_dir: str) -> None:
     print("Ask about the image. Commands: /image PATH, /reset, /quit")
     while True:
         try:
@@ -100,9 +126,14 @@ def interactive(chat: Chat) -> None:
             print("(load an image first: /image PATH)")
         else:
             try:
-                print(f"minigpt> {chat.ask(line)}")
+                answer = chat.ask(line)
             except ValueError as error:
                 print(f"({error})")
+                continue
+            print(f"minigpt> {answer}")
+            drawn = save_boxes(chat, answer, save_dir)
+            if drawn:
+                print(f"(boxes drawn on {drawn})")
 
 
 def main() -> None:
@@ -124,9 +155,14 @@ def main() -> None:
         if chat.image is None:
             sys.exit("--prompt needs --image")
         answer = chat.ask(args.prompt)
-        print(json.dumps({"question": args.prompt, "answer": answer}) if args.json else answer)
+        drawn = save_boxes(chat, answer, args.save_dir)
+        if args.json:
+            print(json.dumps({"question": args.prompt, "answer": answer, **boxes_of(answer, chat.raw_image.size),
+                              **({"drawn": drawn} if drawn else {})}))
+        else:
+            print(answer + (f"\n(boxes drawn on {drawn})" if drawn else ""))
         return
-    interactive(chat)
+    interactive(chat, args.save_dir)
 
 
 if __name__ == "__main__":

@@ -58,3 +58,22 @@ def test_iou_and_drawing():
     drawn = draw_boxes(image, parse_boxes("<p>red</p>{<10><10><50><50>}", 100, 100).boxes)
     assert drawn.getpixel((10, 30)) != (255, 255, 255) and drawn.getpixel((80, 80)) == (255, 255, 255)
     assert image.getpixel((10, 30)) == (255, 255, 255)  # the original is untouched
+
+
+def test_demo_saves_a_copy_with_the_answer_boxes_drawn(tmp_path):
+    import importlib.util
+    from types import SimpleNamespace
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("demo", REPO / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    chat = SimpleNamespace(raw_image=Image.new("RGB", (200, 100), "white"))
+    answer = "<p>the red square</p> {<10><20><50><80>} and {<1><2><3>}"
+    path = demo.save_boxes(chat, answer, str(tmp_path / "drawn"))
+    drawn = Image.open(path)
+    assert drawn.size == (200, 100) and drawn.getpixel((21, 50)) != (255, 255, 255)
+    assert demo.boxes_of(answer, (200, 100)) == {"boxes": [{"label": "the red square", "box": [21.0, 20.5, 101.0, 80.5]}],
+                                                 "box_problems": ["not a box: {<1><2><3>}"]}
+    assert demo.save_boxes(chat, "no boxes here", str(tmp_path / "drawn")) is None

@@ -39,6 +39,7 @@ class Chat:
     image_processor: object
     options: GenerationOptions = field(default_factory=GenerationOptions)
     image: torch.Tensor | None = None
+    raw_image: Image.Image | None = None  # the picture as loaded, for drawing answers' boxes on
     turns: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self):
@@ -46,7 +47,8 @@ class Chat:
 
     def set_image(self, image: str | Path | Image.Image) -> None:
         """A new image starts a new conversation."""
-        self.image = self.image_processor(load_image(image))
+        self.raw_image = load_image(image)
+        self.image = self.image_processor(self.raw_image)
         self.turns = []
 
     def reset(self) -> None:
