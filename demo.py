@@ -38,6 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--questions", help="answer every human turn of a ShareGPT4V-layout JSON file")
     parser.add_argument("--image-root", help="folder the --questions images are relative to "
                                              "(default: images/ beside the file, else its folder)")
+    parser.add_argument("--task", help="task identifier for --questions records that name none (e.g. vqa)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="print one JSON object per answer")
     parser.add_argument("--max-new-tokens", type=int, default=300)
@@ -70,7 +71,8 @@ def save_boxes(chat: Chat, answer: str, save_dir: str) -> str | None:
     return str(path)
 
 
-def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, as_json: bool) -> None:
+def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, as_json: bool,
+                task: str | None = None) -> None:
     """Each human turn is answered with the file's own earlier turns as history."""
     root = Path(image_root) if image_root else Path(path).parent / "images"
     if not image_root and not root.is_dir():
@@ -91,7 +93,7 @@ def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, 
             if record["image"] not in images:
                 picture = load_image(root / record["image"])
                 images[record["image"]], sizes[record["image"]] = chat.image_processor(picture), picture.size
-            samples.append({"id": record["id"], "image": images[record["image"]], "task": record["task"],
+            samples.append({"id": record["id"], "image": images[record["image"]], "task": record["task"] or task,
                             "turns": record["turns"][:index] + [(USER, question)]})
         answers = generate_answers(chat.model, chat.collator, samples, chat.options)
         for (record, index, question, reference), answer in zip(chunk, answers):
@@ -147,7 +149,7 @@ def main() -> None:
                                 args.repetition_penalty, args.do_sample)
     chat = Chat(model, image_processor_for(config), options)
     if args.questions:
-        answer_file(chat, args.questions, args.image_root, args.batch_size, args.json)
+        answer_file(chat, args.questions, args.image_root, args.batch_size, args.json, args.task)
         return
     if args.image:
         chat.set_image(args.image)
