@@ -10,7 +10,7 @@ Schema (a JSON list, or JSON Lines), one question-answer pair per record:
 
 Records in the ShareGPT4V layout ({"id", "image", "conversations", "section"?}) are accepted too.
 `sections` in the YAML gives each section its instructions and a weight (expected copies of each of its
-records per pass: 2.0 doubles it, 0.5 keeps a seeded half, 0 drops it); `select` restricts training to
+records per pass: 2.0 doubles it, 0.5 keeps a half drawn anew each pass, 0 drops it); `select` restricts training to
 some sections. The per-section counts are printed when the data set loads.
 """
 from __future__ import annotations
