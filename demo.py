@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--repetition-penalty", type=float, default=1.05)
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy / beam search")
+    parser.add_argument("--adapter", help="task adapter: auto (by the question's task identifier), a name, or none")
     parser.add_argument("--save-dir", default="output/demo", help="where images with an answer's boxes drawn go")
     return parser.parse_args()
 
@@ -98,14 +99,18 @@ def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, 
         answers = generate_answers(chat.model, chat.collator, samples, chat.options)
         for (record, index, question, reference), answer in zip(chunk, answers):
             if as_json:
+                adapter = {"adapter": chat.model.adapters.choose(record["task"] or task, question)} if chat.model.adapters else {}
                 print(json.dumps({"id": record["id"], "turn": index // 2, "question": question, "answer": answer,
-                                  "reference": reference, **boxes_of(answer, sizes[record["image"]])}), flush=True)
+                                  "reference": reference, **adapter, **boxes_of(answer, sizes[record["image"]])}),
+                      flush=True)
             else:
                 print(f"[{record['id']}] Q: {question}\nA: {answer}" + (f"\n(reference: {reference})" if reference else ""))
 
 
 def interactive(chat: Chat, save_dir: str) -> None:
-    print("Ask about the image. Commands: /image PATH, /reset, /quit")
+    adapters = chat.model.adapters
+    print("Ask about the image. Commands: /image PATH, /reset, /quit"
+          + (", /adapters, /adapter NAME|auto|none" if adapters else ""))
     while True:
         try:
             line = input("you> ").strip()
@@ -118,6 +123,15 @@ def interactive(chat: Chat, save_dir: str) -> None:
         if line == "/reset":
             chat.reset()
             print("(conversation cleared)")
+        elif adapters and line == "/adapters":
+            print(f"(adapters: {adapters.describe()}; selection: {adapters.selection})")
+        elif adapters and line.startswith("/adapter"):
+            choice = line.removeprefix("/adapter").strip()
+            if choice in ("auto", "none", *adapters.names):
+                adapters.selection = choice
+                print(f"(adapter selection: {choice})")
+            else:
+                print(f"(unknown adapter '{choice}'; known: {', '.join(adapters.names)}, auto, none)")
         elif line.startswith("/image"):
             try:
                 chat.set_image(line.split(maxsplit=1)[1])
@@ -132,7 +146,8 @@ def interactive(chat: Chat, save_dir: str) -> None:
             except ValueError as error:
                 print(f"({error})")
                 continue
-            print(f"minigpt> {answer}")
+            via = f"[{adapters.active}]" if adapters and adapters.active else ""
+            print(f"minigpt{via}> {answer}")
             drawn = save_boxes(chat, answer, save_dir)
             if drawn:
                 print(f"(boxes drawn on {drawn})")
@@ -140,7 +155,8 @@ def interactive(chat: Chat, save_dir: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    config = load_config(args.cfg_path, args.options, for_training=False)
+    options = args.options + ([f"model.adapter={args.adapter}"] if args.adapter else [])
+    config = load_config(args.cfg_path, options, for_training=False)
     device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
     model = load_for_inference(config, device, low_resource=args.low_resource)
     if device.type == "cuda":

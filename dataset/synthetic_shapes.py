@@ -186,21 +186,26 @@ def turn_pair(question: str, answer: str, first: bool) -> list[dict]:
 
 def grounding_records(rng: random.Random, index: int, shapes: list[dict], image: str, split: str,
                       image_size: int) -> list[dict]:
-    """Train: a [refer] and an [identify] record per image, and sometimes a [grounding] description.
-    Held out: one [refer] record per image, keeping the target's pixel box for IoU scoring."""
+    """Train: a [refer] record per shape, an [identify] record per image, and sometimes a [grounding]
+    description. Held out: one [refer] record per image, keeping the target's pixel box for IoU scoring."""
     from minigpt.conversation.boxes import box_tokens
 
     def box(s: dict) -> str:
         return box_tokens(*s["bbox"], image_size, image_size)
 
+    def expression(s: dict) -> str:
+        return f"the {s['color']} {s['shape']}"
+
+    def refer(s: dict, suffix: str = "") -> dict:
+        return {"id": f"{split}_refer_{index:06d}{suffix}", "image": image, "task": "refer",
+                "conversations": turn_pair(expression(s), box(s), first=True)}
+
     target = rng.choice(shapes)
-    expression = f"the {target['color']} {target['shape']}"
-    refer = {"id": f"{split}_refer_{index:06d}", "image": image, "task": "refer",
-             "conversations": turn_pair(expression, box(target), first=True)}
     if split != "train":
-        return [{**refer, "box": target["bbox"]}]
-    records = [refer, {"id": f"{split}_identify_{index:06d}", "image": image, "task": "identify",
-                       "conversations": turn_pair(box(target), expression, first=True)}]
+        return [{**refer(target), "box": target["bbox"]}]
+    records = [refer(s, f"_{number}") for number, s in enumerate(shapes)]
+    records.append({"id": f"{split}_identify_{index:06d}", "image": image, "task": "identify",
+                    "conversations": turn_pair(box(target), expression(target), first=True)})
     if rng.random() < 0.3:
         described = join_words([f"<p>a {s['size']} {s['color']} {s['shape']}</p> {box(s)}" for s in shapes])
         records.append({"id": f"{split}_grounding_{index:06d}", "image": image, "task": "grounding",

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from minigpt.common.config import save_config
+from minigpt.models.adapters import canonical_key
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
 
@@ -77,10 +78,14 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """
     weights = read_weights(path)
     own = model.state_dict()
+    model_key = {canonical_key(key): key for key in own}  # checkpoints use canonical names
+    renamed = {}
     for key, value in weights.items():
-        if key in own and own[key].shape != value.shape:
+        target = model_key.get(canonical_key(key), key)
+        if target in own and own[target].shape != value.shape:
             raise ValueError(f"{path}: {key}: checkpoint shape {tuple(value.shape)} does not match the model's "
-                             f"{tuple(own[key].shape)} (was it trained with another LLM size or config?)")
-    result = model.load_state_dict(weights, strict=False)
+                             f"{tuple(own[target].shape)} (was it trained with another LLM size or config?)")
+        renamed[target] = value
+    result = model.load_state_dict(renamed, strict=False)
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-    return {"unexpected": list(result.unexpected_keys), "missing_trainable": sorted(trainable - set(weights))}
+    return {"unexpected": list(result.unexpected_keys), "missing_trainable": sorted(trainable - set(renamed))}

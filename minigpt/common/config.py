@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -223,6 +224,8 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
     if model.q_former_model and "://" not in model.q_former_model:
         check_path("model.q_former_model", model.q_former_model)
 
+    _validate_adapters(model, fail)
+
     if run.lr_sched not in registry.names("lr_scheduler"):
         fail("run.lr_sched", f"unknown schedule '{run.lr_sched}'; known: {', '.join(registry.names('lr_scheduler'))}")
     if run.runner not in registry.names("runner"):
@@ -253,11 +256,46 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
                 fail(f"{key}.build_info.storage", f"path '{missing[0] if missing else info.storage}' does not exist")
         if dataset.data_type == "images" and not dataset.vis_processor:
             fail(f"{key}.vis_processor", "missing: set vis_processor.train (name, image_size)")
+        if dataset.adapter is not None and dataset.adapter not in model.adapters:
+            fail(f"{key}.adapter", f"no adapter '{dataset.adapter}' in model.adapters "
+                                   f"(known: {', '.join(model.adapters) or 'none'})")
+        if model.adapters and dataset.adapter is None and all(p.mode == "frozen" for p in model.parts.values()):
+            fail(f"{key}.adapter", "every part is frozen, so this data set must name the adapter it trains")
         check_path(f"{key}.build_info.ann_path", info.ann_path)
         check_path(f"{key}.build_info.image_path", info.image_path)
         for kind in ("vis_processor", "text_processor"):
             for split, processor in dataset[kind].items():
                 _check_processor(processor, f"{key}.{kind}.{split}", fail)
+
+
+def _validate_adapters(model: DictConfig, fail) -> None:
+    from minigpt.models.vision_encoder import PRESETS  # models import this module
+
+    if model.adapter not in ("auto", "none", *model.adapters):
+        fail("model.adapter", f"'{model.adapter}' is not auto, none or an adapter name "
+                              f"(known: {', '.join(model.adapters) or 'none'})")
+    if not model.adapters:
+        return
+    if model.parts.llm.mode == "lora":
+        fail("model.lora_r", "task adapters (model.adapters) replace the single LLM LoRA: set lora_r: 0 "
+                             "and parts.llm.mode to frozen or full")
+    depth = {**PRESETS[model.vit_model], **model.vit_config}["depth"] if model.vit_model in PRESETS else None
+    owner: dict[str, str] = {}
+    for name, adapter in model.adapters.items():
+        key = f"model.adapters.{name}"
+        if not re.fullmatch(r"[A-Za-z_]\w*", str(name)):
+            fail(key, "an adapter name must be a Python identifier (letters, digits, _)")
+        if adapter.r <= 0:
+            fail(f"{key}.r", f"must be > 0, got {adapter.r}")
+        if depth is not None and not 0 <= adapter.vision_blocks <= depth:
+            fail(f"{key}.vision_blocks", f"must be between 0 and the encoder's {depth} blocks, got {adapter.vision_blocks}")
+        if not (adapter.vision_blocks and adapter.vision_target_modules) and not adapter.projector \
+                and not adapter.llm_target_modules:
+            fail(key, "adapts nothing: set vision_blocks, projector or llm_target_modules")
+        for task in adapter.tasks:
+            if task in owner:
+                fail(f"{key}.tasks", f"task '{task}' already selects adapter '{owner[task]}'")
+            owner[task] = name
 
 
 def _check_processor(processor: DictConfig, key: str, fail) -> None:

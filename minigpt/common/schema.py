@@ -21,6 +21,20 @@ class PartConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """One task adapter (ConLoRA): LoRA on the vision encoder's upper blocks, the projector and the LLM."""
+
+    tasks: List[str] = field(default_factory=list)  # task identifiers that select it at inference
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    vision_blocks: int = 2  # LoRA on this many of the encoder's last blocks (0: none)
+    vision_target_modules: List[str] = field(default_factory=lambda: ["attn.qkv", "attn.proj"])
+    projector: bool = True  # LoRA on llama_proj
+    llm_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # empty: none
+
+
+@dataclass
 class ModelConfig:
     arch: str = "minigpt4"
     model_type: Optional[str] = None
@@ -66,6 +80,11 @@ class ModelConfig:
     ckpt: Optional[str] = None
     parts: Dict[str, PartConfig] = field(default_factory=dict)
 
+    # Task adapters: name -> AdapterConfig. A data set trains the one its `adapter:` names; at inference
+    # `adapter` picks one: `auto` (by the request's task identifier), a name, or `none` (base model).
+    adapters: Dict[str, AdapterConfig] = field(default_factory=dict)
+    adapter: str = "auto"
+
 
 @dataclass
 class BuildInfo:
@@ -88,6 +107,7 @@ class DatasetConfig:
     sample_ratio: float = 1.0
     vis_processor: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     text_processor: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    adapter: Optional[str] = None  # the task adapter (model.adapters) its batches train
 
 
 @dataclass

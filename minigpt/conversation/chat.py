@@ -62,8 +62,20 @@ class Chat:
 
 
 def generate_answers(model, collator, samples: list[dict], options: GenerationOptions) -> list[str]:
-    """Answers for samples whose turns end with a user question, generated as one left-padded batch."""
-    batch = collator.generation_batch(samples)
-    return model.generate(batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
-                          temperature=options.temperature, top_p=options.top_p,
-                          repetition_penalty=options.repetition_penalty, do_sample=options.do_sample)
+    """Answers for samples whose turns end with a user question, generated as left-padded batches: one
+    batch, or with task adapters one per adapter that the samples select (see models/adapters.py)."""
+    groups: dict[str | None, list[int]] = {}
+    for index, sample in enumerate(samples):
+        adapter = model.adapters.choose(sample.get("task"), sample["turns"][-1][1]) if model.adapters else None
+        groups.setdefault(adapter, []).append(index)
+    answers: list[str] = [""] * len(samples)
+    for adapter, indices in groups.items():
+        if model.adapters:
+            model.adapters.use(adapter)
+        batch = collator.generation_batch([samples[i] for i in indices])
+        texts = model.generate(batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
+                               temperature=options.temperature, top_p=options.top_p,
+                               repetition_penalty=options.repetition_penalty, do_sample=options.do_sample)
+        for index, text in zip(indices, texts):
+            answers[index] = text
+    return answers

@@ -20,6 +20,7 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel
 from minigpt.common.schema import PART_NAMES
 from minigpt.conversation.template import PromptTemplate
 from minigpt.datasets.collator import ConversationCollator
+from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.llm import build_llm
 from minigpt.models.vision_encoder import PRESETS, build_vision_encoder, num_patches
 
@@ -63,6 +64,7 @@ class MiniGPT(nn.Module):
         self.vision_dtype = vision_dtype
         self.part_modes = {part: "full" for part in PART_NAMES}
         self.pretrained_parts: set[str] = set()  # parts whose weights come from files outside our checkpoints
+        self.adapters: TaskAdapters | None = None  # task adapters (ConLoRA), see attach_adapters
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -101,7 +103,16 @@ class MiniGPT(nn.Module):
         model.to(device)
         model.llama_model = llm if load_in_8bit else llm.to(device)
         model.visual_encoder.to(vision_dtype)
+        if cfg.adapters:
+            model.attach_adapters(cfg.adapters, cfg.adapter)
         return model
+
+    def attach_adapters(self, configs: dict, selection: str = "auto") -> TaskAdapters:
+        """Add task adapters (frozen until `adapters.set_trainable`); the base keeps its part modes."""
+        self.adapters = TaskAdapters(self, configs, selection)
+        self.set_part_modes({part: mode for part, mode in self.part_modes.items() if mode != "lora"})
+        self.adapters.set_trainable(set())
+        return self.adapters
 
     def part_modules(self) -> dict[str, list[nn.Module | nn.Parameter]]:
         return {
@@ -112,7 +123,9 @@ class MiniGPT(nn.Module):
         }
 
     def set_part_modes(self, modes: dict[str, str], cfg=None) -> None:
-        """`frozen`: no gradients and eval mode for good; `full`: trained; `lora`: peft adapters on the LLM."""
+        """`frozen`: no gradients and eval mode for good; `full`: trained; `lora`: peft adapters on the LLM.
+        Task adapter weights are left alone (see TaskAdapters.set_trainable)."""
+        adapter_ids = {id(p) for key, p in self.named_parameters() if is_adapter_weight(key)}
         for part, mode in modes.items():
             if mode == "lora":
                 if part != "llm":
@@ -126,7 +139,8 @@ class MiniGPT(nn.Module):
             for item in self.part_modules()[part]:
                 params = [item] if isinstance(item, nn.Parameter) else item.parameters()
                 for param in params:
-                    param.requires_grad_(mode == "full")
+                    if id(param) not in adapter_ids:
+                        param.requires_grad_(mode == "full")
         self.part_modes.update(modes)
         self.train(self.training)
 
@@ -138,6 +152,9 @@ class MiniGPT(nn.Module):
                 for item in self.part_modules()[part]:
                     if isinstance(item, nn.Module):
                         item.eval()
+        if self.adapters:  # an adapter inside a frozen part still trains with its dropout on
+            for layer in self.adapters.layers():
+                layer.lora_dropout.train(mode)
         return self
 
     def param_groups(self, weight_decay: float, lr_mults: dict[str, float]) -> list[dict]:
@@ -155,12 +172,13 @@ class MiniGPT(nn.Module):
         return groups
 
     def checkpoint_weights(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint must hold: trained parameters, plus every part not loaded from pretrained
-        files (a frozen but randomly initialised encoder is part of the model too)."""
+        """What a checkpoint must hold: trained parameters, every task adapter, plus every part not loaded
+        from pretrained files (a frozen but randomly initialised encoder is part of the model too).
+        Keys are canonical (no `.base_layer`), so they load with or without adapters attached."""
         keep = {id(p) for part, items in self.part_modules().items() if part not in self.pretrained_parts
                 for item in items for p in ([item] if isinstance(item, nn.Parameter) else item.parameters())}
-        return {name: param.detach().contiguous() for name, param in self.named_parameters()
-                if param.requires_grad or id(param) in keep}
+        return {canonical_key(name): param.detach().contiguous() for name, param in self.named_parameters()
+                if param.requires_grad or id(param) in keep or is_adapter_weight(name)}
 
     def collator(self, strict: bool = False) -> ConversationCollator:
         return ConversationCollator(self.tokenizer, self.template, self.num_image_tokens, self.max_txt_len, strict)
@@ -171,7 +189,14 @@ class MiniGPT(nn.Module):
 
     # ---- forward --------------------------------------------------------------------------------
     def _grad_context(self, part: str):
-        return torch.no_grad() if self.part_modes[part] == "frozen" else contextlib.nullcontext()
+        """No autograd graph through a frozen part, unless a trainable task adapter sits inside it."""
+        if self.part_modes[part] != "frozen":
+            return contextlib.nullcontext()
+        if self.adapters and self.adapters.trainable and any(
+                p.requires_grad for item in self.part_modules()[part] if isinstance(item, nn.Module)
+                for p in item.parameters()):
+            return contextlib.nullcontext()
+        return torch.no_grad()
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] -> image_embeds [B, num_image_tokens, D_llm]."""

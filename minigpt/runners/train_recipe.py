@@ -52,6 +52,10 @@ class TrainRecipe:
                        f"trainable parameters not in it: {len(report['missing_trainable'])}")
 
         self.batches = self._build_data()
+        # Task adapters: each data set's batches go through the adapter it names, which then trains.
+        self.adapter_of = {name: cfg.adapter for name, cfg in self.config.datasets.items()}
+        if self.model.adapters:
+            self.model.adapters.set_trainable({a for a in self.adapter_of.values() if a})
         self.iters_per_epoch = run.iters_per_epoch or self._one_pass_steps()
         self.total_steps = run.max_epoch * self.iters_per_epoch
 
@@ -76,7 +80,9 @@ class TrainRecipe:
         self.ddp_model = self.model
         if self.dist.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids)
+            # With several adapters in play, each step leaves the inactive ones without gradients.
+            routed = len(set(self.adapter_of.values())) > 1 and bool(self.model.adapters)
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=routed)
 
         self.output_dir = Path(run.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +95,9 @@ class TrainRecipe:
                                            OmegaConf.to_container(self.config, resolve=True), self.output_dir))
             self.logger = MultiLogger(loggers)
         num_trainable = sum(p.numel() for p in self.trainable)
+        adapters = f", adapters trained {sorted(self.model.adapters.trainable)}" if self.model.adapters else ""
         self.print(f"{model_class.__name__}: {num_trainable:,} trainable parameters, parts "
-                   f"{dict(self.model.part_modes)}; {self.total_steps} steps from step {self.step}; "
+                   f"{dict(self.model.part_modes)}{adapters}; {self.total_steps} steps from step {self.step}; "
                    f"world size {self.dist.world_size} on {self.device}")
 
     def _build_data(self) -> MixedBatches:
@@ -139,6 +146,8 @@ class TrainRecipe:
                 group["lr"] = lr * group["lr_mult"]
             for micro in range(accum):
                 name, batch = next(data)
+                if self.model.adapters:
+                    self.model.adapters.use(self.adapter_of[name])
                 accounting.add(batch)
                 mix[name] += len(batch["ids"])
                 sync = micro == accum - 1 or not self.dist.distributed
