@@ -19,7 +19,7 @@ import torch
 
 from minigpt.common.config import load_config
 from minigpt.conversation.boxes import draw_boxes, parse_boxes
-from minigpt.conversation.chat import Chat, GenerationOptions, generate_answers, load_image
+from minigpt.conversation.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
 from minigpt.models.inference import image_processor_for, load_for_inference, pick_device
@@ -97,9 +97,9 @@ def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, 
             samples.append({"id": record["id"], "image": images[record["image"]], "task": record["task"] or task,
                             "turns": record["turns"][:index] + [(USER, question)]})
         answers = generate_answers(chat.model, chat.collator, samples, chat.options)
-        for (record, index, question, reference), answer in zip(chunk, answers):
+        for (record, index, question, reference), answer, sample in zip(chunk, answers, samples):
             if as_json:
-                adapter = {"adapter": chat.model.adapters.choose(record["task"] or task, question)} if chat.model.adapters else {}
+                adapter = {"adapter": adapter_for(chat.model, sample)} if chat.model.adapters else {}
                 print(json.dumps({"id": record["id"], "turn": index // 2, "question": question, "answer": answer,
                                   "reference": reference, **adapter, **boxes_of(answer, sizes[record["image"]])}),
                       flush=True)

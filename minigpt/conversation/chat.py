@@ -61,13 +61,17 @@ class Chat:
         return answer
 
 
+def adapter_for(model, sample: dict) -> str | None:
+    """The task adapter that answers a sample whose turns end with a user question (None: base model)."""
+    return model.adapters.choose(sample.get("task"), sample["turns"][-1][1]) if model.adapters else None
+
+
 def generate_answers(model, collator, samples: list[dict], options: GenerationOptions) -> list[str]:
     """Answers for samples whose turns end with a user question, generated as left-padded batches: one
     batch, or with task adapters one per adapter that the samples select (see models/adapters.py)."""
     groups: dict[str | None, list[int]] = {}
     for index, sample in enumerate(samples):
-        adapter = model.adapters.choose(sample.get("task"), sample["turns"][-1][1]) if model.adapters else None
-        groups.setdefault(adapter, []).append(index)
+        groups.setdefault(adapter_for(model, sample), []).append(index)
     answers: list[str] = [""] * len(samples)
     for adapter, indices in groups.items():
         if model.adapters:

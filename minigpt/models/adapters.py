@@ -81,7 +81,7 @@ class TaskAdapters:
             for key in layer.adapter_layer_names:
                 getattr(layer, key).float()
         self.active: str | None = None
-        self.use(None)
+        self._route(None)
 
     @property
     def names(self) -> list[str]:
@@ -109,6 +109,10 @@ class TaskAdapters:
         """Route every LoRA layer through adapter `name`, or through none (the base model)."""
         if name is not None and name not in self.configs:
             raise KeyError(f"no adapter '{name}'; this model has: {', '.join(self.names) or 'none'}")
+        if name != self.active:  # called every micro-step in training: only a change touches the layers
+            self._route(name)
+
+    def _route(self, name: str | None) -> None:
         requires_grad = {id(p): p.requires_grad for p in self.model.parameters()}
         for layer in self.layers():
             if name is None:
