@@ -39,7 +39,8 @@ def build(shapes_dir, *options, randomize: bool = True):
 
 def batch(model):
     torch.manual_seed(2)
-    samples = [{"id": str(i), "image": torch.randn(3, 64, 64), "turns": [(USER, q), (ASSISTANT, a)], "task": t}
+    size = model.visual_encoder.patch_embed.img_size
+    samples = [{"id": str(i), "image": torch.randn(3, *size), "turns": [(USER, q), (ASSISTANT, a)], "task": t}
                for i, (q, a, t) in enumerate([("the red square", "{<10><20><30><40>}", "refer"),
                                               ("What colors are in the image?", "red and blue", "vqa")])]
     return model.collator()(samples)
@@ -82,7 +83,7 @@ def test_vision_qkv_adapter_is_applied(shapes_dir):
     """EVA adds its q/v biases through F.linear on the qkv weight, which would skip a LoRA wrapper."""
     model = build(shapes_dir, "model.adapters.vqa.projector=false", "model.adapters.vqa.llm_target_modules=[]",
                   "model.adapters.vqa.vision_target_modules=[attn.qkv]")
-    images = torch.randn(1, 3, 64, 64)
+    images = torch.randn(1, 3, *model.visual_encoder.patch_embed.img_size)
     with torch.no_grad():
         base = model.encode_image(images)
         model.adapters.use("vqa")

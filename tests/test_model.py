@@ -130,11 +130,12 @@ def test_minigpt_v2_arch_uses_its_defaults(shapes_dir):
     assert config.model.task_identifiers and not config.model.has_qformer and config.model.parts.llm.mode == "lora"
     assert config.model.prompt_template == "[INST] {} [/INST]" and config.model.end_sym == "</s>"
     model = build(config)
-    assert model.Qformer is None and model.num_image_tokens == (64 // 4) ** 2 // 4
+    size = config.model.image_size
+    assert model.Qformer is None and model.num_image_tokens == (size // 4) ** 2 // 4
     trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"visual_encoder", "ln_vision", "llama_proj", "llama_model"}
     assert all("lora_" in name for name, p in model.llama_model.named_parameters() if p.requires_grad)
-    sample = {"id": "0", "image": torch.zeros(3, 64, 64), "task": "vqa", "turns": [(USER, "Which color?"), (ASSISTANT, "red")]}
+    sample = {"id": "0", "image": torch.zeros(3, size, size), "task": "vqa", "turns": [(USER, "Which color?"), (ASSISTANT, "red")]}
     batch = model.collator()([sample])
     prompt = model.tokenizer.decode(batch["input_ids"][0][~batch["image_slots"][0]])
     assert prompt.replace(" ", "") == "<s>[INST]<Img></Img>[vqa]Whichcolor?[/INST]red</s>"
