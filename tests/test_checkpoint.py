@@ -55,13 +55,20 @@ def test_released_pth_layout_loads_weights_only(tmp_path):
 
 
 class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_malicious_pickle_is_refused(tmp_path):
-    path = tmp_path / "evil.pth"
+    path, marker = tmp_path / "evil.pth", tmp_path / "pwned"
     with open(path, "wb") as file:
-        pickle.dump({"model": Exploit()}, file)
-    with pytest.raises(pickle.UnpicklingError):
+        pickle.dump({"model": Exploit(marker)}, file)
+    with pytest.raises(pickle.UnpicklingError, match="evil.pth: refused"):
         read_weights(path)
+    assert not marker.exists()
+    with open(path, "rb") as file:  # the file does run code when unpickled without weights_only
+        pickle.load(file)
+    assert marker.exists()

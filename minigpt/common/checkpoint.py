@@ -11,6 +11,7 @@ half-written checkpoint behind. Anything pickled is loaded with `weights_only=Tr
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from minigpt.common.config import save_config
 from minigpt.models.adapters import canonical_key
+from minigpt.models.key_names import released_key
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
 
@@ -66,7 +68,10 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         path = path / "model.safetensors"
     if path.suffix == ".safetensors":
         return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # also what weights_only raises for objects other than tensors
+        raise pickle.UnpicklingError(f"{path}: refused, not a file of plain tensors: {error}") from error
     return state.get("model", state) if isinstance(state, dict) else state
 
 
@@ -79,13 +84,17 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     weights = read_weights(path)
     own = model.state_dict()
     model_key = {canonical_key(key): key for key in own}  # checkpoints use canonical names
-    renamed = {}
+    renamed, unused = {}, []
     for key, value in weights.items():
-        target = model_key.get(canonical_key(key), key)
+        ours = released_key(key)  # LAVIS Q-Former and peft 0.2.0 LoRA names -> ours
+        if ours is None:
+            unused.append(key)
+            continue
+        target = model_key.get(canonical_key(ours), ours)
         if target in own and own[target].shape != value.shape:
             raise ValueError(f"{path}: {key}: checkpoint shape {tuple(value.shape)} does not match the model's "
                              f"{tuple(own[target].shape)} (was it trained with another LLM size or config?)")
         renamed[target] = value
     result = model.load_state_dict(renamed, strict=False)
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-    return {"unexpected": list(result.unexpected_keys), "missing_trainable": sorted(trainable - set(renamed))}
+    return {"unexpected": list(result.unexpected_keys) + unused, "missing_trainable": sorted(trainable - set(renamed))}

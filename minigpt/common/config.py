@@ -219,10 +219,10 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
         fail("model.llama_model", "set llama_model (a Hugging Face folder) or llama_config (random weights)")
     if model.llama_config and not (model.tokenizer or model.llama_model):
         fail("model.tokenizer", "an inline llama_config needs a tokenizer folder")
-    for key in ("llama_model", "tokenizer", "ckpt", "prompt_path"):
+    for key in ("llama_model", "tokenizer", "ckpt", "prompt_path", "vit_weights", "q_former_model"):
+        if model[key] and "://" in model[key]:
+            fail(f"model.{key}", f"'{model[key]}' is a URL; nothing is downloaded: fetch the file and give its local path")
         check_path(f"model.{key}", model[key])
-    if model.q_former_model and "://" not in model.q_former_model:
-        check_path("model.q_former_model", model.q_former_model)
 
     _validate_adapters(model, fail)
 

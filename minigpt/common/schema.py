@@ -41,6 +41,7 @@ class ModelConfig:
 
     # Vision encoder: a timm EVA ViT. `vit_config` overrides its shape (tiny test models).
     vit_model: str = "eva_clip_g"
+    vit_weights: Optional[str] = None  # the EVA ViT-g file (eva_vit_g.pth); random weights when unset
     vit_config: Dict[str, Any] = field(default_factory=dict)
     image_size: int = 224
     drop_path_rate: float = 0.0

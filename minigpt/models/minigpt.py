@@ -7,21 +7,24 @@
 
 MiniGPT-4 (Q-Former), its Llama-2 variant and MiniGPT-v2 (concat projector) are configurations of this
 one class. Attribute names follow the released checkpoints (`llama_proj`, `llama_model`, ...), so their
-state-dict keys load as they are.
+keys load as they are, but for LAVIS's Q-Former names and old peft LoRA names (models/key_names.py).
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
+from minigpt.common.config import resolve_path
 from minigpt.common.schema import PART_NAMES
 from minigpt.conversation.template import PromptTemplate
 from minigpt.datasets.collator import ConversationCollator
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.llm import build_llm
+from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.vision_encoder import PRESETS, build_vision_encoder, num_patches
 
 CONCAT_TOKENS = 4  # neighbouring visual tokens concatenated by the no-Q-Former projector
@@ -70,10 +73,6 @@ class MiniGPT(nn.Module):
     @classmethod
     def from_config(cls, cfg, device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.float32) -> "MiniGPT":
         """Build every part from the `model:` config section; frozen parts run in `compute_dtype` on GPU."""
-        if cfg.has_qformer and cfg.q_former_model:
-            raise NotImplementedError(
-                f"model.q_former_model: loading BLIP-2 Q-Former weights ('{cfg.q_former_model}') is not supported "
-                "yet; set model.q_former_model=null to train the Q-Former from random weights")
         on_gpu = torch.device(device).type == "cuda"
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.vit_precision, torch.float32)
         vision_frozen = cfg.parts.vision_encoder.mode == "frozen"
@@ -97,6 +96,12 @@ class MiniGPT(nn.Module):
                     max_context_len=cfg.max_context_len, vision_dtype=vision_dtype)
         if cfg.llama_model:
             model.pretrained_parts.add("llm")
+        if cfg.vit_weights:
+            print(load_eva_vit(model.visual_encoder, resolve_path(cfg.vit_weights)), file=sys.stderr)
+            model.pretrained_parts.add("vision_encoder")
+        if cfg.has_qformer and cfg.q_former_model:
+            print(load_blip2_qformer(model, resolve_path(cfg.q_former_model)), file=sys.stderr)
+            model.pretrained_parts.add("qformer")
         model.set_part_modes({part: cfg.parts[part].mode for part in PART_NAMES}, cfg)
         llm = model.llama_model
         model.llama_model = None  # an 8-bit LLM already sits where bitsandbytes placed it

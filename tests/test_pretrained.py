@@ -1,0 +1,149 @@
+"""Released weights: state dicts in the real layouts (EVA ViT-g file, BLIP-2 Q-Former checkpoint, MiniGPT-4
+and MiniGPT-v2 releases), built here at tiny shapes, load into tiny models with nothing missing."""
+import pytest
+import torch
+
+from conftest import REPO, stage2_options
+from minigpt.common import registry
+from minigpt.common.checkpoint import load_weights
+from minigpt.common.config import load_config
+from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
+from minigpt.models.vision_encoder import build_vision_encoder
+
+TINY_VIT = dict(patch_size=14, embed_dim=32, depth=2, num_heads=2)
+
+
+def eva_file(tmp_path, image_size: int, depth: int, prefix: str = "") -> tuple:
+    """An EVA encoder of `depth` blocks saved as a plain state dict, as eva_vit_g.pth is."""
+    torch.manual_seed(0)
+    source, _ = build_vision_encoder("eva_clip_g", image_size, vit_config={**TINY_VIT, "depth": depth})
+    path = tmp_path / "eva_vit_g.pth"
+    torch.save({prefix + key: value for key, value in source.state_dict().items()}, path)
+    return source, path
+
+
+def test_eva_file_loads_first_blocks_and_resamples_positions(tmp_path):
+    source, path = eva_file(tmp_path, image_size=28, depth=3)  # 2x2 patches, one block more than ours
+    torch.manual_seed(1)
+    encoder, _ = build_vision_encoder("eva_clip_g", 56, vit_config=TINY_VIT)  # 4x4 patches
+    report = load_eva_vit(encoder, path)
+    assert not report.missing and len(report.resampled) == 1 and "(1, 5, 32) -> (1, 17, 32)" in report.resampled[0]
+    assert report.unused and all(key.startswith("blocks.2.") for key in report.unused)
+    for key, value in encoder.state_dict().items():
+        if key != "pos_embed":
+            assert torch.equal(value, source.state_dict()[key]), key
+    assert torch.equal(encoder.pos_embed[:, 0], source.pos_embed[:, 0])  # CLS position kept
+    assert "blocks.N.attn.qkv.weight" in str(report)
+
+
+def test_eva_file_at_its_own_size_gives_the_same_features(tmp_path):
+    source, path = eva_file(tmp_path, image_size=28, depth=2, prefix="visual.")  # EVA-CLIP layout
+    encoder, _ = build_vision_encoder("eva_clip_g", 28, vit_config=TINY_VIT)
+    report = load_eva_vit(encoder, path)
+    assert not report.missing and not report.unused and not report.resampled
+    images = torch.randn(2, 3, 28, 28)
+    assert torch.equal(encoder.forward_features(images), source.eval().forward_features(images))
+
+
+def test_eva_shape_mismatch_and_missing_weights_name_the_key(tmp_path):
+    _, path = eva_file(tmp_path, image_size=28, depth=2)
+    wider, _ = build_vision_encoder("eva_clip_g", 28, vit_config={**TINY_VIT, "embed_dim": 48, "num_heads": 3})
+    with pytest.raises(ValueError, match=r"eva_vit_g.pth: .*shape"):
+        load_eva_vit(wider, path)
+    weights = torch.load(path, weights_only=True)
+    del weights["blocks.1.mlp.fc2.weight"]
+    torch.save(weights, path)
+    encoder, _ = build_vision_encoder("eva_clip_g", 28, vit_config=TINY_VIT)
+    with pytest.raises(ValueError, match=r"missing 1 .*blocks.N.mlp.fc2.weight"):
+        load_eva_vit(encoder, path)
+
+
+def lavis_qformer_name(key: str) -> str:
+    """Our (transformers) Q-Former key as LAVIS's BertLMHeadModel names it."""
+    key = key.replace("Qformer.", "Qformer.bert.").replace("Qformer.bert.layernorm.", "Qformer.bert.embeddings.LayerNorm.")
+    return key.replace(".attention.attention.", ".attention.self.").replace(".crossattention.attention.", ".crossattention.self.")
+
+
+def minigpt4(shapes_dir, *options):
+    config = load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", *options])
+    return registry.get("model", config.model.arch).from_config(config.model)
+
+
+def test_blip2_checkpoint_loads_qformer_query_tokens_and_ln_vision(shapes_dir, tmp_path):
+    torch.manual_seed(0)
+    source = minigpt4(shapes_dir)
+    released = {lavis_qformer_name(k): v for k, v in source.state_dict().items() if k.startswith("Qformer.")}
+    released.update({"query_tokens": source.query_tokens.detach(), "ln_vision.weight": torch.rand(64),
+                     "ln_vision.bias": torch.rand(64)})
+    extras = {"Qformer.cls.predictions.bias": torch.zeros(10), "Qformer.bert.embeddings.word_embeddings.weight": torch.zeros(10, 64),
+              "Qformer.bert.encoder.layer.0.intermediate.dense.weight": torch.zeros(128, 64),
+              "Qformer.bert.encoder.layer.0.output.LayerNorm.weight": torch.zeros(64),
+              "vision_proj.weight": torch.zeros(8, 64), "temp": torch.tensor(0.07), "visual_encoder.cls_token": torch.zeros(1, 1, 64)}
+    torch.save({"model": {**released, **extras}}, tmp_path / "blip2_pretrained.pth")
+    torch.manual_seed(1)
+    model = minigpt4(shapes_dir)
+    report = load_blip2_qformer(model, tmp_path / "blip2_pretrained.pth")
+    assert not report.missing and sorted(report.unused) == sorted(extras)
+    for key, value in source.Qformer.state_dict().items():
+        assert torch.equal(model.Qformer.state_dict()[key], value), key
+    assert torch.equal(model.query_tokens, source.query_tokens)
+    assert torch.equal(model.ln_vision.weight, released["ln_vision.weight"])
+
+    released["query_tokens"] = torch.zeros(1, 32, 64)  # the real 32 queries against num_query_token 8
+    torch.save({"model": released}, tmp_path / "blip2_pretrained.pth")
+    with pytest.raises(ValueError, match=r"query_tokens: shape \(1, 32, 64\)"):
+        load_blip2_qformer(model, tmp_path / "blip2_pretrained.pth")
+
+
+def test_released_minigpt4_stage2_checkpoint_loads_the_projector(shapes_dir, tmp_path):
+    """The released stage-2 .pth holds {"model": {llama_proj.weight, llama_proj.bias}} and nothing else."""
+    model = minigpt4(shapes_dir, "model.parts.qformer.mode=frozen", "model.parts.llm.mode=frozen")
+    projector = {"llama_proj.weight": torch.randn_like(model.llama_proj.weight), "llama_proj.bias": torch.randn_like(model.llama_proj.bias)}
+    torch.save({"model": projector, "optimizer": {}, "epoch": 4}, tmp_path / "pretrained_minigpt4_7b.pth")
+    report = load_weights(model, tmp_path / "pretrained_minigpt4_7b.pth")
+    assert report == {"unexpected": [], "missing_trainable": []}
+    assert torch.equal(model.llama_proj.weight, projector["llama_proj.weight"])
+
+
+def test_released_minigpt_v2_checkpoint_loads_projector_and_peft_0_2_lora_keys(shapes_dir, tmp_path):
+    config = load_config(REPO / "train_configs/tiny_v2.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.lora_r=8",
+                                                                "model.parts.llm.mode=lora", "model.parts.vision_encoder.mode=frozen"],
+                         for_training=False)
+    model = registry.get("model", "minigpt_v2").from_config(config.model)
+    trainable = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    # peft 0.2.0 wrote LoRA keys without the adapter name: ...q_proj.lora_A.weight
+    released = {k.replace(".default.", "."): torch.randn_like(p) for k, p in trainable.items()}
+    assert any(k.endswith("q_proj.lora_A.weight") for k in released) and "llama_proj.weight" in released
+    torch.save({"model": released}, tmp_path / "minigptv2_checkpoint.pth")
+    report = load_weights(model, tmp_path / "minigptv2_checkpoint.pth")
+    assert report == {"unexpected": [], "missing_trainable": []}
+    for key, param in trainable.items():
+        assert torch.equal(param, released[key.replace(".default.", ".")]), key
+
+
+def test_config_paths_load_eva_and_blip2_weights_and_keep_them_out_of_checkpoints(shapes_dir, tmp_path):
+    source = minigpt4(shapes_dir)
+    torch.save(source.visual_encoder.state_dict(), tmp_path / "eva_vit_g.pth")
+    released = {lavis_qformer_name(k): v for k, v in source.state_dict().items() if k.startswith("Qformer.")}
+    released.update({"query_tokens": source.query_tokens.detach(), "ln_vision.weight": source.ln_vision.weight.detach(),
+                     "ln_vision.bias": source.ln_vision.bias.detach()})
+    torch.save({"model": released}, tmp_path / "blip2.pth")
+    torch.manual_seed(5)
+    model = minigpt4(shapes_dir, f"model.vit_weights={tmp_path}/eva_vit_g.pth", f"model.q_former_model={tmp_path}/blip2.pth",
+                     "model.parts.qformer.mode=frozen")
+    for key, value in source.state_dict().items():
+        if key.startswith(("visual_encoder.", "Qformer.", "query_tokens", "ln_vision.")):
+            assert torch.equal(model.state_dict()[key], value), key
+    saved = model.checkpoint_weights()
+    assert not any(key.startswith(("visual_encoder.", "Qformer.", "query_tokens", "ln_vision.")) for key in saved)
+    assert "llama_proj.weight" in saved
+
+
+def test_weight_urls_and_missing_files_are_refused_before_building(shapes_dir, tmp_path):
+    from minigpt.common.config import ConfigError
+
+    url = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
+    with pytest.raises(ConfigError, match="model.vit_weights.*URL"):
+        load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", f"model.vit_weights={url}"])
+    with pytest.raises(ConfigError, match="model.q_former_model.*does not exist"):
+        load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", f"model.q_former_model={tmp_path}/none.pth"])
