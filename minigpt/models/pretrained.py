@@ -1,5 +1,5 @@
 """Released weights mapped onto our modules: the EVA-CLIP ViT-g file and the BLIP-2 Q-Former checkpoint
-that MiniGPT-4 starts from, and the key names of released MiniGPT-4 / MiniGPT-v2 checkpoints.
+that MiniGPT-4 starts from (released MiniGPT checkpoints load through `model.ckpt`, see key_names.py).
 
 Every loader returns a `LoadReport` (what loaded, what the file had that we do not use, what was
 resampled) and raises, naming the file and the key, when a shape does not match or a weight the module
@@ -45,9 +45,8 @@ def summarize(keys: list[str], limit: int = 6) -> str:
     return ", ".join(patterns[:limit]) + more
 
 
-def load_into(module: nn.Module, weights: dict[str, torch.Tensor], source: str, report: LoadReport,
-              required: bool = True) -> LoadReport:
-    """Copy `weights` (already in the module's names) into `module`; shape mismatches raise."""
+def load_into(module: nn.Module, weights: dict[str, torch.Tensor], source: str, report: LoadReport) -> LoadReport:
+    """Copy `weights` (already in the module's names) into `module`; a shape mismatch or a missing weight raises."""
     own = module.state_dict()
     for key, value in weights.items():
         if key not in own:
@@ -59,7 +58,7 @@ def load_into(module: nn.Module, weights: dict[str, torch.Tensor], source: str, 
     module.load_state_dict(usable, strict=False)
     report.loaded += len(usable)
     report.missing += [key for key in own if key not in usable]
-    if required and report.missing:
+    if report.missing:
         raise ValueError(f"{source}: missing {len(report.missing)} weights the model needs: "
                          f"{summarize(report.missing)} (is this the right file?)")
     return report
@@ -106,6 +105,8 @@ def load_blip2_qformer(model: nn.Module, path: str | Path) -> LoadReport:
     """The BLIP-2 checkpoint (`blip2_pretrained_flant5xxl.pth`): Q-Former, query tokens and `ln_vision`.
     Everything else in it (its ViT copy, ITM/ITC heads, the text embeddings) is reported unused."""
     source = str(path)
+    if model.Qformer is None:
+        raise ValueError(f"model.q_former_model: {source}: this model has no Q-Former (model.has_qformer is false)")
     report = LoadReport(source)
     mapped = {}
     for key, value in checkpoint.read_weights(path).items():
@@ -114,8 +115,6 @@ def load_blip2_qformer(model: nn.Module, path: str | Path) -> LoadReport:
             mapped[new_key] = value
         else:
             report.unused.append(key)
-    if model.Qformer is None:
-        raise ValueError(f"model.q_former_model: {source}: this model has no Q-Former (model.has_qformer is false)")
     query_tokens = mapped.pop("query_tokens", None)
     if query_tokens is None:
         raise ValueError(f"{source}: no query_tokens (is this a BLIP-2 checkpoint?)")
