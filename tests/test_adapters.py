@@ -167,7 +167,7 @@ def test_training_one_adapter_leaves_the_others_and_the_base_unchanged(shapes_di
             "--options", f"model.tokenizer={shapes_dir}/tokenizer"]
     adapted = [json.loads(line) for line in run_script(demo + [f"model.ckpt={out}"]).stdout.splitlines()]
     assert [a["adapter"] for a in adapted] == ["grounding"] * 4
-    run_script(["-m", "minigpt.merge_adapter", "--cfg-path", "eval_configs/tiny_v2_adapters_eval.yaml",
+    run_script(["-m", "minigpt.export", "--cfg-path", "eval_configs/tiny_v2_adapters_eval.yaml",
                 "--adapter", "grounding", "--out", str(tmp_path / "merged"),
                 "--options", f"model.tokenizer={shapes_dir}/tokenizer", f"model.ckpt={out}"])
     merged_demo = [a if a != "eval_configs/tiny_v2_adapters_eval.yaml" else str(tmp_path / "merged" / "config.yaml")

@@ -72,3 +72,38 @@ def test_malicious_pickle_is_refused(tmp_path):
     with open(path, "rb") as file:  # the file does run code when unpickled without weights_only
         pickle.load(file)
     assert marker.exists()
+
+
+def test_export_merges_the_llm_lora_and_gives_the_same_logits(shapes_dir, tmp_path):
+    """A LoRA model saved by training, exported by `python -m minigpt.export`, loads as a plain model."""
+    from conftest import REPO, run_script
+    from minigpt.common import registry
+    from minigpt.common.config import load_config
+    from minigpt.conversation.template import ASSISTANT, USER
+    from minigpt.models.inference import load_for_inference
+
+    options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.lora_r=8", "model.parts.llm.mode=lora"]
+    config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + ["model.ckpt=null"], for_training=False)
+    torch.manual_seed(0)
+    model = registry.get("model", "minigpt_v2").from_config(config.model).eval()
+    size = config.model.image_size
+    samples = [{"id": "0", "image": torch.randn(3, size, size), "task": "vqa",
+                "turns": [(USER, "What colors are in the image?"), (ASSISTANT, "red and blue")]}]
+    batch = model.collator()(samples)
+    with torch.no_grad():
+        base = model(batch)["logits"]
+    for key, param in model.named_parameters():
+        if "lora_B" in key:  # zero at init, which would make the merge trivially exact
+            nn.init.normal_(param, std=0.05)
+    save_checkpoint(tmp_path / "run", 1, model.checkpoint_weights(), {"step": 1})
+    run_script(["-m", "minigpt.export", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *options,
+                f"model.ckpt={tmp_path}/run", "--out", str(tmp_path / "merged")])
+
+    exported = load_config(tmp_path / "merged" / "config.yaml", [], for_training=False)
+    assert exported.model.parts.llm.mode == "frozen" and exported.model.lora_r == 0
+    merged = load_for_inference(exported, torch.device("cpu"))
+    assert not any("lora" in key for key in merged.state_dict())
+    with torch.no_grad():
+        expected, got = model(batch)["logits"], merged(batch)["logits"]
+    assert (expected - got).abs().max() < 1e-5
+    assert (expected - base).abs().max() > 1e-2  # the LoRA does change the logits
