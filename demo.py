@@ -22,7 +22,7 @@ from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.conversation.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
-from minigpt.models.inference import image_processor_for, load_for_inference, pick_device
+from minigpt.models.inference import image_processor_for, load_for_inference, pick_device, report_peak_memory
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,6 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
     parser.add_argument("--low-resource", action="store_true", default=None,
                         help="LLM in 8-bit (bitsandbytes), vision side in half precision on a GPU")
+    parser.add_argument("--bits", type=int, choices=(8, 4), help="with --low-resource: 8 (LLM.int8) or 4 (NF4); "
+                        "default model.low_resource_bits")
     parser.add_argument("--image", help="image to talk about")
     parser.add_argument("--prompt", help="ask one question about --image, print the answer and exit")
     parser.add_argument("--questions", help="answer every human turn of a ShareGPT4V-layout JSON file")
@@ -107,8 +109,9 @@ def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, 
                 print(f"[{record['id']}] Q: {question}\nA: {answer}" + (f"\n(reference: {reference})" if reference else ""))
 
 
-def interactive(chat: Chat, save_dir: str) -> None:
+def interactive(chat: Chat, save_dir: str, device: torch.device) -> None:
     adapters = chat.model.adapters
+    answered = False
     print("Ask about the image. Commands: /image PATH, /reset, /quit"
           + (", /adapters, /adapter NAME|auto|none" if adapters else ""))
     while True:
@@ -146,6 +149,9 @@ def interactive(chat: Chat, save_dir: str) -> None:
             except ValueError as error:
                 print(f"({error})")
                 continue
+            if not answered:
+                report_peak_memory(device, "the first answer")
+                answered = True
             via = f"[{adapters.active}]" if adapters and adapters.active else ""
             print(f"minigpt{via}> {answer}")
             drawn = save_boxes(chat, answer, save_dir)
@@ -158,14 +164,14 @@ def main() -> None:
     options = args.options + ([f"model.adapter={args.adapter}"] if args.adapter else [])
     config = load_config(args.cfg_path, options, for_training=False)
     device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
-    model = load_for_inference(config, device, low_resource=args.low_resource)
-    if device.type == "cuda":
-        print(f"peak GPU memory after loading: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB", file=sys.stderr)
+    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits)
+    report_peak_memory(device, "loading")
     options = GenerationOptions(args.max_new_tokens, args.num_beams, args.temperature, args.top_p,
                                 args.repetition_penalty, args.do_sample)
     chat = Chat(model, image_processor_for(config), options)
     if args.questions:
         answer_file(chat, args.questions, args.image_root, args.batch_size, args.json, args.task)
+        report_peak_memory(device, "answering")
         return
     if args.image:
         chat.set_image(args.image)
@@ -173,6 +179,7 @@ def main() -> None:
         if chat.image is None:
             sys.exit("--prompt needs --image")
         answer = chat.ask(args.prompt)
+        report_peak_memory(device, "the answer")
         drawn = save_boxes(chat, answer, args.save_dir)
         if args.json:
             print(json.dumps({"question": args.prompt, "answer": answer, **boxes_of(answer, chat.raw_image.size),
@@ -180,7 +187,7 @@ def main() -> None:
         else:
             print(answer + (f"\n(boxes drawn on {drawn})" if drawn else ""))
         return
-    interactive(chat, args.save_dir)
+    interactive(chat, args.save_dir, device)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,8 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
             fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
     if model.parts.llm.mode == "lora" and model.lora_r <= 0:
         fail("model.lora_r", "parts.llm.mode is 'lora' but lora_r is 0")
+    if model.low_resource_bits not in (4, 8):
+        fail("model.low_resource_bits", f"{model.low_resource_bits} is not 8 (LLM.int8) or 4 (NF4)")
     if model.vit_precision not in ("fp16", "fp32", "bf16"):
         fail("model.vit_precision", f"'{model.vit_precision}' is not one of fp16, fp32, bf16")
     if not model.llama_model and not model.llama_config:

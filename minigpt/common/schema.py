@@ -60,7 +60,8 @@ class ModelConfig:
     llama_model: Optional[str] = None
     llama_config: Dict[str, Any] = field(default_factory=dict)
     tokenizer: Optional[str] = None  # defaults to the llama_model folder
-    low_resource: bool = False
+    low_resource: bool = False  # quantise the LLM with bitsandbytes (inference)
+    low_resource_bits: int = 8  # 8: LLM.int8; 4: NF4
     device_8bit: int = 0
     lora_r: int = 0
     lora_alpha: int = 16

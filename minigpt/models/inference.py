@@ -1,5 +1,8 @@
-"""Load a model for inference from an eval config: build, load `ckpt`, optionally quantise to 8-bit."""
+"""Load a model for inference from an eval config: build, load `ckpt`, optionally quantise to 8 or 4 bits."""
 from __future__ import annotations
+
+import resource
+import sys
 
 import torch
 from omegaconf import DictConfig
@@ -17,8 +20,10 @@ def pick_device(gpu_id: int | None) -> torch.device:
     return torch.device("cpu")
 
 
-def load_for_inference(config: DictConfig, device: torch.device, low_resource: bool | None = None):
-    """-> model in eval mode. With low_resource, the LLM's linear layers run in int8 (bitsandbytes).
+def load_for_inference(config: DictConfig, device: torch.device, low_resource: bool | None = None,
+                       bits: int | None = None):
+    """-> model in eval mode. With low_resource, the LLM's linear layers run in int8 or NF4 (bitsandbytes,
+    `model.low_resource_bits` unless `bits` is given).
 
     An LLM from a folder is quantised as it loads; one built from config gets its weights from `ckpt`
     first and is quantised after, so both paths end with the same int8 layers.
@@ -26,6 +31,8 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
     model_cfg = config.model.copy()
     if low_resource is not None:
         model_cfg.low_resource = low_resource
+    if bits is not None:
+        model_cfg.low_resource_bits = bits
     if device.type == "cuda":
         model_cfg.device_8bit = device.index or 0
     compute_dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -33,9 +40,19 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
     if model_cfg.ckpt:
         load_weights(model, model_cfg.ckpt)
     if model_cfg.low_resource and not model_cfg.llama_model:
-        quantize_linear_layers(model.llama_model)
+        quantize_linear_layers(model.llama_model, model_cfg.low_resource_bits, compute_dtype)
     model.eval()
     return model
+
+
+def report_peak_memory(device: torch.device, when: str) -> None:
+    """Print (stderr) the peak memory so far: torch's GPU allocations, or on the CPU the process's peak
+    resident set, which counts the Python runtime and libraries as well."""
+    if device.type == "cuda":
+        used = f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    else:
+        used = f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"  # KiB
+    print(f"{used} after {when}", file=sys.stderr)
 
 
 def image_processor_for(config: DictConfig):

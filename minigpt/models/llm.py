@@ -17,18 +17,21 @@ from minigpt.models.tokenizer import load_tokenizer
 
 
 def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path: str | None,
-              dtype: torch.dtype = torch.float32, load_in_8bit: bool = False, device_map=None):
-    """-> (model, tokenizer). `load_in_8bit` quantises a folder's linear layers with bitsandbytes."""
+              dtype: torch.dtype = torch.float32, quantize_bits: int | None = None, device_map=None):
+    """-> (model, tokenizer). `quantize_bits` (8: LLM.int8, 4: NF4) quantises a folder's linear layers
+    with bitsandbytes as they load."""
     tokenizer = load_tokenizer(resolve_path(tokenizer_path or llama_model))
     if llama_model:
         path = resolve_path(llama_model)
         if not (Path(path) / "config.json").exists():
             raise FileNotFoundError(f"model.llama_model: '{path}' has no config.json (a Hugging Face model folder is expected)")
         kwargs = {"dtype": dtype, "local_files_only": True}
-        if load_in_8bit:
+        if quantize_bits:
             from transformers import BitsAndBytesConfig
 
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+            kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if quantize_bits == 8 else
+                                             BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                                bnb_4bit_compute_dtype=dtype))
             kwargs["device_map"] = device_map or {"": "cpu"}
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     else:
@@ -45,27 +48,34 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
     return model, tokenizer
 
 
-def quantize_linear_layers(module: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
-    """Swap nn.Linear layers for bitsandbytes int8 ones in place (for LLMs built from config + checkpoint).
-
-    A folder loads in 8-bit through `from_pretrained`; a model whose weights came from our own
-    checkpoint is quantised here after loading, as bitsandbytes quantises when weights are assigned.
+def quantize_linear_layers(module: nn.Module, bits: int = 8, compute_dtype: torch.dtype = torch.float32,
+                           skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+    """Swap nn.Linear layers for bitsandbytes ones in place: int8 (bits=8) or NF4 (bits=4, computing in
+    `compute_dtype`). For LLMs built from config + checkpoint: a folder is quantised by `from_pretrained`
+    as it loads; bitsandbytes quantises when the weights are assigned and moved.
     """
     try:
         import bitsandbytes as bnb
     except ImportError as error:
-        raise ImportError("8-bit loading needs bitsandbytes: pip install 'minigpt[gpu]'") from error
+        raise ImportError(f"{bits}-bit loading needs bitsandbytes: pip install 'minigpt[gpu]'") from error
     for name, child in list(module.named_children()):
         if name in skip:
             continue
-        if isinstance(child, nn.Linear):
+        if not isinstance(child, nn.Linear):
+            quantize_linear_layers(child, bits, compute_dtype, skip)
+            continue
+        weight = child.weight.data.contiguous()
+        if bits == 8:
             quantized = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None,
                                             has_fp16_weights=False, threshold=6.0)
-            quantized.weight = bnb.nn.Int8Params(child.weight.data.to(torch.float16).contiguous(),
-                                                 requires_grad=False, has_fp16_weights=False)
-            if child.bias is not None:
-                quantized.bias = nn.Parameter(child.bias.data.to(torch.float16), requires_grad=False)
-            setattr(module, name, quantized.to(child.weight.device))
+            quantized.weight = bnb.nn.Int8Params(weight.to(torch.float16), requires_grad=False, has_fp16_weights=False)
+            bias_dtype = torch.float16
         else:
-            quantize_linear_layers(child, skip)
+            quantized = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                          compute_dtype=compute_dtype, quant_type="nf4")
+            quantized.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")
+            bias_dtype = compute_dtype
+        if child.bias is not None:
+            quantized.bias = nn.Parameter(child.bias.data.to(bias_dtype), requires_grad=False)
+        setattr(module, name, quantized.to(child.weight.device))
     return module

@@ -85,10 +85,10 @@ class MiniGPT(nn.Module):
             qformer = Blip2QFormerModel(qformer_config)
         llm_trains_fully = cfg.parts.llm.mode == "full"
         llm_dtype = compute_dtype if (on_gpu and not llm_trains_fully) else torch.float32
-        load_in_8bit = cfg.low_resource and bool(cfg.llama_model)
-        device_map = {"": cfg.device_8bit if on_gpu else "cpu"} if load_in_8bit else None
+        quantize_bits = cfg.low_resource_bits if (cfg.low_resource and cfg.llama_model) else None
+        device_map = {"": cfg.device_8bit if on_gpu else "cpu"} if quantize_bits else None
         llama_model, tokenizer = build_llm(cfg.llama_model, dict(cfg.llama_config), cfg.tokenizer,
-                                           dtype=llm_dtype, load_in_8bit=load_in_8bit, device_map=device_map)
+                                           dtype=llm_dtype, quantize_bits=quantize_bits, device_map=device_map)
         if cfg.use_grad_checkpoint_llm:
             llama_model.gradient_checkpointing_enable()
         model = cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg),
@@ -104,9 +104,9 @@ class MiniGPT(nn.Module):
             model.pretrained_parts.add("qformer")
         model.set_part_modes({part: cfg.parts[part].mode for part in PART_NAMES}, cfg)
         llm = model.llama_model
-        model.llama_model = None  # an 8-bit LLM already sits where bitsandbytes placed it
+        model.llama_model = None  # a quantised LLM already sits where bitsandbytes placed it
         model.to(device)
-        model.llama_model = llm if load_in_8bit else llm.to(device)
+        model.llama_model = llm if quantize_bits else llm.to(device)
         model.visual_encoder.to(vision_dtype)
         if cfg.adapters:
             model.attach_adapters(cfg.adapters, cfg.adapter)
