@@ -26,7 +26,7 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
     `model.low_resource_bits` unless `bits` is given).
 
     An LLM from a folder is quantised as it loads; one built from config gets its weights from `ckpt`
-    first and is quantised after, so both paths end with the same int8 layers.
+    first and is quantised after, so both paths end with the same quantised layers.
     """
     model_cfg = config.model.copy()
     if low_resource is not None:
