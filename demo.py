@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gpu-id", type=int, default=0, help="GPU to use (the CPU when none is visible)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
     parser.add_argument("--low-resource", action="store_true", default=None,
-                        help="LLM in 8-bit (bitsandbytes), vision side in half precision on a GPU")
+                        help="LLM quantised by bitsandbytes (see --bits), vision side in half precision on a GPU")
     parser.add_argument("--bits", type=int, choices=(8, 4), help="with --low-resource: 8 (LLM.int8) or 4 (NF4); "
                         "default model.low_resource_bits")
     parser.add_argument("--image", help="image to talk about")

@@ -175,6 +175,11 @@ def test_demo_answers_in_4_bit_and_reports_peak_memory(shapes_dir, tmp_path):
     options = [f"model.tokenizer={shapes_dir}/tokenizer"]
     config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + ["model.ckpt=null"], for_training=False)
     save_checkpoint(tmp_path / "run", 1, build(config).checkpoint_weights(), {"step": 1})
+    from minigpt.models.inference import load_for_inference
+
+    loaded = load_for_inference(load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + [f"model.ckpt={tmp_path}/run"],
+                                            for_training=False), torch.device("cpu"), low_resource=True, bits=4)
+    assert type(loaded.llama_model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"  # the path demo.py takes
     Image.new("RGB", (32, 32), "red").save(tmp_path / "red.png")
     result = run_script(["demo.py", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *options,
                          f"model.ckpt={tmp_path}/run", "--cpu", "--low-resource", "--bits", "4", "--image",
