@@ -7,6 +7,7 @@ from conftest import REPO, stage2_options
 from minigpt.common import registry
 from minigpt.common.checkpoint import load_weights
 from minigpt.common.config import load_config
+from minigpt.models.llm import build_llm
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.vision_encoder import build_vision_encoder
 
@@ -137,6 +138,70 @@ def test_config_paths_load_eva_and_blip2_weights_and_keep_them_out_of_checkpoint
     saved = model.checkpoint_weights()
     assert not any(key.startswith(("visual_encoder.", "Qformer.", "query_tokens", "ln_vision.")) for key in saved)
     assert "llama_proj.weight" in saved
+
+
+TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+
+
+def llama_folder(shapes_dir, folder):
+    """A Llama folder as Llama-2 releases ship it: config.json, the tokenizer, and sharded weights with an index."""
+    torch.manual_seed(0)
+    source, tokenizer = build_llm(None, TINY_LLAMA, f"{shapes_dir}/tokenizer")
+    source.save_pretrained(folder, max_shard_size="20KB")
+    tokenizer.save_pretrained(folder)
+    return source
+
+
+def edit_shard(folder, edit) -> None:
+    """Apply `edit` to the weights of the shard that holds model.layers.1.mlp.up_proj.weight."""
+    import json
+    from safetensors.torch import load_file, save_file
+
+    shard = folder / json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]["model.layers.1.mlp.up_proj.weight"]
+    weights = load_file(shard)
+    edit(weights)
+    save_file(weights, shard, metadata={"format": "pt"})
+
+
+def test_llama_folder_loads_with_a_report_and_same_logits(shapes_dir, tmp_path, capsys):
+    source = llama_folder(shapes_dir, tmp_path / "llama")
+    assert len(list((tmp_path / "llama").glob("model-*.safetensors"))) > 1
+    model, _ = build_llm(str(tmp_path / "llama"), None, None)
+    report = capsys.readouterr().err
+    assert f"{tmp_path / 'llama'}: {len(source.state_dict())} tensors loaded" in report and "missing" not in report
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, source(ids).logits)
+
+
+def test_llama_pickle_folder_loads_too(shapes_dir, tmp_path):
+    """Vicuna v0 folders hold pytorch_model*.bin pickles: transformers reads them with weights_only."""
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "vicuna"
+    source = llama_folder(shapes_dir, folder)
+    weights = {}
+    for shard in folder.glob("model*.safetensors"):
+        weights.update(load_file(shard))
+        shard.unlink()
+    (folder / "model.safetensors.index.json").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    model, _ = build_llm(str(tmp_path / "vicuna"), None, None)
+    assert torch.equal(model.lm_head.weight, source.lm_head.weight)
+
+
+def test_llama_folder_missing_or_reshaped_weight_raises_naming_the_key(shapes_dir, tmp_path, capsys):
+    folder = tmp_path / "llama"
+    llama_folder(shapes_dir, folder)
+    edit_shard(folder, lambda weights: weights.update({"model.extra_head.weight": torch.zeros(2)}))
+    build_llm(str(folder), None, None)
+    assert "unused (1): model.extra_head.weight" in capsys.readouterr().err  # reported, not fatal
+    edit_shard(folder, lambda weights: weights.update({"model.layers.1.mlp.up_proj.weight": torch.zeros(65, 32)}))
+    with pytest.raises(ValueError, match=r"llama: model.layers.1.mlp.up_proj.weight: shape \(65, 32\) in the folder, \(64, 32\)"):
+        build_llm(str(folder), None, None)
+    edit_shard(folder, lambda weights: weights.pop("model.layers.1.mlp.up_proj.weight"))
+    with pytest.raises(ValueError, match=r"llama: missing 1 weights .*model.layers.N.mlp.up_proj.weight"):
+        build_llm(str(folder), None, None)
 
 
 def test_weight_urls_and_missing_files_are_refused_before_building(shapes_dir, tmp_path):

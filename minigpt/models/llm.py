@@ -6,6 +6,7 @@ which builds the same class with random weights, so both go through one code pat
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from minigpt.common.config import resolve_path
+from minigpt.models.pretrained import LoadReport, summarize
 from minigpt.models.tokenizer import load_tokenizer
 
 
@@ -33,7 +35,8 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
                                              BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                                 bnb_4bit_compute_dtype=dtype))
             kwargs["device_map"] = device_map or {"": "cpu"}
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model, report = load_llm_folder(path, **kwargs)
+        print(report, file=sys.stderr)
     else:
         options = dict(llama_config)
         model_type = options.pop("model_type", "llama")
@@ -46,6 +49,23 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
                          f"{model.get_input_embeddings().num_embeddings}: they do not belong together")
     return model, tokenizer
+
+
+def load_llm_folder(path: str, **kwargs) -> tuple[nn.Module, LoadReport]:
+    """`from_pretrained`, made strict: transformers would initialise a missing or wrongly shaped weight
+    at random and only warn, and a chat with a half-random Vicuna fails in ways hard to trace back."""
+    model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True,
+                                                       ignore_mismatched_sizes=True, **kwargs)
+    report = LoadReport(str(path), missing=sorted(info["missing_keys"]), unused=sorted(info["unexpected_keys"]))
+    report.loaded = len(model.state_dict()) - len(report.missing)
+    if info["mismatched_keys"]:
+        key, file_shape, model_shape = sorted(info["mismatched_keys"])[0]
+        raise ValueError(f"model.llama_model: {path}: {key}: shape {tuple(file_shape)} in the folder, "
+                         f"{tuple(model_shape)} in its config.json ({len(info['mismatched_keys'])} such weights)")
+    if report.missing:
+        raise ValueError(f"model.llama_model: {path}: missing {len(report.missing)} weights the model needs: "
+                         f"{summarize(report.missing)} (an incomplete download or a different architecture?)")
+    return model, report
 
 
 def quantize_linear_layers(module: nn.Module, bits: int = 8, compute_dtype: torch.dtype = torch.float32,
