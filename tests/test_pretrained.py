@@ -212,3 +212,39 @@ def test_weight_urls_and_missing_files_are_refused_before_building(shapes_dir, t
         load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", f"model.vit_weights={url}"])
     with pytest.raises(ConfigError, match="model.q_former_model.*does not exist"):
         load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", f"model.q_former_model={tmp_path}/none.pth"])
+
+
+def test_released_v2_eval_config_chats_with_checkpoint_lora_on_an_8bit_llm(shapes_dir, tmp_path):
+    """minigptv2_eval.yaml as shipped (LoRA r 64, low_resource), shrunk: the released checkpoint's LoRA
+    and projector load onto the int8 LLM that bitsandbytes quantised from the folder."""
+    pytest.importorskip("bitsandbytes")
+    from minigpt.models.inference import load_for_inference
+
+    llama_folder(shapes_dir, tmp_path / "llama")
+    tiny = [f"model.llama_model={tmp_path}/llama", "model.vit_weights=null", "model.image_size=56",
+            "model.vit_config.patch_size=14", "model.vit_config.embed_dim=32", "model.vit_config.depth=2",
+            "model.vit_config.num_heads=2", "datasets.cc_sbu_align.vis_processor.train.image_size=56"]
+
+    def load(*options):
+        config = load_config(REPO / "eval_configs/minigptv2_eval.yaml", tiny + list(options), for_training=False)
+        return load_for_inference(config, torch.device("cpu"))
+
+    reference = load("model.ckpt=null", "model.low_resource=false")
+    torch.manual_seed(3)
+    released = {k.replace(".default.", "."): torch.randn_like(p) * 0.1 for k, p in reference.named_parameters() if p.requires_grad}
+    released.update({k: p.detach() for k, p in reference.named_parameters() if k.startswith("visual_encoder.")})
+    assert any(k.endswith("q_proj.lora_B.weight") for k in released) and "llama_proj.weight" in released
+    torch.save({"model": released}, tmp_path / "minigptv2_checkpoint.pth")
+    full = load(f"model.ckpt={tmp_path}/minigptv2_checkpoint.pth", "model.low_resource=false")
+    low = load(f"model.ckpt={tmp_path}/minigptv2_checkpoint.pth")  # the shipped low_resource: True, 8-bit
+    q_proj = low.llama_model.base_model.model.model.layers[0].self_attn.q_proj
+    assert type(q_proj.base_layer).__name__ == "Linear8bitLt" and torch.equal(q_proj.lora_B.default.weight,
+                                                                             released["llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"])
+    assert torch.equal(low.llama_proj.weight, released["llama_proj.weight"])
+    batch = low.collator().generation_batch([{"id": "q", "image": torch.randn(3, 56, 56), "turns": [("user", "[vqa] what colour?")]}])
+    with torch.no_grad():
+        expected = full.llama_model(inputs_embeds=full.embed_inputs(batch["input_ids"], batch["image_slots"], batch["images"])).logits
+        got = low.llama_model(inputs_embeds=low.embed_inputs(batch["input_ids"], batch["image_slots"], batch["images"])).logits
+    assert (expected - got).abs().max() < 0.1 * expected.abs().max()
+    without_lora = reference.llama_model(inputs_embeds=full.embed_inputs(batch["input_ids"], batch["image_slots"], batch["images"])).logits
+    assert (expected - without_lora).abs().max() > 0.1 * expected.abs().max()  # the LoRA matters, so the check can fail

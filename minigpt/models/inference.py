@@ -21,9 +21,9 @@ def pick_device(gpu_id: int | None) -> torch.device:
 
 
 def load_for_inference(config: DictConfig, device: torch.device, low_resource: bool | None = None,
-                       bits: int | None = None):
+                       bits: int | None = None, half_dtype: torch.dtype = torch.float16):
     """-> model in eval mode. With low_resource, the LLM's linear layers run in int8 or NF4 (bitsandbytes,
-    `model.low_resource_bits` unless `bits` is given).
+    `model.low_resource_bits` unless `bits` is given). On a GPU the frozen parts run in `half_dtype`.
 
     An LLM from a folder is quantised as it loads; one built from config gets its weights from `ckpt`
     first and is quantised after, so both paths end with the same quantised layers.
@@ -35,7 +35,7 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
         model_cfg.low_resource_bits = bits
     if device.type == "cuda":
         model_cfg.device_8bit = device.index or 0
-    compute_dtype = torch.float16 if device.type == "cuda" else torch.float32
+    compute_dtype = half_dtype if device.type == "cuda" else torch.float32
     model = registry.get("model", model_cfg.arch).from_config(model_cfg, device, compute_dtype)
     if model_cfg.ckpt:
         load_weights(model, model_cfg.ckpt)
@@ -45,14 +45,17 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
     return model
 
 
-def report_peak_memory(device: torch.device, when: str) -> None:
-    """Print (stderr) the peak memory so far: torch's GPU allocations, or on the CPU the process's peak
-    resident set, which counts the Python runtime and libraries as well."""
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak memory so far: torch's GPU allocations, or on the CPU the process's peak resident set, which
+    counts the Python runtime and libraries as well."""
     if device.type == "cuda":
-        used = f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-    else:
-        used = f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"  # KiB
-    print(f"{used} after {when}", file=sys.stderr)
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
+
+
+def report_peak_memory(device: torch.device, when: str) -> None:
+    kind = "GPU" if device.type == "cuda" else "resident"
+    print(f"peak {kind} memory {peak_memory_gib(device):.2f} GiB after {when}", file=sys.stderr)
 
 
 def image_processor_for(config: DictConfig):

@@ -1,0 +1,204 @@
+"""Chat on one GPU: peak memory and decode speed of the demo path with the LLM in bf16, int8 and NF4.
+
+    python bench/inference.py                                  # on a GPU: Llama-2-7B and EVA ViT-g shapes
+    python bench/inference.py --shape tiny --device cpu        # the same steps at test size, on the CPU
+
+Nothing is downloaded: a Llama-2-7B-shaped LLM with random weights is written once as a Hugging Face
+folder (sharded safetensors, as the released folders are), and the shipped eval configs
+(minigpt4_eval.yaml: Vicuna-7B with the Q-Former at 224 px; minigptv2_eval.yaml: Llama-2-7B with LoRA
+at 448 px) point at it, with a random EVA ViT-g. Each mode runs in its own process, so each peak starts
+from zero, and loads the model the way demo.py does (`load_for_inference`), then:
+- peak memory after loading, and after the first answer to a question about an image;
+- prefill: seconds to the first new token of a prompt of the image plus a question;
+- decode: new tokens per second after the first, at batch 1, greedy, a fixed number of tokens.
+Memory and speed do not depend on the weights' values, so random weights measure what real ones would.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from minigpt.common.config import load_config  # noqa: E402
+from minigpt.conversation.chat import Chat, GenerationOptions  # noqa: E402
+from minigpt.conversation.template import USER  # noqa: E402
+from minigpt.models.inference import image_processor_for, load_for_inference, peak_memory_gib  # noqa: E402
+
+LLAMA2_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                 vocab_size=32000)
+CONFIGS = {  # (shape, arch) -> eval config
+    ("7b", "minigpt4"): "eval_configs/minigpt4_eval.yaml",
+    ("7b", "minigpt_v2"): "eval_configs/minigptv2_eval.yaml",
+    ("tiny", "minigpt4"): "eval_configs/tiny_eval.yaml",
+    ("tiny", "minigpt_v2"): "eval_configs/tiny_v2_eval.yaml",
+}
+MODES = {"bf16": (False, None), "int8": (True, 8), "nf4": (True, 4)}  # -> (low_resource, bits)
+QUESTION = "Describe this image in detail."
+
+
+def write_random_llm(folder: Path, shape: str, device: torch.device) -> Path:
+    """A random LLM of the shape as a Hugging Face folder with a small trained tokenizer; kept for reuse."""
+    from omegaconf import OmegaConf
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from minigpt.models.tokenizer import load_tokenizer, train_tokenizer
+
+    if (folder / "config.json").exists():
+        return folder
+    if shape == "7b":
+        options = dict(LLAMA2_7B)
+    else:
+        options = dict(OmegaConf.to_container(OmegaConf.load(REPO / CONFIGS[("tiny", "minigpt_v2")]).model.llama_config))
+    tokenizer_dir = folder.parent / f"{folder.name}-tokenizer"
+    texts = [f"a {colour} {shape} on the {side} of the image" for colour in ("red", "green", "blue", "yellow")
+             for shape in ("square", "circle", "triangle") for side in ("left", "right", "top", "bottom")]
+    tokenizer = load_tokenizer(train_tokenizer(texts * 4, tokenizer_dir, vocab_size=300))
+    model_type = options.pop("model_type")
+    options.setdefault("vocab_size", len(tokenizer))
+    config = AutoConfig.for_model(model_type, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, **options)
+    print(f"writing a random {shape} LLM to {folder}", file=sys.stderr)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    partial = folder.parent / f"{folder.name}.partial"
+    model.save_pretrained(partial, max_shard_size="2GB")
+    tokenizer.save_pretrained(partial)
+    partial.rename(folder)  # complete or absent: an interrupted write is redone
+    return folder
+
+
+def decode_speed(model, chat: Chat, new_tokens: int, device: torch.device) -> tuple[float, float]:
+    """-> (prefill seconds, decode tokens/s): greedy generation of exactly 1 and `new_tokens` tokens (the
+    end token is suppressed), best of two runs each; decode speed = (new_tokens - 1) / (t_n - t_1)."""
+    sample = {"id": "bench", "image": chat.image, "turns": [(USER, QUESTION)]}
+    batch = chat.collator.generation_batch([sample])
+    with torch.no_grad():
+        images = batch["images"].to(device)
+        inputs_embeds = model.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
+        attention_mask = batch["attention_mask"].to(device)
+
+        def timed(count: int) -> float:
+            best = float("inf")
+            for _ in range(2):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                output = model.llama_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                                    max_new_tokens=count, min_new_tokens=count, do_sample=False,
+                                                    pad_token_id=model.tokenizer.pad_token_id,
+                                                    eos_token_id=model.tokenizer.eos_token_id)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best = min(best, time.perf_counter() - start)
+                assert output.shape[1] == count, f"generated {output.shape[1]} tokens, asked for {count}"
+            return best
+
+        first, full = timed(1), timed(new_tokens)
+    return first, (new_tokens - 1) / (full - first)
+
+
+def run_mode(args) -> dict:
+    """One mode in this process: load as demo.py does, answer once, time decoding."""
+    from PIL import Image, ImageDraw
+
+    device = torch.device(args.device)
+    low_resource, bits = MODES[args.mode]
+    options = [f"model.llama_model={args.llm}", "model.ckpt=null", "model.vit_weights=null", "model.q_former_model=null",
+               "model.tokenizer=null", *args.options]
+    config = load_config(REPO / CONFIGS[(args.shape, args.arch)], options, for_training=False)
+    half_dtype = torch.bfloat16 if args.mode == "bf16" else torch.float16  # bitsandbytes int8 computes in fp16
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = load_for_inference(config, device, low_resource=low_resource, bits=bits, half_dtype=half_dtype)
+    load_s = time.perf_counter() - start
+    loaded_gib = peak_memory_gib(device)
+
+    size = config.model.image_size
+    picture = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(picture).rectangle([size // 4, size // 4, size // 2, size // 2], fill="red")
+    chat = Chat(model, image_processor_for(config), GenerationOptions(max_new_tokens=args.new_tokens))
+    chat.set_image(picture)
+    start = time.perf_counter()
+    with torch.no_grad():
+        chat.ask(QUESTION)
+    first_answer_s = time.perf_counter() - start
+    answered_gib = peak_memory_gib(device)
+    prefill_s, tokens_per_s = decode_speed(model, chat, args.new_tokens, device)
+    llm_weights = sum(t.numel() * t.element_size() for t in model.llama_model.state_dict().values())
+    up_proj = next(module for name, module in model.llama_model.named_modules() if name.endswith("mlp.up_proj"))
+    return {"mode": args.mode, "llm_layer": f"{type(up_proj).__name__} {str(up_proj.weight.dtype).removeprefix('torch.')}",
+            "llm_weights_gib": round(llm_weights / 2**30, 3), "load_s": round(load_s, 1),
+            "peak_gib_after_loading": round(loaded_gib, 3), "peak_gib_after_first_answer": round(answered_gib, 3),
+            "first_answer_s": round(first_answer_s, 2), "prefill_s": round(prefill_s, 4),
+            "decode_tokens_per_s": round(tokens_per_s, 1), "image_tokens": model.num_image_tokens,
+            "prompt_tokens": int(chat.collator.generation_batch([{"id": "n", "image": chat.image, "turns": [(USER, QUESTION)]}])
+                                 ["attention_mask"].sum())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=("7b", "tiny"), default="7b")
+    parser.add_argument("--arch", nargs="+", choices=("minigpt4", "minigpt_v2"), default=["minigpt4", "minigpt_v2"])
+    parser.add_argument("--modes", nargs="+", choices=tuple(MODES), default=list(MODES))
+    parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per timed answer")
+    parser.add_argument("--work-dir", default="/tmp/minigpt-bench", help="where the random LLM folder is kept")
+    parser.add_argument("--options", nargs="*", default=[], help="config overrides for every run: key=value")
+    parser.add_argument("--out", help="JSON results (default bench/results/inference_<shape>.json)")
+    parser.add_argument("--mode", choices=tuple(MODES), help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument("--llm", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.mode:
+        args.arch = args.arch[0]
+        print("RESULT " + json.dumps(run_mode(args)), flush=True)
+        return
+    llm = write_random_llm(Path(args.work_dir) / f"llm-{args.shape}", args.shape, torch.device(args.device))
+    torch.cuda.empty_cache()  # the random model is gone; give its memory back before the runs start
+    rows = []
+    for arch in args.arch:
+        for mode in args.modes:
+            command = [sys.executable, __file__, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
+                       "--device", args.device, "--new-tokens", str(args.new_tokens), "--options", *args.options]
+            result = subprocess.run(command, capture_output=True, text=True)
+            lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+            if result.returncode or not lines:
+                sys.exit(f"{arch} {mode} failed:\n{result.stderr[-4000:]}")
+            rows.append({"arch": arch, **json.loads(lines[-1].removeprefix("RESULT "))})
+            row = rows[-1]
+            print(f"{arch:<11} {mode:<5} LLM weights {row['llm_weights_gib']:6.2f} GiB, peak {row['peak_gib_after_loading']:6.2f} "
+                  f"/ {row['peak_gib_after_first_answer']:6.2f} GiB, prefill {row['prefill_s']:.3f} s, "
+                  f"{row['decode_tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+
+    memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
+    print(f"\n{'model':<11} {'mode':<5} {'LLM layers':<22} {'LLM GiB':>8} {'peak loaded':>12} {'peak answered':>14} {'prefill s':>10} "
+          f"{'tokens/s':>9}   (peak = {memory} memory, GiB; {args.new_tokens} new tokens, batch 1)")
+    for row in rows:
+        print(f"{row['arch']:<11} {row['mode']:<5} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} {row['peak_gib_after_loading']:>12.2f} "
+              f"{row['peak_gib_after_first_answer']:>14.2f} {row['prefill_s']:>10.3f} {row['decode_tokens_per_s']:>9.1f}")
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
+    result = {"benchmark": "inference", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"platform": platform.platform(), "device": device_name, "cpus": os.cpu_count(),
+                          "torch": torch.__version__},
+              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "shape": args.shape,
+              "peak_memory": memory, "new_tokens": args.new_tokens, "runs": rows}
+    out = Path(args.out or REPO / "bench" / "results" / f"inference_{args.shape}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
