@@ -204,6 +204,29 @@ def test_llama_folder_missing_or_reshaped_weight_raises_naming_the_key(shapes_di
         build_llm(str(folder), None, None)
 
 
+def test_llama_folder_code_runs_only_when_the_config_trusts_it(shapes_dir, tmp_path):
+    import json
+
+    folder = tmp_path / "custom"
+    llama_folder(shapes_dir, folder)
+    (folder / "configuration_custom.py").write_text(
+        "from transformers import LlamaConfig\nclass CustomConfig(LlamaConfig):\n    model_type = 'custom_llama'\n")
+    (folder / "modeling_custom.py").write_text(  # importing it leaves a file behind, so we can tell it ran
+        f"open({str(tmp_path / 'code_ran')!r}, 'w').close()\n"
+        "from transformers import LlamaForCausalLM\nfrom .configuration_custom import CustomConfig\n"
+        "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="custom_llama", architectures=["CustomForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_custom.CustomConfig",
+                            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="custom needs the Python code it ships.*model.trust_remote_code: true"):
+        build_llm(str(folder), None, None)
+    assert not (tmp_path / "code_ran").exists()
+    model, _ = build_llm(str(folder), None, None, trust_remote_code=True)
+    assert type(model).__name__ == "CustomForCausalLM" and (tmp_path / "code_ran").exists()
+
+
 def test_weight_urls_and_missing_files_are_refused_before_building(shapes_dir, tmp_path):
     from minigpt.common.config import ConfigError
 

@@ -1,7 +1,7 @@
 """The language model: a transformers causal LM from a local folder, or random weights from a config.
 
-Real runs point `llama_model` at a Llama-2 / Vicuna folder in Hugging Face format (never downloaded,
-never `trust_remote_code`). Tests give `llama_config` (LlamaConfig arguments) plus a tokenizer folder,
+Real runs point `llama_model` at a Llama-2 / Vicuna folder in Hugging Face format (never downloaded;
+Python code shipped in the folder runs only with `model.trust_remote_code: true`). Tests give `llama_config` (LlamaConfig arguments) plus a tokenizer folder,
 which builds the same class with random weights, so both go through one code path afterwards.
 """
 from __future__ import annotations
@@ -19,15 +19,16 @@ from minigpt.models.tokenizer import load_tokenizer
 
 
 def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path: str | None,
-              dtype: torch.dtype = torch.float32, quantize_bits: int | None = None, device_map=None):
+              dtype: torch.dtype = torch.float32, quantize_bits: int | None = None, device_map=None,
+              trust_remote_code: bool = False):
     """-> (model, tokenizer). `quantize_bits` (8: LLM.int8, 4: NF4) quantises a folder's linear layers
     with bitsandbytes as they load."""
-    tokenizer = load_tokenizer(resolve_path(tokenizer_path or llama_model))
+    tokenizer = load_tokenizer(resolve_path(tokenizer_path or llama_model), trust_remote_code)
     if llama_model:
         path = resolve_path(llama_model)
         if not (Path(path) / "config.json").exists():
             raise FileNotFoundError(f"model.llama_model: '{path}' has no config.json (a Hugging Face model folder is expected)")
-        kwargs = {"dtype": dtype, "local_files_only": True}
+        kwargs = {"dtype": dtype, "local_files_only": True, "trust_remote_code": trust_remote_code}
         if quantize_bits:
             from transformers import BitsAndBytesConfig
 
@@ -54,8 +55,14 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
 def load_llm_folder(path: str, **kwargs) -> tuple[nn.Module, LoadReport]:
     """`from_pretrained`, made strict: transformers would initialise a missing or wrongly shaped weight
     at random and only warn, and a chat with a half-random Vicuna fails in ways hard to trace back."""
-    model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True,
-                                                       ignore_mismatched_sizes=True, **kwargs)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True,
+                                                           ignore_mismatched_sizes=True, **kwargs)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise ValueError(f"model.llama_model: {path} needs the Python code it ships (auto_map in its config.json) to "
+                         "load; set model.trust_remote_code: true if you trust that code") from None
     report = LoadReport(str(path), missing=sorted(info["missing_keys"]), unused=sorted(info["unexpected_keys"]))
     report.loaded = len(model.state_dict()) - len(report.missing)
     if info["mismatched_keys"]:

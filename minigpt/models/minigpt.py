@@ -88,7 +88,8 @@ class MiniGPT(nn.Module):
         quantize_bits = cfg.low_resource_bits if (cfg.low_resource and cfg.llama_model) else None
         device_map = {"": cfg.device_8bit if on_gpu else "cpu"} if quantize_bits else None
         llama_model, tokenizer = build_llm(cfg.llama_model, dict(cfg.llama_config), cfg.tokenizer,
-                                           dtype=llm_dtype, quantize_bits=quantize_bits, device_map=device_map)
+                                           dtype=llm_dtype, quantize_bits=quantize_bits, device_map=device_map,
+                                           trust_remote_code=cfg.trust_remote_code)
         if cfg.use_grad_checkpoint_llm:
             llama_model.gradient_checkpointing_enable()
         model = cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg),

@@ -73,7 +73,7 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 512
     return out_dir
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load a tokenizer folder: a Llama-2 / Vicuna HF folder or one written by `train_tokenizer`."""
     path = Path(path)
     tokenizer = None
@@ -82,7 +82,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     # (Never LlamaTokenizer(vocab_file=...): in transformers 5 that gives an empty 3-token vocabulary.)
     if any((path / name).exists() for name in ("tokenizer_config.json", "tokenizer.json", "config.json")):
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True,
+                                                      trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError):
             tokenizer = None
     if tokenizer is None:
