@@ -1,5 +1,6 @@
 """The composed model: shapes, frozen parts, the image splice, LLM loading paths, 8-bit inference."""
 import pickle
+import sys
 
 import pytest
 import torch
@@ -132,6 +133,20 @@ def test_llm_folder_loads_quantised(shapes_dir, tmp_path, bits, layer_type):
         expected, got = reference.llama_model(ids).logits, model.llama_model(ids).logits.float()
     assert (expected.argmax(-1) == got.argmax(-1)).float().mean() >= 0.5
     assert (expected - got).abs().max() < 0.3 * expected.abs().max()
+
+
+def test_low_resource_without_bitsandbytes_says_what_to_install(shapes_dir, tmp_path, monkeypatch):
+    from minigpt.models.llm import quantize_linear_layers
+
+    model = build(tiny_config(shapes_dir))
+    model.llama_model.save_pretrained(tmp_path / "llm")
+    model.tokenizer.save_pretrained(tmp_path / "llm")
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now fails, as where it is missing
+    with pytest.raises(ImportError, match=r"model.low_resource: 4-bit loading needs bitsandbytes.*pip install"):
+        quantize_linear_layers(model.llama_model, bits=4)
+    with pytest.raises(ImportError, match=r"model.low_resource: 8-bit loading needs bitsandbytes.*pip install"):
+        build(tiny_config(shapes_dir, f"model.llama_model={tmp_path}/llm", "model.parts.llm.mode=frozen",
+                          "model.low_resource=true"))
 
 
 def test_qformer_weights_that_are_not_a_checkpoint_are_refused_naming_the_file(shapes_dir):

@@ -32,6 +32,7 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
         if quantize_bits:
             from transformers import BitsAndBytesConfig
 
+            require_bitsandbytes(quantize_bits)
             kwargs["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if quantize_bits == 8 else
                                              BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                                 bnb_4bit_compute_dtype=dtype))
@@ -75,16 +76,23 @@ def load_llm_folder(path: str, **kwargs) -> tuple[nn.Module, LoadReport]:
     return model, report
 
 
+def require_bitsandbytes(bits: int):
+    """The bitsandbytes module, or an error that says how to get it (model.low_resource needs it)."""
+    try:
+        import bitsandbytes
+    except ImportError as error:
+        raise ImportError(f"model.low_resource: {bits}-bit loading needs bitsandbytes, which is not installed: "
+                          "pip install 'minigpt[gpu]' (or bitsandbytes alone)") from error
+    return bitsandbytes
+
+
 def quantize_linear_layers(module: nn.Module, bits: int = 8, compute_dtype: torch.dtype = torch.float32,
                            skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
     """Swap nn.Linear layers for bitsandbytes ones in place: int8 (bits=8) or NF4 (bits=4, computing in
     `compute_dtype`). For LLMs built from config + checkpoint: a folder is quantised by `from_pretrained`
     as it loads; bitsandbytes quantises when the weights are assigned and moved.
     """
-    try:
-        import bitsandbytes as bnb
-    except ImportError as error:
-        raise ImportError(f"{bits}-bit loading needs bitsandbytes: pip install 'minigpt[gpu]'") from error
+    bnb = require_bitsandbytes(bits)
     for name, child in list(module.named_children()):
         if name in skip:
             continue
