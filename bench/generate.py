@@ -1,7 +1,7 @@
 """Chat on one GPU: peak memory and decode speed of the demo path with the LLM in bf16, int8 and NF4.
 
-    python bench/inference.py                                  # on a GPU: Llama-2-7B and EVA ViT-g shapes
-    python bench/inference.py --shape tiny --device cpu        # the same steps at test size, on the CPU
+    python bench/generate.py                                  # on a GPU: Llama-2-7B and EVA ViT-g shapes
+    python bench/generate.py --shape tiny --device cpu        # the same steps at test size, on the CPU
 
 Nothing is downloaded: a Llama-2-7B-shaped LLM with random weights is written once as a Hugging Face
 folder (sharded safetensors, as the released folders are), and the shipped eval configs
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per timed answer")
     parser.add_argument("--work-dir", default="/tmp/minigpt-bench", help="where the random LLM folder is kept")
     parser.add_argument("--options", nargs="*", default=[], help="config overrides for every run: key=value")
-    parser.add_argument("--out", help="JSON results (default bench/results/inference_<shape>.json)")
+    parser.add_argument("--out", help="JSON results (default bench/results/generate_<shape>.json)")
     parser.add_argument("--mode", choices=tuple(MODES), help=argparse.SUPPRESS)  # one run, in a child process
     parser.add_argument("--llm", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,12 +189,12 @@ def main() -> None:
         print(f"{row['arch']:<11} {row['mode']:<5} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} {row['peak_gib_after_loading']:>12.2f} "
               f"{row['peak_gib_after_first_answer']:>14.2f} {row['prefill_s']:>10.3f} {row['decode_tokens_per_s']:>9.1f}")
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
-    result = {"benchmark": "inference", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    result = {"benchmark": "generate", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": {"platform": platform.platform(), "device": device_name, "cpus": os.cpu_count(),
                           "torch": torch.__version__},
               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "shape": args.shape,
               "peak_memory": memory, "new_tokens": args.new_tokens, "runs": rows}
-    out = Path(args.out or REPO / "bench" / "results" / f"inference_{args.shape}.json")
+    out = Path(args.out or REPO / "bench" / "results" / f"generate_{args.shape}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

@@ -1,12 +1,12 @@
-"""Smoke test of the inference benchmark at test size on the CPU (no timing asserts)."""
+"""Smoke test of the generation benchmark at test size on the CPU (no timing asserts)."""
 import json
 
 from conftest import run_script
 
 
-def test_inference_benchmark_loads_answers_and_times_each_mode(tmp_path):
+def test_generation_benchmark_loads_answers_and_times_each_mode(tmp_path):
     out = tmp_path / "result.json"
-    result = run_script(["bench/inference.py", "--shape", "tiny", "--device", "cpu", "--arch", "minigpt_v2",
+    result = run_script(["bench/generate.py", "--shape", "tiny", "--device", "cpu", "--arch", "minigpt_v2",
                          "--modes", "bf16", "nf4", "--new-tokens", "8", "--work-dir", str(tmp_path), "--out", str(out)])
     assert "tokens/s" in result.stdout
     runs = json.loads(out.read_text())["runs"]
