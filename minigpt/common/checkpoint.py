@@ -4,6 +4,7 @@
         model.safetensors    the model's own weights: trained parts, and parts not loaded from pretrained files
         training_state.pt    optimiser, grad scaler, step (tensors and numbers: loads with weights_only)
         config.yaml          the resolved config that produced it
+        deepspeed/           with DeepSpeed: each rank's optimiser partition
 
 A checkpoint is written to a temporary folder and renamed into place, so a killed run never leaves a
 half-written checkpoint behind. Anything pickled is loaded with `weights_only=True`.
@@ -27,12 +28,21 @@ from minigpt.models.key_names import released_key
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
 
 
+def staging_folder(output_dir: str | Path, step: int) -> Path:
+    """Where a checkpoint is written before it is renamed into place; the same path on every rank."""
+    return Path(output_dir) / f".checkpoint_{step:07d}.tmp"
+
+
 def save_checkpoint(output_dir: str | Path, step: int, weights: dict[str, torch.Tensor], training_state: dict,
-                    config=None) -> Path:
+                    config=None, staging: Path | None = None) -> Path:
+    """Write the checkpoint's files into `staging` (which other ranks may already have written into; a
+    fresh folder when None) and rename it to checkpoint_<step>."""
     final = Path(output_dir) / f"checkpoint_{step:07d}"
-    temporary = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
+    temporary = staging
+    if temporary is None:
+        temporary = final.with_name(f".{final.name}.tmp{os.getpid()}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
     save_file(weights, temporary / "model.safetensors")
     torch.save(training_state, temporary / "training_state.pt")
     if config is not None:

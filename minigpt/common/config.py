@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import braceexpand
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -268,6 +269,23 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
         for kind in ("vis_processor", "text_processor"):
             for split, processor in dataset[kind].items():
                 _check_processor(processor, f"{key}.{kind}.{split}", fail)
+    if run.deepspeed_config:
+        _validate_deepspeed(config, fail)
+
+
+def _validate_deepspeed(config: DictConfig, fail) -> None:
+    import importlib.util
+
+    from minigpt.runners.engines import deepspeed_settings  # the runners import this module
+
+    if importlib.util.find_spec("deepspeed") is None:
+        fail("run.deepspeed_config", "needs DeepSpeed, which is not installed: pip install 'minigpt[gpu]'")
+    run = config.run
+    micro_batch = next(iter(config.datasets.values())).batch_size or run.batch_size_train  # as the recipe takes it
+    try:
+        deepspeed_settings(run, micro_batch, run.device.startswith("cuda") and torch.cuda.is_available())
+    except (ValueError, OSError) as error:
+        fail("run.deepspeed_config", str(error))
 
 
 def _validate_adapters(model: DictConfig, fail) -> None:

@@ -141,6 +141,7 @@ class RunConfig:
     output_dir: str = "output"
     amp: bool = False
     amp_dtype: str = "bfloat16"
+    deepspeed_config: Optional[Any] = None  # a DeepSpeed JSON / YAML path or an inline mapping: ZeRO instead of DDP
     resume_ckpt_path: Optional[str] = None  # a checkpoint folder, or "latest" in output_dir
     ckpt_freq: Optional[int] = None  # also checkpoint every N steps (epoch ends always save)
     strict: bool = False  # raise on a bad sample instead of skipping and counting it

@@ -1,23 +1,24 @@
 """The training recipe: setup -> train -> save, in one loop that reads top to bottom.
 
-Runs as a plain process, or under `torchrun` as DDP (gloo on the CPU, nccl on GPUs). One optimiser
-step = `accum_grad_iters` micro-batches per rank; an epoch = `iters_per_epoch` steps.
+Runs as a plain process, or under `torchrun` as DDP (gloo on the CPU, nccl on GPUs), or with DeepSpeed
+ZeRO when `run.deepspeed_config` is set (see engines.py). One optimiser step = `accum_grad_iters`
+micro-batches per rank; an epoch = `iters_per_epoch` steps.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
-import math
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from minigpt.common import registry
-from minigpt.common.checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint
+from minigpt.common.checkpoint import (latest_checkpoint, load_training_state, load_weights, save_checkpoint,
+                                       staging_folder)
 from minigpt.common.config import save_config
 from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
@@ -25,6 +26,7 @@ from minigpt.common.registry import register_runner
 from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.loader import BatchStream, MixedBatches
+from minigpt.runners.engines import DeepSpeedEngine, PlainEngine, deepspeed_settings
 
 
 @register_runner("runner_base", "runner_iter")
@@ -64,25 +66,30 @@ class TrainRecipe:
         self.trainable = [p for group in groups for p in group["params"]]
         if not self.trainable:
             raise ValueError("nothing to train: every part of the model is frozen (see model.parts)")
-        self.optimizer = torch.optim.AdamW(groups, lr=run.init_lr, betas=(0.9, run.beta2))
+        optimizer = torch.optim.AdamW(groups, lr=run.init_lr, betas=(0.9, run.beta2))
         self.schedule = registry.get("lr_scheduler", run.lr_sched)(
             run.init_lr, run.min_lr, run.warmup_lr, run.warmup_steps, self.total_steps, self.iters_per_epoch,
             run.lr_decay_rate)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
 
-        self.step = 0
         resume = run.resume_ckpt_path
         if resume == "latest":
             resume = latest_checkpoint(run.output_dir)
         if resume:
-            self._resume(Path(resume))
-
-        self.ddp_model = self.model
-        if self.dist.distributed:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            load_weights(self.model, resume)  # before the engine: ZeRO-3 partitions the weights it is given
+        if run.deepspeed_config:
+            micro_batch = next(iter(self.batches.streams.values())).batch_size
+            self.engine = DeepSpeedEngine(self.model, optimizer, deepspeed_settings(run, micro_batch, self.device.type == "cuda"))
+        else:
             # With several adapters in play, each step leaves the inactive ones without gradients.
             routed = len(set(self.adapter_of.values())) > 1 and bool(self.model.adapters)
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=routed)
+            self.engine = PlainEngine(self.model, optimizer, self.dist, run.max_grad_norm,
+                                      fp16_scaling=use_amp and self.amp_dtype == torch.float16, find_unused_parameters=routed)
+        self.step = 0
+        if resume:
+            state = load_training_state(resume)
+            self.engine.load_state_dict(state, Path(resume))
+            self.step = state["step"]
+            self.print(f"resumed from {resume} at step {self.step}")
 
         self.output_dir = Path(run.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -118,14 +125,6 @@ class TrainRecipe:
             raise ValueError("run.iters_per_epoch: required for streamed or mixed data sets")
         return max(1, streams[0].batches_per_pass() // self.run.accum_grad_iters)
 
-    def _resume(self, checkpoint_dir: Path) -> None:
-        load_weights(self.model, checkpoint_dir)
-        state = load_training_state(checkpoint_dir)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = state["step"]
-        self.print(f"resumed from {checkpoint_dir} at step {self.step}")
-
     # ---- train ----------------------------------------------------------------------------------
     def train(self) -> None:
         run, accum = self.run, self.run.accum_grad_iters
@@ -142,7 +141,7 @@ class TrainRecipe:
             # Dropout draws depend on (seed, step, rank) only: a resumed run repeats them exactly.
             torch.manual_seed(run.seed + 1_000_003 * self.dist.rank + 7_919 * (self.step + 1))
             lr = self.schedule.lr_at(self.step)
-            for group in self.optimizer.param_groups:
+            for group in self.engine.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             for micro in range(accum):
                 name, batch = next(data)
@@ -150,20 +149,15 @@ class TrainRecipe:
                     self.model.adapters.use(self.adapter_of[name])
                 accounting.add(batch)
                 mix[name] += len(batch["ids"])
-                sync = micro == accum - 1 or not self.dist.distributed
-                with (contextlib.nullcontext() if sync else self.ddp_model.no_sync()):
+                with self.engine.accumulating(last_micro=micro == accum - 1):
                     loss = self._micro_step(batch) / accum
-                    self.scaler.scale(loss).backward()
+                    self.engine.backward(loss)
                 supervised = (batch["labels"] != -100).sum().item()
                 window["loss"] += loss.item()
                 window["samples"] += len(batch["ids"])
                 window["supervised"] += supervised
                 window["tokens"] += batch["attention_mask"].sum().item()
-            self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, run.max_grad_norm or math.inf)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            grad_norm = self.engine.step()
             self.step += 1
             window["steps"] += 1
             progress.update(1)
@@ -199,7 +193,7 @@ class TrainRecipe:
         if not batch["ids"]:  # every sample was skipped: a zero-weighted stand-in keeps DDP ranks in step
             batch, weight = self.collate.placeholder_batch(), 0.0
         with self.autocast():
-            loss = self.ddp_model(batch)["loss"] * weight
+            loss = self.engine.module(batch)["loss"] * weight
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step} on rank {self.dist.rank}, "
                                      f"samples {batch['ids']} (data sets {sorted(set(batch['datasets']))})")
@@ -207,10 +201,19 @@ class TrainRecipe:
 
     # ---- save -----------------------------------------------------------------------------------
     def save(self) -> None:
+        """Every rank writes its share into a staging folder (DeepSpeed's optimiser partitions), rank 0
+        the rest; then rank 0 renames it into place, so a checkpoint is either whole or absent."""
+        staging = staging_folder(self.output_dir, self.step)
         if self.dist.is_main:
-            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                     "step": self.step}
-            path = save_checkpoint(self.output_dir, self.step, self.model.checkpoint_weights(), state, self.config)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        barrier()
+        self.engine.save(staging)
+        with self.engine.gathered(list(self.model.parameters())):
+            weights = self.model.checkpoint_weights()
+        if self.dist.is_main:
+            state = {**self.engine.state_dict(), "step": self.step}
+            path = save_checkpoint(self.output_dir, self.step, weights, state, self.config, staging=staging)
             self.print(f"saved {path}")
         barrier()
 

@@ -1,0 +1,131 @@
+"""Two ranks on the CPU: DDP equals one process with doubled accumulation, and DeepSpeed ZeRO 1/2/3
+equals DDP (loss curve and weights), resumes, and checks its config."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, stage2_options
+from minigpt.common.checkpoint import read_weights
+from minigpt.common.config import ConfigError, load_config
+
+STAGE2 = "train_configs/tiny_stage2.yaml"
+BIN = os.path.dirname(sys.executable)
+# Accumulation and clipping on, so both reach DeepSpeed from our config; no dropout, whose masks differ by rank.
+STEPS = ["model.ckpt=null", "run.log_freq=1", "datasets.sharegpt4v.batch_size=8", "run.warmup_steps=2",
+         "run.iters_per_epoch=6", "run.ckpt_freq=3", "run.accum_grad_iters=2", "run.max_grad_norm=1.0",
+         "model.qformer_config.hidden_dropout_prob=0.0", "model.qformer_config.attention_probs_dropout_prob=0.0"]
+
+
+def train(launcher: list[str], data_dir, output_dir, *extra) -> dict[int, float]:
+    """Run train.py (on 2 ranks unless `launcher` is plain python); -> step -> loss."""
+    command = [*launcher, "train.py", "--cfg-path", STAGE2, "--options", *stage2_options(data_dir), *STEPS,
+               f"run.output_dir={output_dir}", *extra]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    curve = {}
+    for line in (output_dir / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            curve[record["step"]] = record["loss"]
+    return curve
+
+
+def torchrun(port: int) -> list[str]:
+    return [os.path.join(BIN, "torchrun"), "--nproc-per-node", "2", "--master-port", str(port)]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(shapes_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("ddp")
+    return train(torchrun(29541), shapes_dir, output), output
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_match_one_process_with_doubled_accumulation(shapes_dir, tmp_path, ddp_run):
+    ddp_curve, ddp_output = ddp_run
+    single_curve = train([sys.executable], shapes_dir, tmp_path, "run.accum_grad_iters=4")
+    assert list(single_curve) == list(ddp_curve) == list(range(1, 7))
+    assert list(ddp_curve.values()) == pytest.approx(list(single_curve.values()), rel=1e-4)
+    single_weights, ddp_weights = read_weights(tmp_path), read_weights(ddp_output)
+    assert all(torch.allclose(single_weights[k], ddp_weights[k], atol=1e-5) for k in single_weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, launcher", [(1, "deepspeed"), (2, "torchrun"), (3, "torchrun")])
+def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
+    ddp_curve, ddp_output = ddp_run
+    command = ([os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "--master_port", "29542"] if launcher == "deepspeed"
+               else torchrun(29543))
+    curve = train(command, shapes_dir, tmp_path, f"run.deepspeed_config=train_configs/deepspeed/zero{stage}.json")
+    assert list(curve) == list(ddp_curve) == list(range(1, 7))
+    assert list(curve.values()) == pytest.approx(list(ddp_curve.values()), rel=1e-4)
+    ours, expected = read_weights(tmp_path), read_weights(ddp_output)  # ZeRO-3 gathers its slices to save
+    assert ours.keys() == expected.keys()
+    assert all(torch.allclose(ours[key], expected[key], atol=1e-5) for key in expected)
+    checkpoint = tmp_path / "checkpoint_0000006"
+    assert len(list((checkpoint / "deepspeed").glob("*optim_states.pt"))) == 2  # one partition per rank
+    assert not list(checkpoint.glob("zero_to_*.py"))
+    if stage == 2:  # resume from the step-3 checkpoint: the same steps 4..6
+        resumed = train(torchrun(29544), shapes_dir, tmp_path / "resumed", "run.deepspeed_config=train_configs/deepspeed/zero2.json",
+                        f"run.resume_ckpt_path={tmp_path}/checkpoint_0000003")
+        assert list(resumed) == [4, 5, 6]
+        assert list(resumed.values()) == pytest.approx([curve[4], curve[5], curve[6]], rel=1e-5)
+
+
+def config_with(shapes_dir, tmp_path, deepspeed_config, *extra):
+    options = stage2_options(shapes_dir) + ["model.ckpt=null", f"run.output_dir={tmp_path}", *extra]
+    return load_config(REPO / STAGE2, options + [f"run.deepspeed_config={deepspeed_config}"])
+
+
+def test_deepspeed_config_takes_accumulation_clipping_and_batch_from_ours(shapes_dir, tmp_path):
+    from minigpt.runners.engines import deepspeed_settings
+
+    path = tmp_path / "zero2.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 4}))
+    config = config_with(shapes_dir, tmp_path, path, "run.accum_grad_iters=4", "run.max_grad_norm=2.0",
+                         "datasets.sharegpt4v.batch_size=6")
+    settings = deepspeed_settings(config.run, 6, on_gpu=False)
+    assert settings["gradient_accumulation_steps"] == 4 and settings["gradient_clipping"] == 2.0
+    assert settings["train_micro_batch_size_per_gpu"] == 6 and settings["zero_optimization"]["stage"] == 2
+    assert not settings["bf16"]["enabled"] and not settings["fp16"]["enabled"]  # AMP is for GPUs
+    with_amp = deepspeed_settings(load_config(REPO / STAGE2, stage2_options(shapes_dir) + [
+        "model.ckpt=null", "run.amp=true", "run.deepspeed_config={zero_optimization: {stage: 1}}"]).run, 6, on_gpu=True)
+    assert with_amp["bf16"]["enabled"] and not with_amp["fp16"]["enabled"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('{"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 8}',
+     "gradient_accumulation_steps is 8 there but 1 from run.accum_grad_iters"),
+    ('{"zero_optimization": {"stage": 2}, "train_batch_size": 64}', "leave out train_batch_size"),
+    ('{"zero_optimization": {"stage": 0}}', "stage 0 is plain data parallelism"),
+    (None, "does not exist"),
+])
+def test_bad_deepspeed_config_is_refused_before_building(shapes_dir, tmp_path, setting, message):
+    path = tmp_path / "ds.json"
+    if setting:
+        path.write_text(setting)
+    with pytest.raises(ConfigError, match="run.deepspeed_config") as error:
+        config_with(shapes_dir, tmp_path, path)
+    assert message in str(error.value)
+
+
+def test_deepspeed_checkpoint_files_load_weights_only(tmp_path):
+    """DeepSpeed pickles its optimiser partitions; ours are read with weights_only, so a payload never runs."""
+    from minigpt.runners.engines import weights_only_checkpoint_engine
+
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"optimizer_state_dict": Payload()}, tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        weights_only_checkpoint_engine().load(str(tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+    assert not marker.exists()
+    torch.save({"state": {"exp_avg": torch.ones(3)}, "ds_version": "0.19"}, tmp_path / "plain.pt")
+    assert torch.equal(weights_only_checkpoint_engine().load(str(tmp_path / "plain.pt"))["state"]["exp_avg"], torch.ones(3))
