@@ -69,6 +69,7 @@ class ModelConfig:
     lora_dropout: float = 0.05
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     use_grad_checkpoint_llm: bool = False
+    attn_implementation: str = "sdpa"  # the LLM's attention: sdpa (PyTorch's fused kernels), flash_attention_2, eager
 
     # Prompting and the token budget (image tokens count against max_txt_len).
     prompt: str = ""

@@ -20,7 +20,7 @@ from minigpt.models.tokenizer import load_tokenizer
 
 def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path: str | None,
               dtype: torch.dtype = torch.float32, quantize_bits: int | None = None, device_map=None,
-              trust_remote_code: bool = False):
+              trust_remote_code: bool = False, attn_implementation: str = "sdpa"):
     """-> (model, tokenizer). `quantize_bits` (8: LLM.int8, 4: NF4) quantises a folder's linear layers
     with bitsandbytes as they load."""
     tokenizer = load_tokenizer(resolve_path(tokenizer_path or llama_model), trust_remote_code)
@@ -28,7 +28,8 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
         path = resolve_path(llama_model)
         if not (Path(path) / "config.json").exists():
             raise FileNotFoundError(f"model.llama_model: '{path}' has no config.json (a Hugging Face model folder is expected)")
-        kwargs = {"dtype": dtype, "local_files_only": True, "trust_remote_code": trust_remote_code}
+        kwargs = {"dtype": dtype, "local_files_only": True, "trust_remote_code": trust_remote_code,
+                  "attn_implementation": attn_implementation}
         if quantize_bits:
             from transformers import BitsAndBytesConfig
 
@@ -46,7 +47,7 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             options.setdefault(name, getattr(tokenizer, name))
         config = AutoConfig.for_model(model_type, **options)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
                          f"{model.get_input_embeddings().num_embeddings}: they do not belong together")

@@ -89,9 +89,13 @@ class MiniGPT(nn.Module):
         device_map = {"": cfg.device_8bit if on_gpu else "cpu"} if quantize_bits else None
         llama_model, tokenizer = build_llm(cfg.llama_model, dict(cfg.llama_config), cfg.tokenizer,
                                            dtype=llm_dtype, quantize_bits=quantize_bits, device_map=device_map,
-                                           trust_remote_code=cfg.trust_remote_code)
+                                           trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
         if cfg.use_grad_checkpoint_llm:
-            llama_model.gradient_checkpointing_enable()
+            # Non-reentrant: gradients reach LoRA weights even though the LLM's own inputs need none.
+            if hasattr(llama_model, "activation_checkpointing_enable"):  # transformers >= 5 names it so
+                llama_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg),
                     qformer=qformer, num_query_token=cfg.num_query_token, max_txt_len=cfg.max_txt_len,
                     max_context_len=cfg.max_context_len, vision_dtype=vision_dtype)
