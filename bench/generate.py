@@ -16,28 +16,20 @@ Memory and speed do not depend on the weights' values, so random weights measure
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import LLAMA2_7B, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
 from minigpt.common.config import load_config  # noqa: E402
 from minigpt.conversation.chat import Chat, GenerationOptions  # noqa: E402
 from minigpt.conversation.template import USER  # noqa: E402
 from minigpt.models.inference import image_processor_for, load_for_inference, peak_memory_gib  # noqa: E402
 
-LLAMA2_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                 vocab_size=32000)
 CONFIGS = {  # (shape, arch) -> eval config
     ("7b", "minigpt4"): "eval_configs/minigpt4_eval.yaml",
     ("7b", "minigpt_v2"): "eval_configs/minigptv2_eval.yaml",
@@ -53,7 +45,7 @@ def write_random_llm(folder: Path, shape: str, device: torch.device) -> Path:
     from omegaconf import OmegaConf
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from minigpt.models.tokenizer import load_tokenizer, train_tokenizer
+    from minigpt.models.tokenizer import load_tokenizer
 
     if (folder / "config.json").exists():
         return folder
@@ -61,10 +53,7 @@ def write_random_llm(folder: Path, shape: str, device: torch.device) -> Path:
         options = dict(LLAMA2_7B)
     else:
         options = dict(OmegaConf.to_container(OmegaConf.load(REPO / CONFIGS[("tiny", "minigpt_v2")]).model.llama_config))
-    tokenizer_dir = folder.parent / f"{folder.name}-tokenizer"
-    texts = [f"a {colour} {shape} on the {side} of the image" for colour in ("red", "green", "blue", "yellow")
-             for shape in ("square", "circle", "triangle") for side in ("left", "right", "top", "bottom")]
-    tokenizer = load_tokenizer(train_tokenizer(texts * 4, tokenizer_dir, vocab_size=300))
+    tokenizer = load_tokenizer(small_tokenizer(folder.parent / f"{folder.name}-tokenizer"))
     model_type = options.pop("model_type")
     options.setdefault("vocab_size", len(tokenizer))
     config = AutoConfig.for_model(model_type, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
@@ -163,20 +152,16 @@ def main() -> None:
 
     if args.mode:
         args.arch = args.arch[0]
-        print("RESULT " + json.dumps(run_mode(args)), flush=True)
+        report(run_mode(args))
         return
     llm = write_random_llm(Path(args.work_dir) / f"llm-{args.shape}", args.shape, torch.device(args.device))
     torch.cuda.empty_cache()  # the random model is gone; give its memory back before the runs start
     rows = []
     for arch in args.arch:
         for mode in args.modes:
-            command = [sys.executable, __file__, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
+            command = [__file__, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
                        "--device", args.device, "--new-tokens", str(args.new_tokens), "--options", *args.options]
-            result = subprocess.run(command, capture_output=True, text=True)
-            lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-            if result.returncode or not lines:
-                sys.exit(f"{arch} {mode} failed:\n{result.stderr[-4000:]}")
-            rows.append({"arch": arch, **json.loads(lines[-1].removeprefix("RESULT "))})
+            rows.append({"arch": arch, **run_child(command, f"{arch} {mode}")})
             row = rows[-1]
             print(f"{arch:<11} {mode:<5} LLM weights {row['llm_weights_gib']:6.2f} GiB, peak {row['peak_gib_after_loading']:6.2f} "
                   f"/ {row['peak_gib_after_first_answer']:6.2f} GiB, prefill {row['prefill_s']:.3f} s, "
@@ -188,16 +173,8 @@ def main() -> None:
     for row in rows:
         print(f"{row['arch']:<11} {row['mode']:<5} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} {row['peak_gib_after_loading']:>12.2f} "
               f"{row['peak_gib_after_first_answer']:>14.2f} {row['prefill_s']:>10.3f} {row['decode_tokens_per_s']:>9.1f}")
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor()
-    result = {"benchmark": "generate", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "device": device_name, "cpus": os.cpu_count(),
-                          "torch": torch.__version__},
-              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "shape": args.shape,
-              "peak_memory": memory, "new_tokens": args.new_tokens, "runs": rows}
-    out = Path(args.out or REPO / "bench" / "results" / f"generate_{args.shape}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(Path(args.out or REPO / "bench" / "results" / f"generate_{args.shape}.json"), "generate", args.device,
+                 {"shape": args.shape, "peak_memory": memory, "new_tokens": args.new_tokens, "runs": rows})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""What the benchmarks share: the 7B shape, a small tokenizer, one process per measurement, the result file."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+LLAMA2_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                 vocab_size=32000)
+H100_BF16_FLOPS = 989e12  # dense bf16 tensor-core peak of an H100 SXM
+
+
+def small_tokenizer(folder: Path) -> Path:
+    """A sentencepiece tokenizer trained on a few sentences: random-weight models need only token ids."""
+    from minigpt.models.tokenizer import train_tokenizer
+
+    texts = [f"a {colour} {shape} on the {side} of the image" for colour in ("red", "green", "blue", "yellow")
+             for shape in ("square", "circle", "triangle") for side in ("left", "right", "top", "bottom")]
+    templates = ["###Human: <Img><ImageHere></Img> Describe this image in detail. ###Assistant: ",
+                 "[INST] <Img><ImageHere></Img> Describe the image briefly. [/INST] "]
+    return train_tokenizer((texts + templates) * 4, folder, vocab_size=512)
+
+
+def run_child(command: list[str], what: str) -> dict:
+    """Run one measurement in its own process (so its peak memory starts from zero); -> its RESULT line."""
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode or not lines:
+        sys.exit(f"{what} failed:\n{result.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def report(result: dict) -> None:
+    """The child's side of run_child."""
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def write_result(out: Path, benchmark: str, device: str, fields: dict) -> None:
+    device_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor()
+    result = {"benchmark": benchmark, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"platform": platform.platform(), "device": device_name, "cpus": os.cpu_count(),
+                          "torch": torch.__version__},
+              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), **fields}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")

@@ -1,0 +1,228 @@
+"""Training step throughput: our MiniGPT-4 against the same model assembled from transformers' BLIP-2.
+
+    python bench/train_throughput.py --preset tiny --device cpu     # tiny_stage2 shapes, on the CPU
+    python bench/train_throughput.py --preset 7b                    # on a GPU: EVA ViT-g, Q-Former, Llama-2-7B shape
+
+The baseline is what a user would write instead: `Blip2ForConditionalGeneration` with a Llama language
+model of identical shapes, the vision model, Q-Former and LLM frozen with requires_grad_(False), the
+projection trained by AdamW, bf16 autocast on a GPU. Ours is the recipe's step: `from_config` as
+train.py builds it, AdamW over the trainable groups, the same autocast. Both see the same batches
+(random weights, random images, the same token ids and labels). Two stages, as MiniGPT-4 trains:
+- stage1: short captions (about 20 tokens) in big batches;
+- stage2: instruction answers (about 100 tokens) in the stage-2 template, batch 12.
+Reported: samples/s, tokens/s (attention-mask tokens), peak memory (GPU allocations, or the process's
+peak resident set on the CPU), on a GPU the model FLOPs utilisation, and ours / baseline. Times are
+medians over --steps steps after --warmup steps. On a GPU each model runs alone in its own process; on
+a (shared, drifting) CPU the two take turns step by step in one process, and peak memory comes from a
+short run of each alone.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import H100_BF16_FLOPS, LLAMA2_7B, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
+from minigpt.common import registry  # noqa: E402
+from minigpt.common.config import load_config  # noqa: E402
+from minigpt.conversation.template import ASSISTANT, USER  # noqa: E402
+from minigpt.models.inference import peak_memory_gib  # noqa: E402
+
+PRESETS = {  # config the model section comes from, its overrides, and per stage: (batch size, answer words)
+    "tiny": ("train_configs/tiny_stage2.yaml", ["model.max_txt_len=200"], {"stage1": (32, 20), "stage2": (12, 100)}),
+    "7b": ("train_configs/minigpt4_stage2_finetune.yaml", ["model.llama_model=null", "model.vit_weights=null",
+                                                           "model.q_former_model=null"], {"stage1": (64, 20), "stage2": (12, 100)}),
+}
+FROZEN = ["model.parts.vision_encoder.mode=frozen", "model.parts.qformer.mode=frozen", "model.parts.llm.mode=frozen",
+          "model.parts.projector.mode=full", "model.ckpt=null", "model.prompt_path=null"]
+
+
+def model_config(preset: str, tokenizer: Path):
+    path, overrides, _ = PRESETS[preset]
+    options = [*overrides, *FROZEN, f"model.tokenizer={tokenizer}"]
+    if preset == "7b":
+        options += [f"model.llama_config.{key}={value}" for key, value in LLAMA2_7B.items()]
+    return load_config(REPO / path, options, for_training=False).model
+
+
+def batches(model, image_size: int, stage: str, batch_size: int, words: int, count: int = 3) -> list[dict]:
+    """`count` collated batches of random images and text of the stage's length."""
+    generator = torch.Generator().manual_seed(0)
+    vocabulary = "red green blue yellow square circle triangle left right top bottom of the image a on".split()
+    question = "Describe this image in detail." if stage == "stage2" else "Describe the image briefly."
+    result = []
+    for _ in range(count):
+        samples = []
+        for index in range(batch_size):
+            length = words + int(torch.randint(-words // 4, words // 4 + 1, (1,), generator=generator))
+            answer = " ".join(vocabulary[int(i)] for i in torch.randint(len(vocabulary), (length,), generator=generator))
+            samples.append({"id": str(index), "image": torch.randn(3, image_size, image_size, generator=generator),
+                            "turns": [(USER, question), (ASSISTANT, answer)]})
+        result.append(model.collator()(samples))
+    return result
+
+
+class Ours:
+    def __init__(self, cfg, device: torch.device, compute_dtype: torch.dtype):
+        self.model = registry.get("model", cfg.arch).from_config(cfg, device, compute_dtype).train()
+        self.optimizer = torch.optim.AdamW(self.model.param_groups(0.05, {}), lr=1e-5)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return self.model(batch)["loss"]
+
+
+class Baseline:
+    """transformers' BLIP-2 with a Llama language model of the same shapes; frozen parts as a user freezes them."""
+
+    def __init__(self, cfg, ours_model, device: torch.device):
+        from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+        vit, llm = ours_model.visual_encoder, ours_model.llama_model.config
+        block = vit.blocks[0]
+        vision = dict(hidden_size=vit.num_features, intermediate_size=block.mlp.fc1.out_features,
+                      num_hidden_layers=len(vit.blocks), num_attention_heads=block.attn.num_heads,
+                      image_size=cfg.image_size, patch_size=vit.patch_embed.patch_size[0], qkv_bias=True)
+        qformer = {**ours_model.Qformer.config.to_dict(), "encoder_hidden_size": vit.num_features}
+        self.image_token_id = llm.vocab_size  # one new token marks the image positions
+        text = {**llm.to_dict(), "vocab_size": llm.vocab_size + 1}
+        config = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
+                             num_query_tokens=cfg.num_query_token, image_token_index=self.image_token_id)
+        self.model = Blip2ForConditionalGeneration(config).to(device).train()
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name.startswith("language_projection."))
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-5)
+        self.device = device
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        input_ids = batch["input_ids"].masked_fill(batch["image_slots"], self.image_token_id).to(self.device)
+        return self.model(pixel_values=batch["images"].to(self.device), input_ids=input_ids,
+                          attention_mask=batch["attention_mask"].to(self.device), labels=batch["labels"].to(self.device)).loss
+
+
+def step_flops(model, batch: dict) -> float:
+    """Model FLOPs of one step: 2 per weight per token forward in every part, plus the LLM's backward to
+    its inputs (2 more; no weight gradients in frozen parts); the projector's weight gradients are noise."""
+    vit_params = sum(p.numel() for p in model.visual_encoder.parameters())
+    qformer_params = sum(p.numel() for p in model.Qformer.parameters()) if model.Qformer is not None else 0
+    llm_params = sum(p.numel() for p in model.llama_model.parameters())
+    images, tokens = batch["images"].shape[0], int(batch["attention_mask"].sum())
+    vit_tokens = model.visual_encoder.patch_embed.num_patches + 1
+    return 2 * vit_params * vit_tokens * images + 2 * qformer_params * model.num_image_tokens * images + 4 * llm_params * tokens
+
+
+def timed_steps(runners: dict, data: list[dict], warmup: int, steps: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per training step of each runner, the runners taking turns step by step, so that a drift
+    in the machine's speed (a shared CPU) falls on all of them alike."""
+    on_gpu = device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
+    times = {name: [] for name in runners}
+    for index in range(warmup + steps):
+        batch = data[index % len(data)]
+        for name, runner in runners.items():
+            if on_gpu:
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with autocast():
+                loss = runner.loss(batch)
+            loss.backward()
+            runner.optimizer.step()
+            runner.optimizer.zero_grad(set_to_none=True)
+            if on_gpu:
+                torch.cuda.synchronize(device)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def measure(args) -> list[dict]:
+    """One child: `--model ours|baseline` alone (speed and peak memory), or `both` taking turns (speed only)."""
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    cfg = model_config(args.preset, Path(args.tokenizer))
+    torch.manual_seed(0)
+    ours = Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32)
+    batch_size, words = PRESETS[args.preset][2][args.stage]
+    data = batches(ours.model, cfg.image_size, args.stage, batch_size, words)
+    flops = step_flops(ours.model, data[0])
+    names = ["ours", "baseline"] if args.model == "both" else [args.model]
+    runners = {name: ours if name == "ours" else Baseline(cfg, ours.model, device) for name in names}
+    del ours
+    if on_gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times = timed_steps(runners, data, args.warmup, args.steps, device)
+    tokens = statistics.mean(int(b["attention_mask"].sum()) for b in data)
+    rows = []
+    for name, seconds in times.items():
+        step = statistics.median(seconds)
+        row = {"stage": args.stage, "model": name, "batch_size": batch_size, "tokens_per_sample": round(tokens / batch_size, 1),
+               "step_s": round(step, 4), "samples_per_s": round(batch_size / step, 2), "tokens_per_s": round(tokens / step, 1)}
+        if len(runners) == 1:
+            row["peak_memory_gib"] = round(peak_memory_gib(device), 3)
+        if on_gpu:
+            row["mfu"] = round(flops / step / H100_BF16_FLOPS, 4)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="7b")
+    parser.add_argument("--stages", nargs="+", choices=("stage1", "stage2"), default=["stage1", "stage2"])
+    parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", help="JSON results (default bench/results/train_throughput_<preset>.json)")
+    parser.add_argument("--stage", choices=("stage1", "stage2"), help=argparse.SUPPRESS)  # one measurement, in a child
+    parser.add_argument("--model", choices=("ours", "baseline", "both"), help=argparse.SUPPRESS)
+    parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.stage:
+        report({"rows": measure(args)})
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = small_tokenizer(Path(folder) / "tokenizer")
+        for stage in args.stages:
+            def child(model: str, warmup: int, steps: int) -> list[dict]:
+                command = [__file__, "--preset", args.preset, "--stage", stage, "--model", model, "--device", args.device,
+                           "--warmup", str(warmup), "--steps", str(steps), "--tokenizer", str(tokenizer)]
+                return run_child(command, f"{stage} {model}")["rows"]
+
+            if args.device.startswith("cuda"):  # steady timings: each model alone, speed and memory in one run
+                stage_rows = child("ours", args.warmup, args.steps) + child("baseline", args.warmup, args.steps)
+            else:  # a shared CPU drifts: time the two taking turns, then each alone for its peak memory
+                stage_rows = child("both", args.warmup, args.steps)
+                for row in stage_rows:
+                    row["peak_memory_gib"] = child(row["model"], 1, 1)[0]["peak_memory_gib"]
+            rows += stage_rows
+            print(f"{stage}: " + ", ".join(f"{r['model']} {r['samples_per_s']} samples/s" for r in stage_rows), file=sys.stderr)
+    ratios = {}
+    for stage in args.stages:
+        ours, base = (next(r for r in rows if r["stage"] == stage and r["model"] == m) for m in ("ours", "baseline"))
+        ratios[stage] = {"throughput": round(ours["samples_per_s"] / base["samples_per_s"], 3),
+                         "peak_memory": round(ours["peak_memory_gib"] / base["peak_memory_gib"], 3)}
+
+    mfu = "mfu" in rows[0]
+    print(f"\n{'stage':<7} {'model':<9} {'batch':>5} {'tok/sample':>10} {'samples/s':>10} {'tokens/s':>10} {'peak GiB':>9}"
+          + (f" {'MFU':>6}" if mfu else "") + f"   ({args.preset} preset on {args.device})")
+    for row in rows:
+        print(f"{row['stage']:<7} {row['model']:<9} {row['batch_size']:>5} {row['tokens_per_sample']:>10} {row['samples_per_s']:>10.2f} "
+              f"{row['tokens_per_s']:>10.1f} {row['peak_memory_gib']:>9.2f}" + (f" {row['mfu']:>6.1%}" if mfu else ""))
+    for stage, ratio in ratios.items():
+        print(f"{stage}: ours / baseline throughput {ratio['throughput']:.2f}x, peak memory {ratio['peak_memory']:.2f}x")
+    write_result(Path(args.out or REPO / "bench" / "results" / f"train_throughput_{args.preset}.json"), "train_throughput",
+                 args.device, {"preset": args.preset, "warmup": args.warmup, "steps": args.steps, "runs": rows, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main()
