@@ -1,6 +1,7 @@
 """Shared fixtures: a small synthetic-shapes data set with its tokenizer, and tiny-config helpers."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,16 @@ def stage2_options(data_dir: Path) -> list[str]:
         f"datasets.sharegpt4v.build_info.ann_path={data_dir}/train.json",
         f"datasets.sharegpt4v.build_info.image_path={data_dir}/images",
     ]
+
+
+def losses(output_dir: Path) -> dict[int, float]:
+    """Step -> loss; a resumed run re-logs steps after its checkpoint, and the last entry wins."""
+    curve = {}
+    for line in (output_dir / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            curve[record["step"]] = record["loss"]
+    return curve
 
 
 def run_script(args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, stage2_options
+from conftest import REPO, losses, stage2_options
 from minigpt.common.checkpoint import read_weights
 from minigpt.common.config import ConfigError, load_config
 
@@ -26,12 +26,7 @@ def train(launcher: list[str], data_dir, output_dir, *extra) -> dict[int, float]
                f"run.output_dir={output_dir}", *extra]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
-    curve = {}
-    for line in (output_dir / "log.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            curve[record["step"]] = record["loss"]
-    return curve
+    return losses(output_dir)
 
 
 def torchrun(port: int) -> list[str]:

@@ -1,5 +1,4 @@
 """The training recipe through the real train.py: kill-and-resume, NaN stop, wandb (DDP and ZeRO: test_distributed.py)."""
-import json
 import signal
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, run_script, stage2_options
+from conftest import REPO, losses, run_script, stage2_options
 from minigpt.common.checkpoint import read_weights
 
 STAGE2 = "train_configs/tiny_stage2.yaml"
@@ -18,16 +17,6 @@ def options(shapes_dir, output_dir, *extra):
     return stage2_options(shapes_dir) + [
         "model.ckpt=null", f"run.output_dir={output_dir}", "run.log_freq=1", "datasets.sharegpt4v.batch_size=8",
         "run.warmup_steps=5", *extra]
-
-
-def losses(output_dir) -> dict[int, float]:
-    """Step -> loss; a resumed run re-logs steps after its checkpoint, and the last entry wins."""
-    curve = {}
-    for line in (output_dir / "log.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            curve[record["step"]] = record["loss"]
-    return curve
 
 
 @pytest.mark.slow
