@@ -1,8 +1,9 @@
 """The language model: a transformers causal LM from a local folder, or random weights from a config.
 
 Real runs point `llama_model` at a Llama-2 / Vicuna folder in Hugging Face format (never downloaded;
-Python code shipped in the folder runs only with `model.trust_remote_code: true`). Tests give `llama_config` (LlamaConfig arguments) plus a tokenizer folder,
-which builds the same class with random weights, so both go through one code path afterwards.
+Python code shipped in the folder runs only with `model.trust_remote_code: true`). Tests give
+`llama_config` (LlamaConfig arguments) plus a tokenizer folder, which builds the same class with
+random weights, so both go through one code path afterwards.
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ The recipe is the same loop either way; it asks its engine for four things:
         engine.backward(loss)
     grad_norm = engine.step()                # clip, optimiser step, zero the gradients
 
-and `save(folder)` / `load(folder)` for the optimiser state in a checkpoint. DeepSpeed keeps its
-optimiser partitions in `<checkpoint>/deepspeed/`, one file per rank, written and read by every rank.
+and for checkpoints `state_dict()` (into rank 0's training_state.pt), `save(folder)` (files every rank
+writes) and `load_state_dict(state, folder)`. DeepSpeed keeps its optimiser partitions in
+`<checkpoint>/deepspeed/`, one file per rank, written and read by every rank.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class PlainEngine:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, dist: DistInfo, max_grad_norm: float | None,
                  fp16_scaling: bool, find_unused_parameters: bool = False):
-        self.model, self.optimizer = model, optimizer
+        self.optimizer = optimizer
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         self.max_grad_norm = max_grad_norm or math.inf
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_scaling)
