@@ -38,3 +38,47 @@ def test_every_attention_runs_through_pytorch_sdpa(shapes_dir):
     assert all(block.attn.fused_attn for block in model.visual_encoder.blocks)  # timm calls F.scaled_dot_product_attention
     eager = build(tiny_config(shapes_dir, "model.attn_implementation=eager"))
     assert eager.llama_model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("qformer_mode", ["frozen", "full"])
+def test_feature_cache_serves_the_same_features_and_misses_new_pixels(shapes_dir, qformer_mode):
+    options = [f"model.parts.qformer.mode={qformer_mode}", *NO_DROPOUT]
+    plain = build(tiny_config(shapes_dir, *options)).train()
+    cached = build(tiny_config(shapes_dir, *options, "model.feature_cache_gb=0.01")).train()
+    images = torch.randn(3, 3, 64, 64)
+    for _ in range(2):  # the second pass is served from the cache
+        assert torch.equal(cached.encode_image(images), plain.encode_image(images))
+    cache = cached.feature_cache
+    assert (cache.misses, cache.hits) == (3, 3)
+    stored = next(iter(cache.entries.values()))
+    assert stored.shape == ((8, 64) if qformer_mode == "frozen" else (1 + 16 * 16, 64))  # Q-Former output or ViT tokens
+    cached.encode_image(images + 0.01)  # new pixels (an augmentation): computed, not served
+    assert cache.misses == 6
+    if qformer_mode == "full":  # the trained Q-Former runs after the cache, and gets its gradients
+        cached(batch_for(cached, images[:1]))["loss"].backward()
+        assert cached.Qformer.encoder.layer[0].attention.attention.query.weight.grad is not None
+
+
+def test_feature_cache_stays_within_its_size_and_keys_on_the_weights(shapes_dir):
+    from minigpt.models.feature_cache import FeatureCache
+
+    model = build(tiny_config(shapes_dir, "model.parts.qformer.mode=frozen"))
+    row_bytes = 8 * 64 * 4
+    model.feature_cache = FeatureCache(max_bytes=5 * row_bytes)
+    model.encode_image(torch.randn(8, 3, 64, 64))
+    assert len(model.feature_cache.entries) == 5 and model.feature_cache.bytes == 5 * row_bytes  # oldest 3 evicted
+    other = build(tiny_config(shapes_dir, "model.parts.qformer.mode=frozen"))
+    with torch.no_grad():
+        other.visual_encoder.blocks[0].attn.proj.weight.add_(0.01)
+    other.feature_cache = FeatureCache(max_bytes=5 * row_bytes)
+    image = torch.randn(1, 3, 64, 64)
+    model.encode_image(image), other.encode_image(image)
+    assert model.feature_cache.fingerprint != other.feature_cache.fingerprint
+    assert model.feature_cache.key(image[0]) != other.feature_cache.key(image[0])
+
+
+def test_feature_cache_needs_a_frozen_vision_encoder(shapes_dir):
+    from minigpt.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.feature_cache_gb.*frozen vision encoder"):
+        tiny_config(shapes_dir, "model.feature_cache_gb=1", "model.parts.vision_encoder.mode=full")

@@ -68,3 +68,24 @@ def test_wandb_offline_run_logs_beside_the_local_log(shapes_dir, tmp_path):
     assert list(losses(out)) == [1, 2, 3]
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "wandb wrote no offline run"
+
+
+def test_feature_cache_gives_the_same_loss_curve(shapes_dir, tmp_path, capsys):
+    """Two passes over 40 images (5 batches of 8): the second pass is served from the cache."""
+    from minigpt.common.config import load_config
+    from minigpt.runners.train_recipe import TrainRecipe
+
+    curves = {}
+    for name, extra in (("plain", []), ("cached", ["model.feature_cache_gb=0.05"])):
+        config = load_config(REPO / STAGE2, options(shapes_dir, tmp_path / name, "run.iters_per_epoch=5", "run.max_epoch=2",
+                                                    "datasets.sharegpt4v.subsample_count=40",
+                                                    "model.parts.qformer.mode=frozen", *extra))
+        recipe = TrainRecipe(config)
+        recipe.setup()
+        recipe.train()
+        recipe.close()
+        curves[name] = losses(tmp_path / name)
+    assert list(curves["cached"]) == list(range(1, 11))
+    assert list(curves["cached"].values()) == pytest.approx(list(curves["plain"].values()), rel=1e-6)
+    assert "epoch 1 feature cache: 40 images" in capsys.readouterr().out
+    assert recipe.model.feature_cache.hits == 40 and recipe.model.feature_cache.misses == 40

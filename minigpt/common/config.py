@@ -216,6 +216,9 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
         fail("model.lora_r", "parts.llm.mode is 'lora' but lora_r is 0")
     if model.low_resource_bits not in (4, 8):
         fail("model.low_resource_bits", f"{model.low_resource_bits} is not 8 (LLM.int8) or 4 (NF4)")
+    if model.feature_cache_gb < 0 or (model.feature_cache_gb > 0 and model.parts.vision_encoder.mode != "frozen"):
+        fail("model.feature_cache_gb", f"{model.feature_cache_gb}: a size in GiB (> 0 turns the cache on), and only a "
+                                       "frozen vision encoder (parts.vision_encoder.mode: frozen) has features to cache")
     if model.attn_implementation not in ("sdpa", "flash_attention_2", "eager"):
         fail("model.attn_implementation", f"'{model.attn_implementation}' is not one of sdpa, flash_attention_2, eager")
     if model.vit_precision not in ("fp16", "fp32", "bf16"):

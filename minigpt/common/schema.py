@@ -47,6 +47,7 @@ class ModelConfig:
     drop_path_rate: float = 0.0
     use_grad_checkpoint: bool = False
     vit_precision: str = "fp16"
+    feature_cache_gb: float = 0.0  # > 0: keep a frozen encoder's image features in memory, up to this size
     freeze_vit: Optional[bool] = None  # legacy switch for parts.vision_encoder.mode
 
     # Projector: a BLIP-2 Q-Former + linear layer, or (has_qformer: false) 4 concatenated tokens + linear.

@@ -23,6 +23,7 @@ from minigpt.common.schema import PART_NAMES
 from minigpt.conversation.template import PromptTemplate
 from minigpt.datasets.collator import ConversationCollator
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
+from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.llm import build_llm
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.vision_encoder import PRESETS, build_vision_encoder, num_patches
@@ -68,6 +69,7 @@ class MiniGPT(nn.Module):
         self.part_modes = {part: "full" for part in PART_NAMES}
         self.pretrained_parts: set[str] = set()  # parts whose weights come from files outside our checkpoints
         self.adapters: TaskAdapters | None = None  # task adapters (ConLoRA), see attach_adapters
+        self.feature_cache: FeatureCache | None = None  # frozen image features by content (model.feature_cache_gb)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -115,6 +117,8 @@ class MiniGPT(nn.Module):
         model.visual_encoder.to(vision_dtype)
         if cfg.adapters:
             model.attach_adapters(cfg.adapters, cfg.adapter)
+        if cfg.feature_cache_gb > 0:
+            model.feature_cache = FeatureCache(int(cfg.feature_cache_gb * 2**30))
         return model
 
     def attach_adapters(self, configs: dict, selection: str = "auto") -> TaskAdapters:
@@ -198,30 +202,45 @@ class MiniGPT(nn.Module):
         return self.llama_proj.weight.device
 
     # ---- forward --------------------------------------------------------------------------------
-    def _grad_context(self, part: str):
-        """No autograd graph through a frozen part, unless a trainable task adapter sits inside it."""
+    def _is_frozen(self, part: str) -> bool:
+        """Frozen, and no trainable task adapter inside it: its output depends on its input alone."""
         if self.part_modes[part] != "frozen":
-            return contextlib.nullcontext()
-        if self.adapters and self.adapters.trainable and any(
-                p.requires_grad for item in self.part_modules()[part] if isinstance(item, nn.Module)
-                for p in item.parameters()):
-            return contextlib.nullcontext()
-        return torch.no_grad()
+            return False
+        return not (self.adapters and self.adapters.trainable and any(
+            p.requires_grad for item in self.part_modules()[part] if isinstance(item, nn.Module) for p in item.parameters()))
+
+    def _grad_context(self, part: str):
+        """No autograd graph through a frozen part."""
+        return torch.no_grad() if self._is_frozen(part) else contextlib.nullcontext()
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] -> image_embeds [B, num_image_tokens, D_llm]."""
+        cache = self.feature_cache if self._is_frozen("vision_encoder") else None
+        through_qformer = cache is not None and self.Qformer is not None and self._is_frozen("qformer")
+        if cache is not None:  # the frozen stack's output, by image content
+            frozen = [*self.part_modules()["vision_encoder"], *(self.part_modules()["qformer"] if through_qformer else [])]
+            features = cache(images, lambda pixels: self._frozen_features(pixels, through_qformer), frozen)
+        else:
+            features = self._frozen_features(images, through_qformer=False)
+        if self.Qformer is not None and not through_qformer:
+            features = self._query_tokens_out(features)
+        elif self.Qformer is None:
+            batch, num, width = features[:, 1:].shape  # [B, P, C] without CLS
+            features = features[:, 1:].reshape(batch, num // CONCAT_TOKENS, CONCAT_TOKENS * width)  # [B, P/4, 4C]
+        return self.llama_proj(features)
+
+    def _frozen_features(self, images: torch.Tensor, through_qformer: bool) -> torch.Tensor:
+        """The vision encoder's tokens [B, 1 + P, C] (or, through the Q-Former, its output [B, Q, H])."""
         with self._grad_context("vision_encoder"):
             image_features = self.ln_vision(self.visual_encoder.forward_features(images.to(self.vision_dtype)))
         image_features = image_features.to(self.llama_proj.weight.dtype)  # [B, 1 + P, C]
-        if self.Qformer is not None:
-            with self._grad_context("qformer"):
-                query_embeds = self.query_tokens.expand(image_features.shape[0], -1, -1)
-                tokens = self.Qformer(query_embeds=query_embeds, encoder_hidden_states=image_features).last_hidden_state
-        else:
-            patches = image_features[:, 1:]  # [B, P, C] without CLS
-            batch, num, width = patches.shape
-            tokens = patches.reshape(batch, num // CONCAT_TOKENS, CONCAT_TOKENS * width)  # [B, P/4, 4C]
-        return self.llama_proj(tokens)
+        return self._query_tokens_out(image_features) if through_qformer else image_features
+
+    def _query_tokens_out(self, image_features: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + P, C] -> the Q-Former's query outputs [B, Q, H]."""
+        with self._grad_context("qformer"):
+            query_embeds = self.query_tokens.expand(image_features.shape[0], -1, -1)
+            return self.Qformer(query_embeds=query_embeds, encoder_hidden_states=image_features).last_hidden_state
 
     def embed_inputs(self, input_ids: torch.Tensor, image_slots: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings [B, T, D] with the image slots filled by image_embeds, in batch order."""

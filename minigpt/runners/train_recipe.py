@@ -182,6 +182,8 @@ class TrainRecipe:
                 first_step = max(counted_from, epoch * self.iters_per_epoch)
                 since = f" (from step {first_step}, where this run resumed)" if first_step > epoch * self.iters_per_epoch else ""
                 self.print(f"epoch {epoch} samples{since}: {SampleAccounting.describe(samples)}")
+                if self.model.feature_cache is not None:
+                    self.print(f"epoch {epoch} {self.model.feature_cache.describe()} (rank 0)")
                 if self.logger:
                     self.logger.log({"epoch": epoch, "epoch_samples": samples, "counted_from_step": first_step}, self.step)
             if epoch_end or (run.ckpt_freq and self.step % run.ckpt_freq == 0):
