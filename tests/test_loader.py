@@ -109,3 +109,48 @@ def test_shards_split_by_rank_and_worker_cover_every_sample_once(shapes_dir):
         batches = BatchStream("shapes", dataset, 10, shard_ids, seed=3, rank=rank, world_size=2, num_workers=2)
         seen += sum(itertools.islice(batches.batches(), 20), [])  # one pass: 200 samples per rank
     assert len(seen) == 400 and len(set(seen)) == 400
+
+
+class Texts(Numbers):
+    """Samples whose text lengths vary from 10 to 500 characters."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.lengths = torch.randint(10, 500, (size,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def text_length(self, index):
+        return self.lengths[index]
+
+
+def padded_fraction(dataset, batches):
+    """Share of a batch's positions that padding fills, when every sample is padded to the batch's longest."""
+    padded = sum(max(dataset.lengths[i] for i in b) * len(b) - sum(dataset.lengths[i] for i in b) for b in batches)
+    return padded / sum(max(dataset.lengths[i] for i in b) * len(b) for b in batches)
+
+
+def test_grouping_by_length_cuts_padding_and_keeps_the_pass_and_resume():
+    dataset = Texts(2000)
+    plain = take(BatchStream("t", dataset, 8, list, seed=3).batches(), 250)  # one pass
+    grouped_stream = lambda rank=0, world=1: BatchStream("t", dataset, 8, list, seed=3, rank=rank, world_size=world,  # noqa: E731
+                                                         group_by_length=True)
+    grouped = take(grouped_stream().batches(), 250)
+    assert sorted(sum(grouped, [])) == list(range(2000))  # every sample once per pass
+    assert padded_fraction(dataset, grouped) < 0.1 < 0.3 < padded_fraction(dataset, plain)
+    assert take(grouped_stream().batches(start=100), 50) == grouped[100:150]  # resumes exactly
+    ranks = [take(grouped_stream(rank, 2).batches(), 125) for rank in (0, 1)]
+    assert [b for pair in zip(*ranks) for b in pair] == grouped  # DDP ranks split one process's batches
+    print(f"padding: {padded_fraction(dataset, plain):.2f} of positions plain, {padded_fraction(dataset, grouped):.2f} grouped")
+
+
+def test_record_data_sets_give_text_lengths_without_reading_images(tmp_path, shapes_dir):
+    from conftest import dataset_config
+    from minigpt.datasets.builders.base import build_dataset
+
+    (tmp_path / "no_images_here").mkdir()
+    config, _ = dataset_config(tmp_path, shapes_dir, {"sharegpt4v": {"build_info": {
+        "ann_path": str(shapes_dir / "train.json"), "image_path": str(tmp_path / "no_images_here")}}})
+    dataset = build_dataset("sharegpt4v", config.datasets.sharegpt4v)
+    turns = dataset.sample_content(5)["turns"]
+    assert dataset.text_length(5) == sum(len(text) for _, text in turns) > 0  # its images folder is empty
+    batches = take(BatchStream("s", dataset, 8, list, seed=0, group_by_length=True).batches(), 3)
+    assert all(len(batch) == 8 for batch in batches)

@@ -138,6 +138,7 @@ class RunConfig:
     batch_size_train: Optional[int] = None  # default per-dataset batch size
     batch_size_eval: Optional[int] = None
     num_workers: int = 0
+    group_by_length: bool = False  # batches of similar text length (less padding); map-style data sets
 
     seed: int = 42
     output_dir: str = "output"

@@ -62,6 +62,10 @@ class ImageRecordDataset(Dataset):
         return {"id": str(record["id"]), "dataset": self.name, "choice_seed": f"{self.seed}-{self.pass_index}",
                 **self.make_sample(record, rng)}
 
+    def text_length(self, index: int) -> int:
+        """Characters of the sample's turns: a cheap stand-in for its token count (run.group_by_length)."""
+        return sum(len(text) for _, text in self.sample_content(index)["turns"])
+
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         sample = self.sample_content(index)

@@ -12,6 +12,9 @@ interrupted run would have seen:
 - a data set with `set_pass` is told the pass too, so per-sample random choices (an instruction
   phrasing, one of several answers) change from pass to pass yet repeat exactly on resume.
 - the mixer picks the data set of each micro-batch from (seed, micro-batch index) by sample_ratio.
+- with `group_by_length`, each window of GROUP_BATCHES batches of the pass's permutation is sorted by
+  text length before it is cut into batches, and the batches are then shuffled: batches hold samples of
+  similar length, so less of each is padding, and the order is still a function of (seed, pass).
 """
 from __future__ import annotations
 
@@ -21,12 +24,14 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+GROUP_BATCHES = 50  # batches sorted together by length
+
 
 class BatchStream:
     """Endless batches of one data set for one rank."""
 
     def __init__(self, name: str, dataset: Dataset, batch_size: int, collate_fn: Callable, seed: int,
-                 rank: int = 0, world_size: int = 1, num_workers: int = 0):
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0, group_by_length: bool = False):
         self.name = name
         self.dataset = dataset
         self.batch_size = batch_size
@@ -36,6 +41,7 @@ class BatchStream:
         self.world_size = world_size
         self.num_workers = num_workers
         self.streamed = isinstance(dataset, IterableDataset)
+        self.group_by_length = group_by_length and hasattr(dataset, "text_length")  # map-style sets only
         if not self.streamed and self.batches_per_pass() == 0:
             raise ValueError(f"dataset {name}: {len(dataset)} samples are fewer than one batch of "
                              f"{batch_size} on each of {world_size} ranks")
@@ -61,10 +67,23 @@ class BatchStream:
                 self.dataset.set_pass(self.seed, pass_index, self.rank, self.world_size)
             generator = torch.Generator().manual_seed(self.seed * 100_003 + pass_index)
             order = torch.randperm(len(self.dataset), generator=generator).tolist()
+            order = order[:per_pass * self.world_size * self.batch_size]  # whole batches on every rank
+            if self.group_by_length:
+                order = self._grouped_by_length(order, generator)
             chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(per_pass * self.world_size)]
             mine = chunks[self.rank :: self.world_size][offset:]
             yield from self._loader(pass_index, batch_sampler=mine)
             pass_index, offset = pass_index + 1, 0
+
+    def _grouped_by_length(self, order: list[int], generator: torch.Generator) -> list[int]:
+        """`order` with each window of GROUP_BATCHES batches sorted by length, then whole batches shuffled."""
+        window = GROUP_BATCHES * self.batch_size
+        batches = []
+        for start in range(0, len(order), window):
+            group = sorted(order[start:start + window], key=self.dataset.text_length, reverse=True)
+            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        return [index for b in shuffled for index in batches[b]]
 
     def _streamed_batches(self, start: int) -> Iterator[dict]:
         pass_index, produced = 0, 0

@@ -115,7 +115,7 @@ class TrainRecipe:
             dataset = build_dataset(name, dataset_cfg, "train", strict=run.strict)
             batch_size = dataset_cfg.batch_size or run.batch_size_train
             streams[name] = BatchStream(name, dataset, batch_size, collate, run.seed, self.dist.rank,
-                                        self.dist.world_size, run.num_workers)
+                                        self.dist.world_size, run.num_workers, run.group_by_length)
             ratios[name] = dataset_cfg.sample_ratio
         return MixedBatches(streams, ratios, run.seed)
 
