@@ -10,7 +10,8 @@ at 448 px) point at it, with a random EVA ViT-g. Each mode runs in its own proce
 from zero, and loads the model the way demo.py does (`load_for_inference`), then:
 - peak memory after loading, and after the first answer to a question about an image;
 - prefill: seconds to the first new token of a prompt of the image plus a question;
-- decode: new tokens per second after the first, at batch 1, greedy, a fixed number of tokens.
+- decode: new tokens per second after the first (summed over the batch), greedy, a fixed number of
+  tokens, at batch 1 and 8 (--batch-sizes).
 Memory and speed do not depend on the weights' values, so random weights measure what real ones would.
 """
 from __future__ import annotations
@@ -68,11 +69,12 @@ def write_random_llm(folder: Path, shape: str, device: torch.device) -> Path:
     return folder
 
 
-def decode_speed(model, chat: Chat, new_tokens: int, device: torch.device) -> tuple[float, float]:
-    """-> (prefill seconds, decode tokens/s): greedy generation of exactly 1 and `new_tokens` tokens (the
-    end token is suppressed), best of two runs each; decode speed = (new_tokens - 1) / (t_n - t_1)."""
+def decode_speed(model, chat: Chat, new_tokens: int, device: torch.device, batch_size: int = 1) -> tuple[float, float]:
+    """-> (prefill seconds, decode tokens/s summed over the batch): greedy generation of exactly 1 and
+    `new_tokens` tokens per sequence (the end token is suppressed), best of two runs each; decode speed =
+    batch_size * (new_tokens - 1) / (t_n - t_1)."""
     sample = {"id": "bench", "image": chat.image, "turns": [(USER, QUESTION)]}
-    batch = chat.collator.generation_batch([sample])
+    batch = chat.collator.generation_batch([sample] * batch_size)
     with torch.no_grad():
         images = batch["images"].to(device)
         inputs_embeds = model.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
@@ -95,7 +97,7 @@ def decode_speed(model, chat: Chat, new_tokens: int, device: torch.device) -> tu
             return best
 
         first, full = timed(1), timed(new_tokens)
-    return first, (new_tokens - 1) / (full - first)
+    return first, batch_size * (new_tokens - 1) / (full - first)
 
 
 def run_mode(args) -> dict:
@@ -124,14 +126,17 @@ def run_mode(args) -> dict:
         chat.ask(QUESTION)
     first_answer_s = time.perf_counter() - start
     answered_gib = peak_memory_gib(device)
-    prefill_s, tokens_per_s = decode_speed(model, chat, args.new_tokens, device)
+    speeds = {}
+    for batch_size in args.batch_sizes:
+        prefill_s, tokens_per_s = decode_speed(model, chat, args.new_tokens, device, batch_size)
+        speeds[batch_size] = {"prefill_s": round(prefill_s, 4), "decode_tokens_per_s": round(tokens_per_s, 1)}
     llm_weights = sum(t.numel() * t.element_size() for t in model.llama_model.state_dict().values())
     up_proj = next(module for name, module in model.llama_model.named_modules() if name.endswith("mlp.up_proj"))
     return {"mode": args.mode, "llm_layer": f"{type(up_proj).__name__} {str(up_proj.weight.dtype).removeprefix('torch.')}",
             "llm_weights_gib": round(llm_weights / 2**30, 3), "load_s": round(load_s, 1),
             "peak_gib_after_loading": round(loaded_gib, 3), "peak_gib_after_first_answer": round(answered_gib, 3),
-            "first_answer_s": round(first_answer_s, 2), "prefill_s": round(prefill_s, 4),
-            "decode_tokens_per_s": round(tokens_per_s, 1), "image_tokens": model.num_image_tokens,
+            "first_answer_s": round(first_answer_s, 2), "peak_gib_after_batches": round(peak_memory_gib(device), 3),
+            "by_batch_size": speeds, "image_tokens": model.num_image_tokens,
             "prompt_tokens": int(chat.collator.generation_batch([{"id": "n", "image": chat.image, "turns": [(USER, QUESTION)]}])
                                  ["attention_mask"].sum())}
 
@@ -143,6 +148,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=tuple(MODES), default=list(MODES))
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per timed answer")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="sequences decoded together")
     parser.add_argument("--work-dir", default="/tmp/minigpt-bench", help="where the random LLM folder is kept")
     parser.add_argument("--options", nargs="*", default=[], help="config overrides for every run: key=value")
     parser.add_argument("--out", help="JSON results (default bench/results/generate_<shape>.json)")
@@ -160,19 +166,20 @@ def main() -> None:
     for arch in args.arch:
         for mode in args.modes:
             command = [__file__, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
-                       "--device", args.device, "--new-tokens", str(args.new_tokens), "--options", *args.options]
+                       "--device", args.device, "--new-tokens", str(args.new_tokens), "--batch-sizes",
+                       *map(str, args.batch_sizes), "--options", *args.options]
             rows.append({"arch": arch, **run_child(command, f"{arch} {mode}")})
-            row = rows[-1]
-            print(f"{arch:<11} {mode:<5} LLM weights {row['llm_weights_gib']:6.2f} GiB, peak {row['peak_gib_after_loading']:6.2f} "
-                  f"/ {row['peak_gib_after_first_answer']:6.2f} GiB, prefill {row['prefill_s']:.3f} s, "
-                  f"{row['decode_tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+            print(f"{arch} {mode}: done", file=sys.stderr)
 
     memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
-    print(f"\n{'model':<11} {'mode':<5} {'LLM layers':<22} {'LLM GiB':>8} {'peak loaded':>12} {'peak answered':>14} {'prefill s':>10} "
-          f"{'tokens/s':>9}   (peak = {memory} memory, GiB; {args.new_tokens} new tokens, batch 1)")
+    speed_columns = "".join(f" {f'prefill s b{b}':>12} {f'tokens/s b{b}':>12}" for b in args.batch_sizes)
+    print(f"\n{'model':<11} {'mode':<5} {'LLM layers':<22} {'LLM GiB':>8} {'peak loaded':>12} {'peak answered':>14}"
+          f"{speed_columns}   (peak = {memory} memory, GiB; {args.new_tokens} new tokens; b = batch size)")
     for row in rows:
-        print(f"{row['arch']:<11} {row['mode']:<5} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} {row['peak_gib_after_loading']:>12.2f} "
-              f"{row['peak_gib_after_first_answer']:>14.2f} {row['prefill_s']:>10.3f} {row['decode_tokens_per_s']:>9.1f}")
+        speeds = "".join(f" {row['by_batch_size'][str(b)]['prefill_s']:>12.3f} {row['by_batch_size'][str(b)]['decode_tokens_per_s']:>12.1f}"
+                         for b in args.batch_sizes)
+        print(f"{row['arch']:<11} {row['mode']:<5} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} "
+              f"{row['peak_gib_after_loading']:>12.2f} {row['peak_gib_after_first_answer']:>14.2f}{speeds}")
     write_result(Path(args.out or REPO / "bench" / "results" / f"generate_{args.shape}.json"), "generate", args.device,
                  {"shape": args.shape, "peak_memory": memory, "new_tokens": args.new_tokens, "runs": rows})
 
