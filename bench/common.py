@@ -53,3 +53,22 @@ def write_result(out: Path, benchmark: str, device: str, fields: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
+
+
+def blip2_baseline(ours, image_size: int, num_query_token: int):
+    """-> (Blip2ForConditionalGeneration, image_token_id): the model a user would assemble from
+    transformers instead of ours, with the shapes of our built model `ours` (EVA ViT as BLIP-2's vision
+    model, the same Q-Former, a Llama language model), random weights, on the CPU in float32."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    vit, llm = ours.visual_encoder, ours.llama_model.config
+    block = vit.blocks[0]
+    vision = dict(hidden_size=vit.num_features, intermediate_size=block.mlp.fc1.out_features,
+                  num_hidden_layers=len(vit.blocks), num_attention_heads=block.attn.num_heads,
+                  image_size=image_size, patch_size=vit.patch_embed.patch_size[0], qkv_bias=True)
+    qformer = {**ours.Qformer.config.to_dict(), "encoder_hidden_size": vit.num_features}
+    image_token_id = llm.vocab_size  # one new token marks the image positions
+    text = {**llm.to_dict(), "vocab_size": llm.vocab_size + 1}
+    config = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
+                         num_query_tokens=num_query_token, image_token_index=image_token_id)
+    return Blip2ForConditionalGeneration(config), image_token_id

@@ -12,6 +12,8 @@ from zero, and loads the model the way demo.py does (`load_for_inference`), then
 - prefill: seconds to the first new token of a prompt of the image plus a question;
 - decode: new tokens per second after the first (summed over the batch), greedy, a fixed number of
   tokens, at batch 1 and 8 (--batch-sizes).
+The `baseline` mode (MiniGPT-4 only) times what a user would assemble instead: transformers'
+`Blip2ForConditionalGeneration` with the same shapes in bf16, through its own `generate`.
 Memory and speed do not depend on the weights' values, so random weights measure what real ones would.
 """
 from __future__ import annotations
@@ -69,46 +71,93 @@ def write_random_llm(folder: Path, shape: str, device: torch.device) -> Path:
     return folder
 
 
-def decode_speed(model, chat: Chat, new_tokens: int, device: torch.device, batch_size: int = 1) -> tuple[float, float]:
-    """-> (prefill seconds, decode tokens/s summed over the batch): greedy generation of exactly 1 and
-    `new_tokens` tokens per sequence (the end token is suppressed), best of two runs each; decode speed =
-    batch_size * (new_tokens - 1) / (t_n - t_1)."""
-    sample = {"id": "bench", "image": chat.image, "turns": [(USER, QUESTION)]}
-    batch = chat.collator.generation_batch([sample] * batch_size)
-    with torch.no_grad():
-        images = batch["images"].to(device)
-        inputs_embeds = model.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
+def decode_speed(generate, new_tokens: int, batch_size: int, device: torch.device) -> tuple[float, float]:
+    """-> (prefill seconds, decode tokens/s summed over the batch): `generate(count)` makes exactly
+    `count` greedy tokens per sequence (the end token suppressed); best of two runs each;
+    decode speed = batch_size * (new_tokens - 1) / (t_n - t_1)."""
+    def timed(count: int) -> float:
+        best = float("inf")
+        for _ in range(2):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with torch.no_grad():
+                generate(count)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    first, full = timed(1), timed(new_tokens)
+    return first, batch_size * (new_tokens - 1) / (full - first)
+
+
+def ours_generate(model, batch: dict, device: torch.device):
+    """Our LLM's generate on our spliced embeddings, as MiniGPT.generate calls it, minus stop strings."""
+    inputs_embeds = model.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device),
+                                       batch["images"].to(device))
+    attention_mask = batch["attention_mask"].to(device)
+
+    def generate(count: int):
+        output = model.llama_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                            max_new_tokens=count, min_new_tokens=count, do_sample=False,
+                                            pad_token_id=model.tokenizer.pad_token_id, eos_token_id=model.tokenizer.eos_token_id)
+        assert output.shape[1] == count, f"generated {output.shape[1]} tokens, asked for {count}"
+    return generate
+
+
+def picture(size: int):
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(image).rectangle([size // 4, size // 4, size // 2, size // 2], fill="red")
+    return image
+
+
+def run_baseline(args, config) -> dict:
+    """transformers' BLIP-2 with our shapes (bench/common.py), in bf16 on a GPU, timed with its own generate."""
+    from bench.common import blip2_baseline
+
+    device = torch.device(args.device)
+    ours = load_for_inference(config, torch.device("cpu"), low_resource=False)  # for its shapes and collator
+    hf_model, image_token_id = blip2_baseline(ours, config.model.image_size, config.model.num_query_token)
+    chat = Chat(ours, image_processor_for(config))
+    chat.set_image(picture(config.model.image_size))
+    collator, pad_id, eos_id = chat.collator, ours.tokenizer.pad_token_id, ours.tokenizer.eos_token_id
+    del ours
+    start = time.perf_counter()
+    hf_model = hf_model.to(device, torch.bfloat16 if device.type == "cuda" else torch.float32).eval()
+    load_s = time.perf_counter() - start
+    loaded_gib = peak_memory_gib(device)
+    speeds = {}
+    for batch_size in args.batch_sizes:
+        batch = collator.generation_batch([{"id": "b", "image": chat.image, "turns": [(USER, QUESTION)]}] * batch_size)
+        input_ids = batch["input_ids"].masked_fill(batch["image_slots"], image_token_id).to(device)
+        pixel_values = batch["images"].to(device, next(hf_model.parameters()).dtype)
         attention_mask = batch["attention_mask"].to(device)
 
-        def timed(count: int) -> float:
-            best = float("inf")
-            for _ in range(2):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                output = model.llama_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                                    max_new_tokens=count, min_new_tokens=count, do_sample=False,
-                                                    pad_token_id=model.tokenizer.pad_token_id,
-                                                    eos_token_id=model.tokenizer.eos_token_id)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                best = min(best, time.perf_counter() - start)
-                assert output.shape[1] == count, f"generated {output.shape[1]} tokens, asked for {count}"
-            return best
-
-        first, full = timed(1), timed(new_tokens)
-    return first, batch_size * (new_tokens - 1) / (full - first)
+        def generate(count: int):
+            hf_model.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
+                              max_new_tokens=count, min_new_tokens=count, do_sample=False, pad_token_id=pad_id,
+                              eos_token_id=eos_id)
+        prefill_s, tokens_per_s = decode_speed(generate, args.new_tokens, batch_size, device)
+        speeds[batch_size] = {"prefill_s": round(prefill_s, 4), "decode_tokens_per_s": round(tokens_per_s, 1)}
+    llm_weights = sum(t.numel() * t.element_size() for t in hf_model.language_model.state_dict().values())
+    return {"mode": "baseline", "llm_layer": f"Linear {str(next(hf_model.parameters()).dtype).removeprefix('torch.')}",
+            "llm_weights_gib": round(llm_weights / 2**30, 3), "load_s": round(load_s, 1),
+            "peak_gib_after_loading": round(loaded_gib, 3), "peak_gib_after_first_answer": None,
+            "peak_gib_after_batches": round(peak_memory_gib(device), 3), "by_batch_size": speeds}
 
 
 def run_mode(args) -> dict:
     """One mode in this process: load as demo.py does, answer once, time decoding."""
-    from PIL import Image, ImageDraw
-
     device = torch.device(args.device)
-    low_resource, bits = MODES[args.mode]
     options = [f"model.llama_model={args.llm}", "model.ckpt=null", "model.vit_weights=null", "model.q_former_model=null",
                "model.tokenizer=null", *args.options]
     config = load_config(REPO / CONFIGS[(args.shape, args.arch)], options, for_training=False)
+    if args.mode == "baseline":
+        return run_baseline(args, config)
+    low_resource, bits = MODES[args.mode]
     half_dtype = torch.bfloat16 if args.mode == "bf16" else torch.float16  # bitsandbytes int8 computes in fp16
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -116,11 +165,8 @@ def run_mode(args) -> dict:
     load_s = time.perf_counter() - start
     loaded_gib = peak_memory_gib(device)
 
-    size = config.model.image_size
-    picture = Image.new("RGB", (size, size), "white")
-    ImageDraw.Draw(picture).rectangle([size // 4, size // 4, size // 2, size // 2], fill="red")
     chat = Chat(model, image_processor_for(config), GenerationOptions(max_new_tokens=args.new_tokens))
-    chat.set_image(picture)
+    chat.set_image(picture(config.model.image_size))
     start = time.perf_counter()
     with torch.no_grad():
         chat.ask(QUESTION)
@@ -128,7 +174,10 @@ def run_mode(args) -> dict:
     answered_gib = peak_memory_gib(device)
     speeds = {}
     for batch_size in args.batch_sizes:
-        prefill_s, tokens_per_s = decode_speed(model, chat, args.new_tokens, device, batch_size)
+        batch = chat.collator.generation_batch([{"id": "b", "image": chat.image, "turns": [(USER, QUESTION)]}] * batch_size)
+        with torch.no_grad():
+            generate = ours_generate(model, batch, device)
+        prefill_s, tokens_per_s = decode_speed(generate, args.new_tokens, batch_size, device)
         speeds[batch_size] = {"prefill_s": round(prefill_s, 4), "decode_tokens_per_s": round(tokens_per_s, 1)}
     llm_weights = sum(t.numel() * t.element_size() for t in model.llama_model.state_dict().values())
     up_proj = next(module for name, module in model.llama_model.named_modules() if name.endswith("mlp.up_proj"))
@@ -145,14 +194,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=("7b", "tiny"), default="7b")
     parser.add_argument("--arch", nargs="+", choices=("minigpt4", "minigpt_v2"), default=["minigpt4", "minigpt_v2"])
-    parser.add_argument("--modes", nargs="+", choices=tuple(MODES), default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=(*MODES, "baseline"), default=[*MODES, "baseline"],
+                        help="baseline: transformers' BLIP-2 of the same shapes in bf16 (minigpt4 only)")
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per timed answer")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="sequences decoded together")
     parser.add_argument("--work-dir", default="/tmp/minigpt-bench", help="where the random LLM folder is kept")
     parser.add_argument("--options", nargs="*", default=[], help="config overrides for every run: key=value")
     parser.add_argument("--out", help="JSON results (default bench/results/generate_<shape>.json)")
-    parser.add_argument("--mode", choices=tuple(MODES), help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument("--mode", choices=(*MODES, "baseline"), help=argparse.SUPPRESS)  # one run, in a child process
     parser.add_argument("--llm", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -165,6 +215,8 @@ def main() -> None:
     rows = []
     for arch in args.arch:
         for mode in args.modes:
+            if mode == "baseline" and arch != "minigpt4":
+                continue  # transformers has no MiniGPT-v2 counterpart (no Q-Former, 4 tokens concatenated)
             command = [__file__, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
                        "--device", args.device, "--new-tokens", str(args.new_tokens), "--batch-sizes",
                        *map(str, args.batch_sizes), "--options", *args.options]
@@ -173,13 +225,14 @@ def main() -> None:
 
     memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
     speed_columns = "".join(f" {f'prefill s b{b}':>12} {f'tokens/s b{b}':>12}" for b in args.batch_sizes)
-    print(f"\n{'model':<11} {'mode':<5} {'LLM layers':<22} {'LLM GiB':>8} {'peak loaded':>12} {'peak answered':>14}"
-          f"{speed_columns}   (peak = {memory} memory, GiB; {args.new_tokens} new tokens; b = batch size)")
+    print(f"\n{'model':<11} {'mode':<8} {'LLM layers':<22} {'LLM GiB':>8} {'peak loaded':>12} {'peak answered':>14}"
+          f"{speed_columns}   (peak = {memory} memory, GiB; {args.new_tokens} new tokens; b = batch size; "
+          "baseline = transformers' BLIP-2, its 'answered' peak taken after the timed batches)")
     for row in rows:
         speeds = "".join(f" {row['by_batch_size'][str(b)]['prefill_s']:>12.3f} {row['by_batch_size'][str(b)]['decode_tokens_per_s']:>12.1f}"
                          for b in args.batch_sizes)
-        print(f"{row['arch']:<11} {row['mode']:<5} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} "
-              f"{row['peak_gib_after_loading']:>12.2f} {row['peak_gib_after_first_answer']:>14.2f}{speeds}")
+        print(f"{row['arch']:<11} {row['mode']:<8} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} "
+              f"{row['peak_gib_after_loading']:>12.2f} {row['peak_gib_after_first_answer'] or row['peak_gib_after_batches']:>14.2f}{speeds}")
     write_result(Path(args.out or REPO / "bench" / "results" / f"generate_{args.shape}.json"), "generate", args.device,
                  {"shape": args.shape, "peak_memory": memory, "new_tokens": args.new_tokens, "runs": rows})
 

@@ -30,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import H100_BF16_FLOPS, LLAMA2_7B, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
+from bench.common import (H100_BF16_FLOPS, LLAMA2_7B, REPO, blip2_baseline, report, run_child,  # noqa: E402
+                          small_tokenizer, write_result)
 from minigpt.common import registry  # noqa: E402
 from minigpt.common.config import load_config  # noqa: E402
 from minigpt.conversation.template import ASSISTANT, USER  # noqa: E402
@@ -83,19 +84,8 @@ class Baseline:
     """transformers' BLIP-2 with a Llama language model of the same shapes; frozen parts as a user freezes them."""
 
     def __init__(self, cfg, ours_model, device: torch.device):
-        from transformers import Blip2Config, Blip2ForConditionalGeneration
-
-        vit, llm = ours_model.visual_encoder, ours_model.llama_model.config
-        block = vit.blocks[0]
-        vision = dict(hidden_size=vit.num_features, intermediate_size=block.mlp.fc1.out_features,
-                      num_hidden_layers=len(vit.blocks), num_attention_heads=block.attn.num_heads,
-                      image_size=cfg.image_size, patch_size=vit.patch_embed.patch_size[0], qkv_bias=True)
-        qformer = {**ours_model.Qformer.config.to_dict(), "encoder_hidden_size": vit.num_features}
-        self.image_token_id = llm.vocab_size  # one new token marks the image positions
-        text = {**llm.to_dict(), "vocab_size": llm.vocab_size + 1}
-        config = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
-                             num_query_tokens=cfg.num_query_token, image_token_index=self.image_token_id)
-        self.model = Blip2ForConditionalGeneration(config).to(device).train()
+        model, self.image_token_id = blip2_baseline(ours_model, cfg.image_size, cfg.num_query_token)
+        self.model = model.to(device).train()
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("language_projection."))
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-5)
