@@ -138,9 +138,12 @@ class DeepSpeedEngine:
 
 
 def check_same_engine(state: dict, ours: dict, folder: Path) -> None:
+    """A checkpoint's optimiser state fits only the engine layout that wrote it (older ones: plain)."""
     theirs = {"engine": state.get("engine", "plain"), **{key: state[key] for key in ours if key in state and key != "engine"}}
     if theirs != ours:
-        describe = lambda layout: ", ".join(f"{key} {value}" for key, value in layout.items())  # noqa: E731
+        def describe(layout: dict) -> str:
+            return ", ".join(f"{key} {value}" for key, value in layout.items())
+
         raise ValueError(f"run.resume_ckpt_path: {folder} holds optimiser state for {describe(theirs)}, but this run "
                          f"has {describe(ours)}; resume with the same run.deepspeed_config and number of ranks, or start "
                          f"a new run from its weights with model.ckpt")
