@@ -124,3 +124,18 @@ def test_deepspeed_checkpoint_files_load_weights_only(tmp_path):
     assert not marker.exists()
     torch.save({"state": {"exp_avg": torch.ones(3)}, "ds_version": "0.19"}, tmp_path / "plain.pt")
     assert torch.equal(weights_only_checkpoint_engine().load(str(tmp_path / "plain.pt"))["state"]["exp_avg"], torch.ones(3))
+
+
+def test_resume_into_another_engine_layout_is_refused(tmp_path):
+    from minigpt.common.dist import DistInfo
+    from minigpt.runners.engines import PlainEngine, check_same_engine
+
+    layer = torch.nn.Linear(2, 2)
+    engine = PlainEngine(layer, torch.optim.AdamW(layer.parameters()), DistInfo(), None, fp16_scaling=False)
+    deepspeed_state = {"engine": "deepspeed", "zero_stage": 2, "world_size": 2}
+    with pytest.raises(ValueError, match="engine deepspeed, zero_stage 2, world_size 2, but this run has engine plain"):
+        engine.load_state_dict(deepspeed_state, tmp_path)
+    with pytest.raises(ValueError, match="world_size 2, but this run has engine deepspeed, zero_stage 2, world_size 4"):
+        check_same_engine(deepspeed_state, {"engine": "deepspeed", "zero_stage": 2, "world_size": 4}, tmp_path)
+    check_same_engine(deepspeed_state, dict(deepspeed_state), tmp_path)  # the same layout resumes
+    engine.load_state_dict({**engine.state_dict(), "step": 3}, tmp_path)  # and a plain checkpoint into plain

@@ -139,7 +139,7 @@ class DeepSpeedEngine:
 
 def check_same_engine(state: dict, ours: dict, folder: Path) -> None:
     """A checkpoint's optimiser state fits only the engine layout that wrote it (older ones: plain)."""
-    theirs = {"engine": state.get("engine", "plain"), **{key: state[key] for key in ours if key in state and key != "engine"}}
+    theirs = {"engine": "plain", **{key: state[key] for key in ("engine", "zero_stage", "world_size") if key in state}}
     if theirs != ours:
         def describe(layout: dict) -> str:
             return ", ".join(f"{key} {value}" for key, value in layout.items())
