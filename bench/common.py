@@ -44,8 +44,17 @@ def report(result: dict) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (platform.processor() is empty on many Linux machines)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def write_result(out: Path, benchmark: str, device: str, fields: dict) -> None:
-    device_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor()
+    device_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name()
     result = {"benchmark": benchmark, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": {"platform": platform.platform(), "device": device_name, "cpus": os.cpu_count(),
                           "torch": torch.__version__},

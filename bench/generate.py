@@ -12,8 +12,10 @@ from zero, and loads the model the way demo.py does (`load_for_inference`), then
 - prefill: seconds to the first new token of a prompt of the image plus a question;
 - decode: new tokens per second after the first (summed over the batch), greedy, a fixed number of
   tokens, at batch 1 and 8 (--batch-sizes).
-The `baseline` mode (MiniGPT-4 only) times what a user would assemble instead: transformers'
-`Blip2ForConditionalGeneration` with the same shapes in bf16, through its own `generate`.
+For MiniGPT-4 each mode also times what a user would assemble instead (the baseline, skipped with
+--no-baseline): transformers' `Blip2ForConditionalGeneration` with the same shapes and the same
+precision (its LLM's linear layers swapped for the same bitsandbytes ones in int8 and NF4), through its
+own `generate`.
 Memory and speed do not depend on the weights' values, so random weights measure what real ones would.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ from minigpt.common.config import load_config  # noqa: E402
 from minigpt.conversation.chat import Chat, GenerationOptions  # noqa: E402
 from minigpt.conversation.template import USER  # noqa: E402
 from minigpt.models.inference import image_processor_for, load_for_inference, peak_memory_gib  # noqa: E402
+from minigpt.models.llm import quantize_linear_layers  # noqa: E402
 
 CONFIGS = {  # (shape, arch) -> eval config
     ("7b", "minigpt4"): "eval_configs/minigpt4_eval.yaml",
@@ -115,10 +118,13 @@ def picture(size: int):
 
 
 def run_baseline(args, config) -> dict:
-    """transformers' BLIP-2 with our shapes (bench/common.py), in bf16 on a GPU, timed with its own generate."""
+    """transformers' BLIP-2 with our shapes (bench/common.py) in the same precision as `args.mode`, timed
+    with its own generate. In int8 / NF4 its language model's linear layers are swapped for the same
+    bitsandbytes layers as ours."""
     from bench.common import blip2_baseline
 
     device = torch.device(args.device)
+    low_resource, bits = MODES[args.mode]
     ours = load_for_inference(config, torch.device("cpu"), low_resource=False)  # for its shapes and collator
     hf_model, image_token_id = blip2_baseline(ours, config.model.image_size, config.model.num_query_token)
     chat = Chat(ours, image_processor_for(config))
@@ -126,7 +132,10 @@ def run_baseline(args, config) -> dict:
     collator, pad_id, eos_id = chat.collator, ours.tokenizer.pad_token_id, ours.tokenizer.eos_token_id
     del ours
     start = time.perf_counter()
-    hf_model = hf_model.to(device, torch.bfloat16 if device.type == "cuda" else torch.float32).eval()
+    hf_model.to(half_dtype(args.mode) if device.type == "cuda" else torch.float32)
+    if low_resource:
+        quantize_linear_layers(hf_model.language_model, bits, next(hf_model.parameters()).dtype)
+    hf_model = hf_model.to(device).eval()
     load_s = time.perf_counter() - start
     loaded_gib = peak_memory_gib(device)
     speeds = {}
@@ -142,11 +151,21 @@ def run_baseline(args, config) -> dict:
                               eos_token_id=eos_id)
         prefill_s, tokens_per_s = decode_speed(generate, args.new_tokens, batch_size, device)
         speeds[batch_size] = {"prefill_s": round(prefill_s, 4), "decode_tokens_per_s": round(tokens_per_s, 1)}
-    llm_weights = sum(t.numel() * t.element_size() for t in hf_model.language_model.state_dict().values())
-    return {"mode": "baseline", "llm_layer": f"Linear {str(next(hf_model.parameters()).dtype).removeprefix('torch.')}",
-            "llm_weights_gib": round(llm_weights / 2**30, 3), "load_s": round(load_s, 1),
+    return {"model": "baseline", "mode": args.mode, **llm_layers(hf_model.language_model), "load_s": round(load_s, 1),
             "peak_gib_after_loading": round(loaded_gib, 3), "peak_gib_after_first_answer": None,
             "peak_gib_after_batches": round(peak_memory_gib(device), 3), "by_batch_size": speeds}
+
+
+def half_dtype(mode: str) -> torch.dtype:
+    return torch.bfloat16 if mode == "bf16" else torch.float16  # bitsandbytes int8 computes in fp16
+
+
+def llm_layers(llm) -> dict:
+    """What the LLM's linear layers are, and what its weights take."""
+    weights = sum(t.numel() * t.element_size() for t in llm.state_dict().values() if isinstance(t, torch.Tensor))
+    up_proj = next(module for name, module in llm.named_modules() if name.endswith("mlp.up_proj"))
+    return {"llm_layer": f"{type(up_proj).__name__} {str(up_proj.weight.dtype).removeprefix('torch.')}",
+            "llm_weights_gib": round(weights / 2**30, 3)}
 
 
 def run_mode(args) -> dict:
@@ -155,13 +174,13 @@ def run_mode(args) -> dict:
     options = [f"model.llama_model={args.llm}", "model.ckpt=null", "model.vit_weights=null", "model.q_former_model=null",
                "model.tokenizer=null", *args.options]
     config = load_config(REPO / CONFIGS[(args.shape, args.arch)], options, for_training=False)
-    if args.mode == "baseline":
+    if args.model == "baseline":
         return run_baseline(args, config)
     low_resource, bits = MODES[args.mode]
-    half_dtype = torch.bfloat16 if args.mode == "bf16" else torch.float16  # bitsandbytes int8 computes in fp16
     start = time.perf_counter()
     torch.manual_seed(0)
-    model = load_for_inference(config, device, low_resource=low_resource, bits=bits, half_dtype=half_dtype)
+    model = load_for_inference(config, device, low_resource=low_resource, bits=bits,
+                               half_dtype=half_dtype(args.mode))
     load_s = time.perf_counter() - start
     loaded_gib = peak_memory_gib(device)
 
@@ -179,10 +198,7 @@ def run_mode(args) -> dict:
             generate = ours_generate(model, batch, device)
         prefill_s, tokens_per_s = decode_speed(generate, args.new_tokens, batch_size, device)
         speeds[batch_size] = {"prefill_s": round(prefill_s, 4), "decode_tokens_per_s": round(tokens_per_s, 1)}
-    llm_weights = sum(t.numel() * t.element_size() for t in model.llama_model.state_dict().values())
-    up_proj = next(module for name, module in model.llama_model.named_modules() if name.endswith("mlp.up_proj"))
-    return {"mode": args.mode, "llm_layer": f"{type(up_proj).__name__} {str(up_proj.weight.dtype).removeprefix('torch.')}",
-            "llm_weights_gib": round(llm_weights / 2**30, 3), "load_s": round(load_s, 1),
+    return {"model": "ours", "mode": args.mode, **llm_layers(model.llama_model), "load_s": round(load_s, 1),
             "peak_gib_after_loading": round(loaded_gib, 3), "peak_gib_after_first_answer": round(answered_gib, 3),
             "first_answer_s": round(first_answer_s, 2), "peak_gib_after_batches": round(peak_memory_gib(device), 3),
             "by_batch_size": speeds, "image_tokens": model.num_image_tokens,
@@ -194,15 +210,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=("7b", "tiny"), default="7b")
     parser.add_argument("--arch", nargs="+", choices=("minigpt4", "minigpt_v2"), default=["minigpt4", "minigpt_v2"])
-    parser.add_argument("--modes", nargs="+", choices=(*MODES, "baseline"), default=[*MODES, "baseline"],
-                        help="baseline: transformers' BLIP-2 of the same shapes in bf16 (minigpt4 only)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip transformers' BLIP-2 of the same shapes, run in each mode (minigpt4 only)")
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per timed answer")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="sequences decoded together")
     parser.add_argument("--work-dir", default="/tmp/minigpt-bench", help="where the random LLM folder is kept")
     parser.add_argument("--options", nargs="*", default=[], help="config overrides for every run: key=value")
     parser.add_argument("--out", help="JSON results (default bench/results/generate_<shape>.json)")
-    parser.add_argument("--mode", choices=(*MODES, "baseline"), help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument("--model", choices=("ours", "baseline"), default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--llm", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -214,24 +232,24 @@ def main() -> None:
     torch.cuda.empty_cache()  # the random model is gone; give its memory back before the runs start
     rows = []
     for arch in args.arch:
-        for mode in args.modes:
-            if mode == "baseline" and arch != "minigpt4":
-                continue  # transformers has no MiniGPT-v2 counterpart (no Q-Former, 4 tokens concatenated)
-            command = [__file__, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
+        # transformers has no MiniGPT-v2 counterpart (no Q-Former, 4 tokens concatenated)
+        models = ("ours", "baseline") if args.baseline and arch == "minigpt4" else ("ours",)
+        for mode, model in ((mode, model) for mode in args.modes for model in models):
+            command = [__file__, "--model", model, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
                        "--device", args.device, "--new-tokens", str(args.new_tokens), "--batch-sizes",
                        *map(str, args.batch_sizes), "--options", *args.options]
-            rows.append({"arch": arch, **run_child(command, f"{arch} {mode}")})
-            print(f"{arch} {mode}: done", file=sys.stderr)
+            rows.append({"arch": arch, **run_child(command, f"{arch} {model} {mode}")})
+            print(f"{arch} {model} {mode}: done", file=sys.stderr)
 
     memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
     speed_columns = "".join(f" {f'prefill s b{b}':>12} {f'tokens/s b{b}':>12}" for b in args.batch_sizes)
-    print(f"\n{'model':<11} {'mode':<8} {'LLM layers':<22} {'LLM GiB':>8} {'peak loaded':>12} {'peak answered':>14}"
+    print(f"\n{'arch':<11} {'model':<9} {'mode':<5} {'LLM layers':<22} {'LLM GiB':>8} {'peak loaded':>12} {'peak answered':>14}"
           f"{speed_columns}   (peak = {memory} memory, GiB; {args.new_tokens} new tokens; b = batch size; "
           "baseline = transformers' BLIP-2, its 'answered' peak taken after the timed batches)")
     for row in rows:
         speeds = "".join(f" {row['by_batch_size'][str(b)]['prefill_s']:>12.3f} {row['by_batch_size'][str(b)]['decode_tokens_per_s']:>12.1f}"
                          for b in args.batch_sizes)
-        print(f"{row['arch']:<11} {row['mode']:<8} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} "
+        print(f"{row['arch']:<11} {row['model']:<9} {row['mode']:<5} {row['llm_layer']:<22} {row['llm_weights_gib']:>8.2f} "
               f"{row['peak_gib_after_loading']:>12.2f} {row['peak_gib_after_first_answer'] or row['peak_gib_after_batches']:>14.2f}{speeds}")
     write_result(Path(args.out or REPO / "bench" / "results" / f"generate_{args.shape}.json"), "generate", args.device,
                  {"shape": args.shape, "peak_memory": memory, "new_tokens": args.new_tokens, "runs": rows})

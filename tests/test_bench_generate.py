@@ -7,12 +7,14 @@ from conftest import run_script
 def test_generation_benchmark_times_ours_and_the_blip2_baseline(tmp_path):
     out = tmp_path / "result.json"
     result = run_script(["bench/generate.py", "--shape", "tiny", "--device", "cpu", "--arch", "minigpt4",
-                         "--modes", "nf4", "baseline", "--new-tokens", "8", "--batch-sizes", "1", "2",
+                         "--modes", "nf4", "--new-tokens", "8", "--batch-sizes", "1", "2",
                          "--work-dir", str(tmp_path), "--out", str(out)])
     assert "tokens/s" in result.stdout
     runs = json.loads(out.read_text())["runs"]
-    assert [(run["arch"], run["mode"]) for run in runs] == [("minigpt4", "nf4"), ("minigpt4", "baseline")]
-    assert runs[0]["llm_layer"] == "Linear4bit uint8" and runs[1]["llm_layer"] == "Linear float32"
+    assert [(run["arch"], run["model"], run["mode"]) for run in runs] == [("minigpt4", "ours", "nf4"),
+                                                                          ("minigpt4", "baseline", "nf4")]
+    assert runs[0]["llm_layer"] == runs[1]["llm_layer"] == "Linear4bit uint8"  # the baseline quantised alike
+    assert runs[0]["llm_weights_gib"] == runs[1]["llm_weights_gib"]
     assert all(set(run["by_batch_size"]) == {"1", "2"} and run["by_batch_size"]["2"]["decode_tokens_per_s"] > 0
                for run in runs)
     assert runs[0]["peak_gib_after_first_answer"] >= runs[0]["peak_gib_after_loading"] > 0
