@@ -23,6 +23,7 @@ from minigpt.common.config import ConfigError, load_config, resolve_path
 from minigpt.conversation.template import ConversationError, PromptTemplate
 from minigpt.datasets.collator import ConversationCollator, UnsupervisedSampleError
 from minigpt.datasets.builders.base import build_dataset
+from minigpt.datasets.image_records import read_image
 from minigpt.models.minigpt import image_token_count
 from minigpt.models.tokenizer import load_tokenizer
 
@@ -73,7 +74,7 @@ def check_records(report: Report, dataset, collator: ConversationCollator, limit
         path = dataset.image_file(record)
         if path is not None:
             try:
-                dataset.read_image(path)
+                read_image(path)
             except FileNotFoundError:
                 report.add(record_id, "missing image", str(path))
                 continue

@@ -8,6 +8,8 @@ Order of precedence (later wins), each source merged on its own so that an error
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
 import os
 import re
@@ -20,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from minigpt.common import registry
-from minigpt.common.schema import PART_MODES, PART_NAMES, ModelConfig, RunConfig
+from minigpt.common.schema import PART_MODES, PART_NAMES, EvalOptions, ModelConfig, RunConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -84,8 +86,10 @@ def _section(config: DictConfig, key: str) -> Any:
     return config.get(key) if key in config else None
 
 
-def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, for_training: bool = True) -> DictConfig:
-    """Read, merge and validate a config. `for_training=False` (demo, eval) skips dataset paths."""
+def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, for_training: bool = True,
+                for_evaluation: bool = False) -> DictConfig:
+    """Read, merge and validate a config. `for_training=False` (demo, eval) skips the `datasets` paths;
+    `for_evaluation` builds and checks the `evaluation_datasets` sections (otherwise kept as written)."""
     cfg_path = Path(cfg_path)
     user = _load_yaml(cfg_path)
     overrides = parse_options(options)
@@ -104,13 +108,20 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
     for source, config in sources:
         run = _merge(run, _section(config, "run"), source, "run")
     evaluation = OmegaConf.create({})
-    for source, config in sources:
-        evaluation = _merge(evaluation, _section(config, "evaluation_datasets"), source, "evaluation_datasets")
+    if for_evaluation:
+        names = [n for _, c in sources for n in (_section(c, "evaluation_datasets") or {})]
+        for name in dict.fromkeys(names):
+            evaluation[name] = _build_dataset_section(str(name), sources, "evaluation_datasets")
+    else:
+        for source, config in sources:
+            evaluation = _merge(evaluation, _section(config, "evaluation_datasets"), source, "evaluation_datasets")
 
     config = OmegaConf.create({"model": model, "datasets": datasets, "run": run, "evaluation_datasets": evaluation})
     config = OmegaConf.merge(config, {})  # detach from sources
     _apply_legacy_switches(config.model)
     _validate(config, sources, for_training)
+    if for_evaluation:
+        _validate_evaluation(config, sources)
     return config
 
 
@@ -145,28 +156,38 @@ def _build_model_section(sources: list[tuple[str, DictConfig]]) -> DictConfig:
     return model
 
 
-def _build_dataset_section(name: str, sources: list[tuple[str, DictConfig]]) -> DictConfig:
+@functools.cache
+def _eval_config_class(config_class: type) -> type:
+    """A builder's config dataclass with eval.py's options added."""
+    return dataclasses.make_dataclass(f"Eval{config_class.__name__}", [], bases=(EvalOptions, config_class))
+
+
+def _build_dataset_section(name: str, sources: list[tuple[str, DictConfig]], top: str = "datasets") -> DictConfig:
     """A section's builder is `builder:` if set, else its own name (so two files of one format can be
-    mixed under two names); the builder's default YAML comes first."""
+    mixed under two names); the builder's default YAML comes first. `top` is datasets or evaluation_datasets."""
     builder_name = name
     for _, config in sources:
-        builder_name = ((_section(config, "datasets") or {}).get(name) or {}).get("builder") or builder_name
+        builder_name = ((_section(config, top) or {}).get(name) or {}).get("builder") or builder_name
     try:
         builder = registry.get("builder", builder_name)
     except KeyError as error:
-        raise ConfigError(_source_of(sources, f"datasets.{name}"), f"datasets.{name}", str(error.args[0])) from None
-    section = OmegaConf.structured(builder.config_class)
+        raise ConfigError(_source_of(sources, f"{top}.{name}"), f"{top}.{name}", str(error.args[0])) from None
+    config_class = builder.config_class if top == "datasets" else _eval_config_class(builder.config_class)
+    section = OmegaConf.structured(config_class)
     # The builder's own YAML, or for an alias (llava_detail, refcocop, ...) that of its first name.
     for default_name in (builder_name, *registry.names_of("builder", builder)):
         default_path = PACKAGE_ROOT / "configs" / "datasets" / default_name / "default.yaml"
         if default_path.exists():
             defaults = _section(_load_yaml(default_path), "datasets") or {}
-            section = _merge(section, defaults.get(default_name), str(default_path), f"datasets.{name}")
+            section = _merge(section, defaults.get(default_name), str(default_path), f"{top}.{name}")
             break
     for source, config in sources:
-        user_section = (_section(config, "datasets") or {}).get(name)
-        section = _merge(section, user_section, source, f"datasets.{name}")
+        user_section = (_section(config, top) or {}).get(name)
+        section = _merge(section, user_section, source, f"{top}.{name}")
     section.builder = builder_name
+    if top == "evaluation_datasets":
+        section.build_info.ann_path = section.eval_file_path or section.build_info.ann_path
+        section.build_info.image_path = section.img_path or section.build_info.image_path
     return section
 
 
@@ -276,6 +297,35 @@ def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_tra
                 _check_processor(processor, f"{key}.{kind}.{split}", fail)
     if run.deepspeed_config:
         _validate_deepspeed(config, fail)
+
+
+def _validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]]) -> None:
+    from minigpt.datasets.builders.base import AnnotationBuilder
+    from minigpt.evaluation.metrics import METRICS
+
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(_source_of(sources, key), key, problem)
+
+    if not config.evaluation_datasets:
+        fail("evaluation_datasets", "no data set to evaluate")
+    for name, section in config.evaluation_datasets.items():
+        key = f"evaluation_datasets.{name}"
+        if not issubclass(registry.get("builder", section.builder), AnnotationBuilder):
+            fail(f"{key}.builder", f"'{section.builder}' reads webdataset shards, which eval.py does not evaluate")
+        if section.metric is not None and section.metric not in METRICS:
+            fail(f"{key}.metric", f"'{section.metric}' is not one of {', '.join(METRICS)}")
+        for option in ("max_new_tokens", "num_beams", "batch_size"):
+            if section[option] is not None and section[option] < 1:
+                fail(f"{key}.{option}", f"must be >= 1, got {section[option]}")
+        for path_key, alias in (("ann_path", "eval_file_path"), ("image_path", "img_path")):
+            named = f"{key}.{alias}" if section[alias] else f"{key}.build_info.{path_key}"
+            value = section.build_info[path_key]
+            if not value:
+                fail(named, "missing")
+            if not resolve_path(value).exists():
+                fail(named, f"path '{value}' does not exist")
+        for split, processor in section.vis_processor.items():
+            _check_processor(processor, f"{key}.vis_processor.{split}", fail)
 
 
 def _validate_deepspeed(config: DictConfig, fail) -> None:

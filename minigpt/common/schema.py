@@ -116,6 +116,21 @@ class DatasetConfig:
 
 
 @dataclass
+class EvalOptions:
+    """What eval.py adds to a data set's section under `evaluation_datasets:` (the rest configures its
+    builder as under `datasets:`). MiniGPT-v2's benchmark config names its paths eval_file_path and
+    img_path; they stand for build_info.ann_path and build_info.image_path."""
+
+    metric: Optional[str] = None  # vqa_accuracy | exact_match | refer_accuracy | caption (default: the builder's)
+    instruction: Optional[str] = None  # the question's wording, "{}" marking the question or expression
+    max_new_tokens: int = 20
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    eval_file_path: Optional[str] = None
+    img_path: Optional[str] = None
+
+
+@dataclass
 class RunConfig:
     task: str = "image_text_pretrain"
     runner: str = "runner_base"
@@ -160,6 +175,7 @@ class RunConfig:
     job_name: Optional[str] = None
 
     # Accepted for compatibility with MiniGPT-4 configs.
+    save_path: Optional[str] = None  # eval.py's output folder (MiniGPT-v2's name; output_dir when unset)
     evaluate: bool = False
     train_splits: List[str] = field(default_factory=lambda: ["train"])
     valid_splits: List[str] = field(default_factory=list)

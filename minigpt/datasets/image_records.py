@@ -17,6 +17,13 @@ from torch.utils.data import Dataset
 
 from minigpt.common.config import resolve_path
 
+def read_image(path: Path) -> Image.Image:
+    """Opens and fully decodes, so a truncated file fails here and not inside a worker's transform."""
+    with Image.open(path) as image:
+        image.load()
+        return image.convert("RGB")
+
+
 MakeSample = Callable[[dict, random.Random], dict]  # record, rng -> {"turns": [...], "task": ...}
 Arrange = Callable[[list, random.Random], list]  # all records, rng -> this pass's records (same length every pass)
 
@@ -50,12 +57,6 @@ class ImageRecordDataset(Dataset):
         path = Path(record["image"])
         return path if path.is_absolute() or self.image_root is None else self.image_root / path
 
-    def read_image(self, path: Path) -> Image.Image:
-        """Opens and fully decodes, so a truncated file fails here and not inside a worker's transform."""
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-
     def sample_content(self, index: int) -> dict:
         record = self.records[index]
         rng = random.Random(f"{self.seed}-{self.pass_index}-{record['id']}")
@@ -73,7 +74,7 @@ class ImageRecordDataset(Dataset):
         if path is None:  # a text-only record
             return {**sample, "image": None}
         try:
-            image = self.read_image(path)
+            image = read_image(path)
         except Exception as error:  # missing or unreadable: skipped and counted, or fatal if strict
             reason = "missing image" if isinstance(error, FileNotFoundError) else "unreadable image"
             if self.strict:

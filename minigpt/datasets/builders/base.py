@@ -3,7 +3,8 @@
 A builder turns its `datasets.<name>` config section into a torch Dataset of template-free samples.
 To add a data set: subclass AnnotationBuilder (or DatasetBuilder), implement `parse` (and, if needed,
 `make_sample`), register it, and write minigpt/configs/datasets/<name>/default.yaml. dataset/README.md
-walks through an example.
+walks through an example. eval.py reads the same records through `eval_items`, which a builder
+overrides when its benchmark asks a fixed question or keeps more than one reference per question.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 
 from minigpt.common import registry
 from minigpt.common.schema import DatasetConfig
-from minigpt.conversation.template import ASSISTANT
+from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import subsample
 from minigpt.datasets.image_records import ImageRecordDataset
 
@@ -81,11 +82,47 @@ class AnnotationBuilder(DatasetBuilder):
     def image_path(self) -> str | None:
         return self.cfg.build_info.image_path
 
-    def build_dataset(self, strict: bool) -> ImageRecordDataset:
+    def records(self) -> list[dict]:
+        """The parsed annotation records, subsampled as configured (training and evaluation read these)."""
         records = self.parse(self.ann_path())
-        records = subsample(records, self.cfg.subsample_count, self.cfg.subsample_ids, self.cfg.subsample_seed)
-        return ImageRecordDataset(self.name, records, self.image_path(), self.vis_processor, self.cleaned_sample,
-                                  strict, source=self.ann_path(), arrange=self.arrange)
+        return subsample(records, self.cfg.subsample_count, self.cfg.subsample_ids, self.cfg.subsample_seed)
+
+    def build_dataset(self, strict: bool) -> ImageRecordDataset:
+        return ImageRecordDataset(self.name, self.records(), self.image_path(), self.vis_processor,
+                                  self.cleaned_sample, strict, source=self.ann_path(), arrange=self.arrange)
+
+    # ---- evaluation (eval.py) -------------------------------------------------------------------
+    def eval_metric(self) -> str:
+        """The metric (evaluation/metrics.py) eval.py scores this data set with unless `metric:` is set."""
+        return "exact_match"
+
+    def eval_items(self, records: list[dict], instruction: str | None = None) -> list[dict]:
+        """Questions to answer and their references: {"id", "image", "task", "turns" (ending with the
+        question), "reference": {...}}. By default one item per answer of each record's conversation,
+        with the turns before it as history; `instruction` is used by builders that ask fixed questions."""
+        items = []
+        for record in records:
+            sample = self.make_sample(record, random.Random(f"eval-{record['id']}"))
+            turns = sample["turns"]
+            answered = [i for i in range(1, len(turns)) if turns[i][0] == ASSISTANT and turns[i - 1][0] == USER]
+            for number, index in enumerate(answered):
+                item_id = str(record["id"]) if len(answered) == 1 else f"{record['id']}#{number}"
+                items.append(eval_item(item_id, record, sample["task"], turns[:index],
+                                       {"answers": [turns[index][1]], **self.extra_reference(record)}))
+        return items
+
+    def extra_reference(self, record: dict) -> dict:
+        """Reference fields a record carries beyond its answer (for example a target box)."""
+        return {}
+
+
+def eval_item(item_id: str, record: dict, task: str | None, turns: list, reference: dict) -> dict:
+    return {"id": item_id, "image": record.get("image"), "task": task, "turns": list(turns), "reference": reference}
+
+
+def fixed_question(instruction: str | None, default: str, value: str) -> str:
+    """An evaluation question: the config's `instruction` ("{}" marks the value) or the builder's default."""
+    return (instruction or default).format(value)
 
     def cleaned_sample(self, record: dict, rng: random.Random) -> dict:
         """make_sample, with `text_processor` (when the config sets one) applied to every answer."""

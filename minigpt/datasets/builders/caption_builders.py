@@ -11,7 +11,7 @@ from minigpt.common.registry import register_builder
 from minigpt.common.schema import DatasetConfig
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import load_records, require
-from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, DatasetBuilder
+from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, DatasetBuilder, eval_item, fixed_question
 from minigpt.datasets.caption_shards import CaptionShardDataset
 from minigpt.datasets.instructions import SHORT_CAPTION, phrase
 
@@ -62,7 +62,9 @@ class COCOCaptionConfig(AnnotationConfig):
 @register_builder("coco_caption")
 class COCOCaptionBuilder(AnnotationBuilder):
     """Karpathy-split COCO captions: a list of {"image": "train2014/...jpg", "caption", "image_id"}, one
-    entry per caption. Each sample asks for a short caption in one of several phrasings."""
+    entry per caption (the val / test files give each image once, with a list of captions). Each sample
+    asks for a short caption in one of several phrasings; eval.py asks once per image and scores BLEU-4
+    and CIDEr against all of the image's captions."""
 
     config_class = COCOCaptionConfig
 
@@ -73,13 +75,29 @@ class COCOCaptionBuilder(AnnotationBuilder):
             image = require(record, "image", ann_path, index)
             if keep and keep not in image:
                 continue
-            caption = require(record, "caption", ann_path, index)
-            image_id = record.get("image_id", Path(image).stem)
-            records.append({"id": f"{image_id}-{index}", "image": image, "caption": caption})
+            captions = require(record, "caption", ann_path, index)
+            image_id = str(record.get("image_id", Path(image).stem))
+            if isinstance(captions, str):
+                records.append({"id": f"{image_id}-{index}", "image_id": image_id, "image": image, "caption": captions})
+                continue
+            for number, caption in enumerate(captions):
+                records.append({"id": f"{image_id}-{index}-{number}", "image_id": image_id, "image": image,
+                                "caption": caption})
         return records
 
     def make_sample(self, record: dict, rng: random.Random) -> dict:
         return {"turns": [(USER, phrase(SHORT_CAPTION, rng)), (ASSISTANT, record["caption"])], "task": "caption"}
+
+    def eval_metric(self):
+        return "caption"
+
+    def eval_items(self, records, instruction=None):
+        by_image: dict[str, list[dict]] = {}
+        for record in records:
+            by_image.setdefault(record["image_id"], []).append(record)
+        question = fixed_question(instruction, SHORT_CAPTION[0], "")
+        return [eval_item(image_id, group[0], "caption", [(USER, question)], {"captions": [r["caption"] for r in group]})
+                for image_id, group in by_image.items()]
 
 
 @register_builder("textcaps", "textcaps_caption")
@@ -93,6 +111,6 @@ class TextCapsBuilder(COCOCaptionBuilder):
         for index, record in enumerate(load_records(ann_path, key="data")):
             image_id = require(record, "image_id", ann_path, index)
             caption = require(record, "caption_str", ann_path, index)
-            records.append({"id": str(record.get("caption_id", f"{image_id}-{index}")), "image": f"{image_id}.jpg",
-                            "caption": caption})
+            records.append({"id": str(record.get("caption_id", f"{image_id}-{index}")), "image_id": str(image_id),
+                            "image": f"{image_id}.jpg", "caption": caption})
         return records

@@ -19,13 +19,14 @@ from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
 
 
 def parse_sharegpt_records(ann_path: str) -> list[dict]:
-    """-> records {"id", "image" or None, "turns", "task", "notes"} (notes: <image> marker problems)."""
+    """-> records {"id", "image" or None, "turns", "task", "notes"} (notes: <image> marker problems), and
+    "box" when the record has one: the target's pixel corners, which eval.py's refer_accuracy scores."""
     records = []
     for index, record in enumerate(load_records(ann_path)):
         record_id = str(require(record, "id", ann_path, index))
         turns, notes = parse_conversation(require(record, "conversations", ann_path, index), ann_path, index, record_id)
         records.append({"id": record_id, "image": record.get("image"), "turns": turns, "task": record.get("task"),
-                        "notes": notes})
+                        "notes": notes, **({"box": record["box"]} if "box" in record else {})})
     return records
 
 
@@ -43,3 +44,6 @@ class ConversationBuilder(AnnotationBuilder):
 
     def make_sample(self, record, rng):
         return {"turns": record["turns"], "task": record["task"] or self.cfg.task}
+
+    def extra_reference(self, record):
+        return {"box": record["box"]} if "box" in record else {}

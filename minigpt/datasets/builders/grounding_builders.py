@@ -8,6 +8,10 @@
 
 `task: refer` asks where an expression is and answers with the box as 0-100 tokens
 `{<x1><y1><x2><y2>}`; `task: identify` gives the box and answers with the expression.
+
+eval.py asks about every expression of a ref once (RefCOCO accuracy counts expressions): `refer` is
+scored by the IoU of the answer's first box with the object's box, `identify` by caption metrics
+against the ref's expressions.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from minigpt.common.config import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import AnnotationError, load_json, load_plain_pickle, load_records, require
-from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
+from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, eval_item, fixed_question
 from minigpt.conversation.boxes import xywh_box_tokens
 from minigpt.datasets.instructions import IDENTIFY, REFER, phrase
 
@@ -67,13 +71,27 @@ class ReferCOCOBuilder(AnnotationBuilder):
             sentences = [require(s, "sent", refs_path, index) for s in require(ref, "sentences", refs_path, index)]
             if not sentences:
                 raise AnnotationError(refs_path, index, "field 'sentences' is empty", ref_id)
+            x, y, w, h = boxes[ann_id]
             records.append({
                 "id": str(ref_id),
                 "image": image.get("file_name", f"COCO_train2014_{image_id:012d}.jpg"),
                 "sentences": sentences,
                 "box": xywh_box_tokens(boxes[ann_id], image["width"], image["height"]),
+                "pixel_box": [x, y, x + w, y + h],
             })
         return records
+
+    def eval_metric(self):
+        return "refer_accuracy" if self.cfg.task == "refer" else "caption"
+
+    def eval_items(self, records, instruction=None):
+        if self.cfg.task == "identify":  # one question per object, any of its expressions is a reference
+            return [eval_item(record["id"], record, "identify",
+                              [(USER, fixed_question(instruction, IDENTIFY[1], record["box"]))],
+                              {"captions": record["sentences"]}) for record in records]
+        return [eval_item(f"{record['id']}-{number}", record, "refer",
+                          [(USER, fixed_question(instruction, REFER[2], sentence))], {"box": record["pixel_box"]})
+                for record in records for number, sentence in enumerate(record["sentences"])]
 
     def make_sample(self, record, rng):
         sentence = rng.choice(record["sentences"])

@@ -9,7 +9,9 @@
     ocrvqa        {"<key>": {"imageURL", "questions": [...], "answers": [...], "split": 1|2|3}}, images
                   `<key><extension of imageURL>`; split 1 is train.
 
-With several human answers, one is drawn per sample in proportion to how many people gave it.
+With several human answers, one is drawn per sample in proportion to how many people gave it. eval.py
+asks each question once, in a fixed wording, and scores VQAv2 soft accuracy against all human answers
+(exact match for GQA and OCR-VQA, which have one answer).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from minigpt.common.config import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require
-from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
+from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, eval_item, fixed_question
 from minigpt.datasets.instructions import VQA, phrase
 
 ANSWER_FIELD = {"vqav2": "answer", "okvqa": "answer", "aokvqa": "direct_answers", "gqa": "answer"}
@@ -52,12 +54,26 @@ def vqa_sample(question: str, answers: list[str], rng) -> dict:
     return {"turns": [(USER, phrase(VQA, rng, question)), (ASSISTANT, answer)], "task": "vqa"}
 
 
-@register_builder("vqa", "ok_vqa", "aok_vqa", "gqa", "coco_vqa")
-class VQABuilder(AnnotationBuilder):
+class VQAEvaluation:
+    """eval.py's view of a VQA builder: each question once, asked in a fixed wording."""
+
+    def eval_items(self, records, instruction=None):
+        return [eval_item(record["id"], record, "vqa", [(USER, fixed_question(instruction, VQA[1], record["question"]))],
+                          {"answers": record["answers"]}) for record in records]
+
+
+@register_builder("vqa", "ok_vqa", "okvqa", "aok_vqa", "gqa", "coco_vqa")
+class VQABuilder(VQAEvaluation, AnnotationBuilder):
     config_class = VQAConfig
 
+    def layout(self) -> str | None:
+        return self.cfg.layout or LAYOUT_OF_NAME.get(self.cfg.builder or self.name)
+
+    def eval_metric(self):
+        return "exact_match" if self.layout() == "gqa" else "vqa_accuracy"
+
     def parse(self, ann_path):
-        layout = self.cfg.layout or LAYOUT_OF_NAME.get(self.name)
+        layout = self.layout()
         if layout not in ANSWER_FIELD:
             raise ValueError(f"datasets.{self.name}.layout: '{layout}' is not one of {', '.join(ANSWER_FIELD)}")
         answer_field = ANSWER_FIELD[layout]
@@ -87,7 +103,7 @@ class OCRVQAConfig(AnnotationConfig):
 
 
 @register_builder("ocrvqa")
-class OCRVQABuilder(AnnotationBuilder):
+class OCRVQABuilder(VQAEvaluation, AnnotationBuilder):
     config_class = OCRVQAConfig
 
     def parse(self, ann_path):
