@@ -154,8 +154,10 @@ def test_unreadable_images_are_skipped_and_counted_or_fatal_when_strict(tmp_path
 
 @pytest.mark.slow
 def test_two_ranks_give_the_answers_and_scores_of_one(tmp_path, shapes_dir):
-    _, path = eval_config(tmp_path, shapes_dir, shapes_sections(shapes_dir, count=10))
-    run_script(["eval.py", "--cfg-path", str(path), "--options", f"run.output_dir={tmp_path}/one"])
+    from minigpt.runners.eval_recipe import evaluate
+
+    config, path = eval_config(tmp_path, shapes_dir, shapes_sections(shapes_dir, count=10), output_dir=str(tmp_path / "one"))
+    evaluate(config, str(path))
     run_script([TORCHRUN, "--nproc-per-node", "2", "--master-port", "29541", "eval.py", "--cfg-path", str(path),
                 "--options", f"run.output_dir={tmp_path}/two"])
     for name in ("refer", "vqa"):

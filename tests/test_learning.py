@@ -1,6 +1,7 @@
 """Learning tests, each trained through torchrun + train.py and scored through demo.py on held-out images:
 the tiny MiniGPT-4 (stage 1 then stage 2) names colours and falls to chance when the images are blanked
-out; the tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial baseline and names colours."""
+out; the tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial baseline and names colours.
+eval.py, run on the same questions with the same generation settings, must report the same accuracies."""
 import json
 import os
 import sys
@@ -21,6 +22,13 @@ def colour_accuracy(demo_output: str, records: dict) -> float:
     answers = [json.loads(line) for line in demo_output.splitlines() if line.startswith("{")]
     assert len(answers) == len(records)
     return sum(a["answer"] == records[a["id"]]["conversations"][1]["value"] for a in answers) / len(answers)
+
+
+def eval_scores(cfg_path: str, options: list[str], output_dir: Path) -> dict:
+    """eval.py's scores per evaluation_datasets section."""
+    run_script(["eval.py", "--cfg-path", cfg_path, "--options", *options, f"run.output_dir={output_dir}"])
+    return {folder.name: json.loads((folder / "scores.json").read_text())["scores"] for folder in output_dir.iterdir()
+            if (folder / "scores.json").exists()}
 
 
 def first_and_last_loss(output_dir: Path) -> tuple[float, float]:
@@ -60,6 +68,13 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     print(f"colour accuracy {accuracy:.3f} on {len(colour)} held-out questions; blank images {blank:.3f}")
     assert accuracy >= 0.9
     assert blank <= 0.2  # a blind model can only guess one fixed answer; no answer is that common
+
+    evaluated = eval_scores("eval_configs/tiny_eval.yaml", [
+        *common, f"model.ckpt={out}/stage2", f"evaluation_datasets.shapes_test.build_info.ann_path={data}/colour.json",
+        f"evaluation_datasets.shapes_test.build_info.image_path={data}/images",
+        "evaluation_datasets.shapes_test.max_new_tokens=6", "evaluation_datasets.shapes_test.repetition_penalty=1.05"],
+        tmp_path / "eval")
+    assert evaluated["shapes_test"]["exact_match"] == pytest.approx(accuracy)
 
 
 def grounding_accuracy(demo_output: str, records: dict) -> tuple[float, int]:
@@ -112,3 +127,12 @@ def test_tiny_minigpt_v2_learns_grounding_and_colours(tmp_path):
           f"({no_box} without a box); mean-box baseline {baseline:.3f}; colour accuracy {colours:.3f}")
     assert accuracy >= max(0.08, 20 * baseline)
     assert colours >= 0.9
+
+    sections = "evaluation_datasets.shapes_refer", "evaluation_datasets.shapes_vqa"
+    evaluated = eval_scores("eval_configs/tiny_v2_eval.yaml", [
+        *common, f"model.ckpt={out}", f"{sections[0]}.build_info.ann_path={data}/grounding_test.json",
+        f"{sections[1]}.build_info.ann_path={data}/colour.json", f"{sections[1]}.max_new_tokens=8",
+        f"{sections[1]}.repetition_penalty=1.05",
+        *(f"{section}.build_info.image_path={data}/images" for section in sections)], tmp_path / "eval")
+    assert evaluated["shapes_refer"]["refer_accuracy"] == pytest.approx(accuracy)
+    assert evaluated["shapes_vqa"]["exact_match"] == pytest.approx(colours)

@@ -91,6 +91,14 @@ class AnnotationBuilder(DatasetBuilder):
         return ImageRecordDataset(self.name, self.records(), self.image_path(), self.vis_processor,
                                   self.cleaned_sample, strict, source=self.ann_path(), arrange=self.arrange)
 
+    def cleaned_sample(self, record: dict, rng: random.Random) -> dict:
+        """make_sample, with `text_processor` (when the config sets one) applied to every answer."""
+        sample = self.make_sample(record, rng)
+        if self.text_processor is not None:
+            sample["turns"] = [(role, self.text_processor(text) if role == ASSISTANT else text)
+                               for role, text in sample["turns"]]
+        return sample
+
     # ---- evaluation (eval.py) -------------------------------------------------------------------
     def eval_metric(self) -> str:
         """The metric (evaluation/metrics.py) eval.py scores this data set with unless `metric:` is set."""
@@ -123,11 +131,3 @@ def eval_item(item_id: str, record: dict, task: str | None, turns: list, referen
 def fixed_question(instruction: str | None, default: str, value: str) -> str:
     """An evaluation question: the config's `instruction` ("{}" marks the value) or the builder's default."""
     return (instruction or default).format(value)
-
-    def cleaned_sample(self, record: dict, rng: random.Random) -> dict:
-        """make_sample, with `text_processor` (when the config sets one) applied to every answer."""
-        sample = self.make_sample(record, rng)
-        if self.text_processor is not None:
-            sample["turns"] = [(role, self.text_processor(text) if role == ASSISTANT else text)
-                               for role, text in sample["turns"]]
-        return sample
