@@ -168,3 +168,21 @@ def test_two_ranks_give_the_answers_and_scores_of_one(tmp_path, shapes_dir):
                    for run in ("one", "two")]
         assert answers[0] == answers[1]
         assert len(list((tmp_path / "two" / name).glob("predictions-rank*.jsonl"))) == 2  # both ranks answered
+
+
+def test_the_shipped_benchmark_config_loads_once_its_paths_exist(shapes_dir, formats):
+    """Every section of minigptv2_benchmark_evaluation.yaml is valid for its builder (only paths are missing)."""
+    shipped = OmegaConf.load(REPO / "eval_configs/minigptv2_benchmark_evaluation.yaml")
+    layout_of = {"refcoco": "refcoco", "refcoco+": "refcoco", "refcocog": "refcoco", "ok_vqa": "ok_vqa",
+                 "coco_vqa": "ok_vqa", "gqa": "gqa", "coco_caption": "coco_caption"}
+    options = [f"model.{key}=null" for key in ("vit_weights", "ckpt", "llama_model")]
+    options += [f"model.tokenizer={shapes_dir}/tokenizer", "model.llama_config.hidden_size=64"]
+    for name, section in shipped.evaluation_datasets.items():
+        paths = formats[layout_of[section.builder]]["build_info"]
+        options += [f"evaluation_datasets.{name}.build_info.{key}={paths[key]}" for key in ("ann_path", "image_path")]
+    config = load_config(REPO / "eval_configs/minigptv2_benchmark_evaluation.yaml", options, for_training=False,
+                         for_evaluation=True)
+    metrics = {name: registry.get("builder", s.builder)(name, s).eval_metric() for name, s in config.evaluation_datasets.items()}
+    assert metrics["refcoco_testA"] == "refer_accuracy" and metrics["okvqa"] == metrics["vqav2_val"] == "vqa_accuracy"
+    assert metrics["gqa"] == "exact_match" and metrics["coco_caption_test"] == "caption"
+    assert config.evaluation_datasets["refcocog_test"].split == "test"
