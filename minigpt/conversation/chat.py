@@ -1,12 +1,15 @@
-"""The chat engine behind demo.py: one image, a multi-turn history, generation with the model's template.
+"""The chat engine behind demo.py, eval.py and serve.py: one image, a multi-turn history, generation
+with the model's template, whole (batched) or streamed piece by piece.
 
 Prompts are built by the same collator that builds training batches, so chat sees exactly the
 format the model was trained on.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from PIL import Image
@@ -60,15 +63,25 @@ class Chat:
         self.turns += [(USER, question), (ASSISTANT, answer)]
         return answer
 
+    def ask_streaming(self, question: str) -> Iterator[str]:
+        """ask(), yielding the answer's pieces as they are generated; the history gets the whole answer."""
+        sample = {"id": "chat", "image": self.image, "turns": self.turns + [(USER, question)]}
+        answer = ""
+        for piece in stream_answer(self.model, self.collator, sample, self.options):
+            answer += piece
+            yield piece
+        self.turns += [(USER, question), (ASSISTANT, answer)]
+
 
 def adapter_for(model, sample: dict) -> str | None:
     """The task adapter that answers a sample whose turns end with a user question (None: base model)."""
     return model.adapters.choose(sample.get("task"), sample["turns"][-1][1]) if model.adapters else None
 
 
-def generate_answers(model, collator, samples: list[dict], options: GenerationOptions) -> list[str]:
+def generate_answers(model, collator, samples: list[dict], options: GenerationOptions, **generate_kwargs) -> list[str]:
     """Answers for samples whose turns end with a user question, generated as left-padded batches: one
-    batch, or with task adapters one per adapter that the samples select (see models/adapters.py)."""
+    batch, or with task adapters one per adapter that the samples select (see models/adapters.py).
+    `generate_kwargs` (streamer, stopping_criteria) go to the model's generate."""
     groups: dict[str | None, list[int]] = {}
     for index, sample in enumerate(samples):
         groups.setdefault(adapter_for(model, sample), []).append(index)
@@ -79,7 +92,56 @@ def generate_answers(model, collator, samples: list[dict], options: GenerationOp
         batch = collator.generation_batch([samples[i] for i in indices])
         texts = model.generate(batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
                                temperature=options.temperature, top_p=options.top_p,
-                               repetition_penalty=options.repetition_penalty, do_sample=options.do_sample)
+                               repetition_penalty=options.repetition_penalty, do_sample=options.do_sample,
+                               **generate_kwargs)
         for index, text in zip(indices, texts):
             answers[index] = text
     return answers
+
+
+def stream_answer(model, collator, sample: dict, options: GenerationOptions) -> Iterator[str]:
+    """The answer to one sample, in pieces as they are generated; joined, they equal generate_answers'
+    answer. Generation runs in a thread; closing the iterator early stops it."""
+    from transformers import StoppingCriteria, TextIteratorStreamer
+
+    class Stopped(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    stop = threading.Event()
+    streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["answer"] = generate_answers(model, collator, [sample], options, streamer=streamer,
+                                                stopping_criteria=[Stopped()])[0]
+        except BaseException as error:  # handed to the reader below
+            result["error"] = error
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    end_sym, text, shown = model.template.end_sym, "", ""
+    try:
+        for piece in streamer:
+            text += piece
+            visible = text.split(end_sym)[0].lstrip()
+            if end_sym not in text:  # hold back what may be the start of the end marker, and trailing space
+                visible = visible[:len(visible) - _partial_suffix(visible, end_sym)].rstrip()
+            if visible.startswith(shown) and len(visible) > len(shown):
+                yield visible[len(shown):]
+                shown = visible
+    finally:
+        stop.set()
+        thread.join()
+    if "error" in result:
+        raise result["error"]
+    answer = result.get("answer", shown)
+    if answer.startswith(shown) and len(answer) > len(shown):
+        yield answer[len(shown):]
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest end of `text` that is a proper start of `marker`."""
+    return next((n for n in range(min(len(marker) - 1, len(text)), 0, -1) if text.endswith(marker[:n])), 0)

@@ -16,7 +16,7 @@ import sys
 
 import torch
 from torch import nn
-from transformers import Blip2QFormerConfig, Blip2QFormerModel
+from transformers import Blip2QFormerConfig, Blip2QFormerModel, StoppingCriteriaList
 
 from minigpt.common.config import resolve_path
 from minigpt.common.schema import PART_NAMES
@@ -269,8 +269,10 @@ class MiniGPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
-                 top_p: float = 0.9, repetition_penalty: float = 1.05, do_sample: bool = False) -> list[str]:
-        """Answers for a left-padded generation batch (see ConversationCollator.generation_batch)."""
+                 top_p: float = 0.9, repetition_penalty: float = 1.05, do_sample: bool = False,
+                 streamer=None, stopping_criteria: list | None = None) -> list[str]:
+        """Answers for a left-padded generation batch (see ConversationCollator.generation_batch).
+        `streamer` and `stopping_criteria` go to transformers' generate (see chat.stream_answer)."""
         device = self.device
         images = batch["images"].to(device) if batch["images"] is not None else None
         inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
@@ -284,6 +286,7 @@ class MiniGPT(nn.Module):
             inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"].to(device),
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
             repetition_penalty=repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id, **sampling, **stop)
+            eos_token_id=self.tokenizer.eos_token_id, streamer=streamer,
+            stopping_criteria=StoppingCriteriaList(stopping_criteria or []), **sampling, **stop)
         texts = self.tokenizer.batch_decode(output_ids, skip_special_tokens=True)
         return [text.split(end_sym)[0].strip() for text in texts]

@@ -1,0 +1,246 @@
+"""An OpenAI-compatible `/v1/chat/completions` endpoint over the chat engine (FastAPI).
+
+Existing OpenAI clients talk to a finetuned model unchanged: messages whose content is text or a list of
+`text` and `image_url` parts (a `data:` URL, or a file path under the server's image root), `stream`,
+`max_tokens`, `temperature` and `top_p`. A conversation holds at most one image, as MiniGPT's prompts do;
+system messages are accepted and ignored (the model's own template has no system slot). One request is
+answered at a time per model; the others wait their turn. A bad request gets a 4xx answer with an
+OpenAI-style JSON error that names the parameter, never a crash.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from minigpt.conversation.chat import GenerationOptions, generate_answers, stream_answer
+from minigpt.conversation.template import ASSISTANT, USER
+
+
+class RequestError(ValueError):
+    """A request the server refuses: HTTP `status`, and the request `param` at fault."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.param, self.status = param, status
+
+
+@dataclass
+class ServedModel:
+    """A loaded model and what answering needs, with the lock that lets one request use it at a time."""
+
+    name: str
+    model: object
+    image_processor: object
+    image_root: Path
+    max_image_bytes: int = 20 * 2**20
+
+    def __post_init__(self):
+        self.collator = self.model.collator()
+        self.lock = threading.Lock()
+
+
+def read_image(url: str, served: ServedModel, param: str) -> Image.Image:
+    """A `data:image/...;base64,` URL or a file path under the image root -> an RGB image."""
+    if url.startswith("data:"):
+        header, _, payload = url.partition(",")
+        if ";base64" not in header:
+            raise RequestError("image data URLs must be base64 encoded (data:image/png;base64,...)", param)
+        if len(payload) * 3 // 4 > served.max_image_bytes:
+            raise RequestError(f"image is larger than {served.max_image_bytes // 2**20} MB", param, 413)
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError("image data URL is not valid base64", param) from None
+        source = io.BytesIO(data)
+    elif "://" in url and not url.startswith("file://"):
+        raise RequestError("images are not downloaded: send a data URL or a local file path", param)
+    else:
+        path = (served.image_root / url.removeprefix("file://")).resolve()
+        if not path.is_relative_to(served.image_root.resolve()):
+            raise RequestError(f"image path is outside the server's image root {served.image_root}", param, 403)
+        if not path.is_file():
+            raise RequestError(f"no image file at {url}", param, 404)
+        if path.stat().st_size > served.max_image_bytes:
+            raise RequestError(f"image is larger than {served.max_image_bytes // 2**20} MB", param, 413)
+        source = path
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise RequestError(f"not a readable image: {error}", param) from None
+
+
+def parse_messages(messages, served: ServedModel) -> tuple[list[tuple[str, str]], Image.Image | None]:
+    """OpenAI messages -> (turns ending with the user's question, the conversation's image or None)."""
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list", "messages")
+    turns, images = [], []
+    for index, message in enumerate(messages):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
+            raise RequestError("each message needs a role: system, user or assistant", f"{param}.role")
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(parts, list):
+            raise RequestError("content must be a string or a list of parts", f"{param}.content")
+        texts = []
+        for number, part in enumerate(parts):
+            part_param = f"{param}.content[{number}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif kind == "image_url" and message["role"] == "user":
+                url = part.get("image_url", {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
+                if not isinstance(url, str):
+                    raise RequestError("image_url needs a url", f"{part_param}.image_url")
+                images.append(read_image(url, served, f"{part_param}.image_url"))
+            else:
+                raise RequestError("a part is {type: text, text} or, in user messages, {type: image_url, image_url: {url}}",
+                                   part_param)
+        if message["role"] in ("system", "developer"):
+            continue
+        role = USER if message["role"] == "user" else ASSISTANT
+        if turns and turns[-1][0] == role:
+            turns[-1] = (role, turns[-1][1] + "\n" + " ".join(texts))  # consecutive messages of one role join
+        else:
+            turns.append((role, " ".join(texts)))
+    if len(images) > 1:
+        raise RequestError("a conversation can hold one image; start a new one for another image", "messages")
+    if not turns or turns[-1][0] != USER:
+        raise RequestError("the last message must be the user's", "messages")
+    if turns[0][0] != USER:
+        turns.insert(0, (USER, ""))  # an assistant greeting first: the template starts with a user turn
+    return turns, images[0] if images else None
+
+
+def generation_options(body: dict) -> GenerationOptions:
+    """OpenAI sampling fields -> ours: temperature 0 is greedy decoding."""
+    def number(name: str, low: float, high: float, default):
+        value = body.get(name, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise RequestError(f"'{name}' must be a number from {low} to {high}", name)
+        return value
+
+    if body.get("n", 1) not in (1, None):
+        raise RequestError("only n=1 is supported", "n")
+    max_tokens = number("max_completion_tokens", 1, 4096, None) or number("max_tokens", 1, 4096, 300)
+    temperature = number("temperature", 0, 2, 1.0)
+    return GenerationOptions(max_new_tokens=int(max_tokens), temperature=max(temperature, 1e-5),
+                             top_p=number("top_p", 0, 1, 1.0), repetition_penalty=1.0, do_sample=temperature > 0)
+
+
+class Completion:
+    """One chat completion request, parsed and checked before the model is touched."""
+
+    def __init__(self, body, served: ServedModel):
+        if not isinstance(body, dict):
+            raise RequestError("the request body must be a JSON object")
+        self.served = served
+        self.stream = bool(body.get("stream", False))
+        self.options = generation_options(body)
+        turns, image = parse_messages(body.get("messages"), served)
+        self.sample = {"id": "request", "turns": turns,
+                       "image": served.image_processor(image) if image is not None else None}
+        self.prompt_tokens = int(served.collator.generation_batch([self.sample])["attention_mask"].sum())
+        room = served.model.max_context_len - self.prompt_tokens
+        if self.options.max_new_tokens > room:
+            raise RequestError(f"the conversation takes {self.prompt_tokens} of the model's "
+                               f"{served.model.max_context_len} tokens; ask for at most {max(room, 0)} new tokens",
+                               "max_tokens")
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    def finish_reason(self, answer: str) -> str:
+        tokens = len(self.served.model.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        return "length" if tokens >= self.options.max_new_tokens else "stop"
+
+    def usage(self, answer: str) -> dict:
+        completion = len(self.served.model.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.prompt_tokens + completion}
+
+    def answer(self) -> dict:
+        served = self.served
+        with served.lock:
+            answer = generate_answers(served.model, served.collator, [self.sample], self.options)[0]
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": served.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                             "finish_reason": self.finish_reason(answer)}],
+                "usage": self.usage(answer)}
+
+    def chunks(self) -> Iterator[str]:
+        """Server-sent events: the role, then each new piece of text, then the finish reason and [DONE]."""
+        served = self.served
+
+        def event(delta: dict, finish: str | None = None) -> str:
+            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": served.name,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        yield event({"role": "assistant", "content": ""})
+        answer = ""
+        with served.lock:
+            for piece in stream_answer(served.model, served.collator, self.sample, self.options):
+                answer += piece
+                yield event({"content": piece})
+        yield event({}, self.finish_reason(answer))
+        yield "data: [DONE]\n\n"
+
+
+def create_app(served: ServedModel):
+    """The FastAPI application: /v1/chat/completions and /v1/models."""
+    app = FastAPI(title="MiniGPT", docs_url=None, redoc_url=None)
+
+    def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request, exc):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    def validation_error(request, exc):
+        return error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    def server_error(request, exc):
+        return error(500, f"{type(exc).__name__}: {exc}", kind="server_error")
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": 0, "owned_by": "minigpt"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return error(400, f"the request body is not JSON: {exc}")
+        try:
+            completion = Completion(body, served)
+            if completion.stream:
+                return StreamingResponse(completion.chunks(), media_type="text/event-stream")
+            return await run_in_threadpool(completion.answer)
+        except RequestError as exc:
+            return error(exc.status, str(exc), exc.param)
+        except ValueError as exc:  # e.g. a conversation longer than the model's context
+            return error(400, str(exc), "messages")
+
+    return app

@@ -1,0 +1,67 @@
+"""The chat engine: streamed answers equal whole ones, history, stopping a stream early."""
+import threading
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from conftest import REPO
+from minigpt.conversation.chat import Chat, GenerationOptions, _partial_suffix, generate_answers, stream_answer
+from minigpt.conversation.template import ASSISTANT, USER
+
+
+@pytest.fixture(scope="module")
+def chat(shapes_dir) -> Chat:
+    """The tiny MiniGPT-4 (random weights, Vicuna v0 template ending answers with ###) about a red square."""
+    from minigpt.common.config import load_config
+    from minigpt.models.inference import image_processor_for, load_for_inference
+
+    config = load_config(REPO / "eval_configs/tiny_eval.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"],
+                         for_training=False)
+    torch.manual_seed(config.run.seed)  # random weights whose answer is words, not byte pieces
+    chat = Chat(load_for_inference(config, torch.device("cpu")), image_processor_for(config),
+                GenerationOptions(max_new_tokens=12, repetition_penalty=1.0))
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).rectangle([8, 8, 30, 30], fill="red")
+    chat.set_image(image)
+    return chat
+
+
+def test_streamed_pieces_join_to_the_whole_answer(chat):
+    sample = {"id": "s", "image": chat.image, "turns": [(USER, "Which colors do you see?")]}
+    whole = generate_answers(chat.model, chat.collator, [sample], chat.options)[0]
+    pieces = list(stream_answer(chat.model, chat.collator, sample, chat.options))
+    assert "".join(pieces) == whole and len(pieces) > 1
+
+
+def test_ask_streaming_keeps_the_history_like_ask(chat):
+    chat.reset()
+    whole = chat.ask("Which colors do you see?")
+    chat.reset()
+    streamed = "".join(chat.ask_streaming("Which colors do you see?"))
+    assert streamed == whole and chat.turns == [(USER, "Which colors do you see?"), (ASSISTANT, whole)]
+
+
+def test_closing_a_stream_stops_generation(chat):
+    sample = {"id": "s", "image": chat.image, "turns": [(USER, "Which colors do you see?")]}
+    options = GenerationOptions(max_new_tokens=60, repetition_penalty=1.0)
+    steps = []
+    hook = chat.model.llama_model.register_forward_hook(lambda *args: steps.append(1))
+    try:
+        list(stream_answer(chat.model, chat.collator, sample, options))
+        whole_run, steps[:] = len(steps), []
+        before = threading.active_count()
+        pieces = stream_answer(chat.model, chat.collator, sample, options)
+        next(pieces)
+        pieces.close()  # the generating thread is told to stop, and joined
+    finally:
+        hook.remove()
+    assert whole_run > 40 and len(steps) < whole_run / 2  # one LLM forward per new token
+    assert threading.active_count() == before
+
+
+def test_a_partial_end_marker_is_held_back():
+    assert _partial_suffix("red and #", "###") == 1
+    assert _partial_suffix("red and ##", "###") == 2
+    assert _partial_suffix("red and", "###") == 0
+    assert _partial_suffix("answer</", "</s>") == 2

@@ -1,0 +1,152 @@
+"""serve.py: the official openai client against the tiny model, streaming, bad requests, one at a time."""
+import base64
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import REPO
+
+QUESTION = "Which colors do you see?"
+
+
+def picture() -> Image.Image:
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).rectangle([8, 8, 30, 30], fill="red")
+    return image
+
+
+def data_url(image: Image.Image, kind: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, kind)
+    return f"data:image/{kind.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def question_with(url: str, text: str = QUESTION) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]}]
+
+
+@pytest.fixture(scope="module")
+def server(shapes_dir, tmp_path_factory):
+    """serve.py on a free port with the tiny MiniGPT-4 (random weights); -> (base URL, image root, options)."""
+    image_root = tmp_path_factory.mktemp("served_images")
+    picture().save(image_root / "red.png")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"]
+    process = subprocess.Popen([sys.executable, "serve.py", "--cfg-path", "eval_configs/tiny_eval.yaml", "--port", str(port),
+                                "--name", "tiny", "--image-root", str(image_root), "--max-image-mb", "0.05",
+                                "--options", *options], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            pytest.fail(f"serve.py did not start:\n{process.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    yield base, image_root, options
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def expected_answer(server):
+    """What the chat engine answers in this process, with the same seed and config as the server."""
+    import torch
+
+    from minigpt.common.config import load_config
+    from minigpt.conversation.chat import Chat, GenerationOptions
+    from minigpt.models.inference import image_processor_for, load_for_inference
+
+    config = load_config(REPO / "eval_configs/tiny_eval.yaml", server[2], for_training=False)
+    torch.manual_seed(config.run.seed)
+    model = load_for_inference(config, torch.device("cpu"))
+    chat = Chat(model, image_processor_for(config), GenerationOptions(max_new_tokens=8, repetition_penalty=1.0))
+    chat.set_image(picture())
+    return chat.ask(QUESTION)
+
+
+def client(server) -> "openai.OpenAI":
+    return openai.OpenAI(base_url=f"{server[0]}/v1", api_key="unused", max_retries=0)
+
+
+def test_the_openai_client_gets_the_chat_engines_answer_whole_and_streamed(server, expected_answer):
+    api = client(server)
+    assert [m.id for m in api.models.list().data] == ["tiny"]
+    reply = api.chat.completions.create(model="tiny", messages=question_with(data_url(picture())), max_tokens=8,
+                                        temperature=0)
+    assert reply.choices[0].message.content == expected_answer and expected_answer
+    assert reply.choices[0].finish_reason in ("stop", "length") and reply.model == "tiny"
+    assert reply.usage.prompt_tokens > 8 and reply.usage.completion_tokens > 0  # 8 image tokens + the question
+
+    pieces = [chunk.choices[0].delta.content for chunk in
+              api.chat.completions.create(model="tiny", messages=question_with(data_url(picture())), max_tokens=8,
+                                          temperature=0, stream=True) if chunk.choices[0].delta.content]
+    assert "".join(pieces) == expected_answer and len(pieces) > 1  # several pieces, as generated
+
+    by_path = api.chat.completions.create(model="tiny", messages=question_with("red.png"), max_tokens=8, temperature=0)
+    assert by_path.choices[0].message.content == expected_answer
+    follow_up = question_with(data_url(picture())) + [{"role": "assistant", "content": expected_answer},
+                                                     {"role": "user", "content": "How many shapes are there?"}]
+    assert api.chat.completions.create(model="tiny", messages=follow_up, max_tokens=4, temperature=0).choices[0].message.content is not None
+
+
+@pytest.mark.parametrize("messages, extra, status, message", [
+    (question_with("data:image/png;base64," + base64.b64encode(b"not an image").decode()), {}, 400, "not a readable image"),
+    (question_with("https://example.com/cat.jpg"), {}, 400, "not downloaded"),
+    (question_with("../outside.png"), {}, 403, "outside the server's image root"),
+    (question_with("missing.png"), {}, 404, "no image file"),
+    (question_with(data_url(Image.effect_noise((256, 256), 64).convert("RGB"))), {}, 413, "larger than"),
+    (question_with("red.png") + [{"role": "assistant", "content": "red"}], {}, 400, "last message must be the user's"),
+    ([{"role": "robot", "content": "hi"}], {}, 400, "role"),
+    (question_with("red.png"), {"n": 2}, 400, "only n=1"),
+    (question_with("red.png"), {"temperature": 5}, 400, "'temperature' must be a number from 0 to 2"),
+    (question_with("red.png"), {"max_tokens": 10_000}, 400, "'max_tokens'"),
+    (question_with("red.png"), {"max_tokens": 4000}, 400, "ask for at most"),
+    (question_with("red.png"), {"max_tokens": 4000, "stream": True}, 400, "ask for at most"),
+])
+def test_bad_requests_get_a_json_error_and_the_server_goes_on(server, expected_answer, messages, extra, status, message):
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(server).chat.completions.create(model="tiny", messages=messages, **extra)
+    assert caught.value.status_code == status and message in caught.value.body["message"]
+    reply = client(server).chat.completions.create(model="tiny", messages=question_with("red.png"), max_tokens=8, temperature=0)
+    assert reply.choices[0].message.content == expected_answer
+
+
+def test_malformed_http_gets_json_errors(server):
+    base = server[0]
+    not_json = httpx.post(f"{base}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]["message"]
+    assert httpx.post(f"{base}/v1/chat/completions", json=[1, 2]).status_code == 400
+    missing = httpx.get(f"{base}/v1/nothing-here")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_concurrent_requests_take_turns(server, expected_answer):
+    answers = []
+
+    def ask(stream: bool):
+        api = client(server)
+        reply = api.chat.completions.create(model="tiny", messages=question_with("red.png"), max_tokens=8, temperature=0,
+                                            stream=stream)
+        answers.append("".join(c.choices[0].delta.content or "" for c in reply) if stream else reply.choices[0].message.content)
+
+    threads = [threading.Thread(target=ask, args=(stream,)) for stream in (True, False, True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert answers == [expected_answer] * 4
