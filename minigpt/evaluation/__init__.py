@@ -1,0 +1,1 @@
+"""Benchmark metrics for eval.py (see metrics.py)."""
