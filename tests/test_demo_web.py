@@ -1,0 +1,133 @@
+"""demo_web.py: its callbacks directly, and the whole page driven from headless Chromium."""
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO))
+from demo_web import Session, WebChat  # noqa: E402
+
+QUESTION = "Which colors do you see?"
+
+
+def red_square(path):
+    image = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(image).rectangle([32, 32, 159, 159], fill=(220, 30, 30))  # 128 x 128 px
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(shapes_dir):
+    """(config options, model, image processor) of the tiny MiniGPT-4 with the demo's random weights."""
+    from minigpt.common.config import load_config
+    from minigpt.models.inference import image_processor_for, load_for_inference
+
+    options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"]
+    config = load_config(REPO / "eval_configs/tiny_eval.yaml", options, for_training=False)
+    torch.manual_seed(config.run.seed)
+    return options, load_for_inference(config, torch.device("cpu")), image_processor_for(config)
+
+
+def test_uploads_that_are_not_images_or_too_large_get_a_message(tiny, tmp_path):
+    web = WebChat(tiny[1], tiny[2], max_image_mb=0.01)
+    (tmp_path / "notes.png").write_text("not an image")
+    session, shown, chat, status = web.upload(str(tmp_path / "notes.png"))
+    assert session.image is None and shown is None and "notes.png is not an image" in status
+    Image.effect_noise((256, 256), 64).convert("RGB").save(tmp_path / "big.png")
+    assert "the limit is 0 MB" in web.upload(str(tmp_path / "big.png"))[3]
+    session, shown, chat, status = web.upload(str(red_square(tmp_path / "red.png")))
+    assert session.image.size == (256, 256) and shown is session.image and chat == [] and "Image loaded" in status
+
+
+def test_asking_streams_keeps_each_sessions_history_and_adds_the_task(tiny, tmp_path):
+    web = WebChat(tiny[1], tiny[2], max_image_mb=20)
+    session = web.upload(str(red_square(tmp_path / "red.png")))[0]
+    updates = list(web.ask(session, QUESTION, "none", 1, 0.0, 16))
+    session, chat = updates[-1][0], updates[-1][1]
+    assert len(updates) > 2 and chat[-1]["role"] == "assistant"  # streamed: partial answers, then the last
+    assert session.turns[0] == ("user", QUESTION) and chat[-1]["content"] == session.turns[1][1]
+    beam_session = list(web.ask(Session(session.image), QUESTION, "refer", 2, 0.0, 16))[-1][0]
+    assert beam_session.turns[0][1] == f"[refer] {QUESTION}"  # the selected task's identifier
+    assert len(session.turns) == 2  # another session's question never reached this one
+    cleared = web.reset(session)
+    assert cleared[0].turns == [] and cleared[0].image is session.image and cleared[1] == []
+
+
+def browser_or_skip():
+    chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        reason = "no chromium / chromedriver on PATH (.ci/run installs Debian's chromium and chromium-driver)"
+        print(f"skipping the browser test: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_the_page_answers_a_colour_question_in_chromium(tiny, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from minigpt.conversation.chat import Chat, GenerationOptions
+
+    browser = browser_or_skip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "demo_web.py", "--cfg-path", "eval_configs/tiny_eval.yaml", "--port", str(port),
+                               "--options", *tiny[0]], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                pytest.fail(f"demo_web.py did not start:\n{server.stdout.read()[-3000:]}")
+            time.sleep(0.5)
+        image_path = red_square(tmp_path / "red.png")
+        browser.get(url)
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#upload input[type=file]")).send_keys(str(image_path))
+        wait.until(lambda b: "Image loaded" in b.find_element(By.ID, "status").text)
+        browser.find_element(By.CSS_SELECTOR, "#question textarea").send_keys(QUESTION)
+        browser.find_element(By.ID, "send").click()
+
+        chat = Chat(tiny[1], tiny[2], GenerationOptions(max_new_tokens=128, repetition_penalty=1.0))
+        chat.set_image(image_path)
+        expected = re.findall(r"\w+", chat.ask(QUESTION))  # the page renders markdown: compare its words
+        assert expected
+
+        def answered(browser) -> bool:
+            words = re.findall(r"\w+", browser.find_element(By.ID, "chat").text)
+            return words[-len(expected):] == expected
+        wait.until(answered)
+        screenshot = tmp_path / "page.png"
+        browser.save_screenshot(str(screenshot))
+    finally:
+        browser.quit()
+        server.terminate()
+        server.wait(timeout=30)
+    page = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
+    red = int(((page[..., 0] > 190) & (page[..., 1] < 70) & (page[..., 2] < 70)).sum())
+    assert red > 8000, f"the uploaded red square is not on the page ({red} red pixels; see {screenshot})"
