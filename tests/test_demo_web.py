@@ -64,6 +64,22 @@ def test_asking_streams_keeps_each_sessions_history_and_adds_the_task(tiny, tmp_
     assert cleared[0].turns == [] and cleared[0].image is session.image and cleared[1] == []
 
 
+def test_boxes_in_an_answer_are_drawn_on_the_image(tiny, tmp_path, monkeypatch):
+    import demo_web
+
+    # The random tiny model names no boxes, so the answer is a MiniGPT-v2 grounding answer of our own.
+    monkeypatch.setattr(demo_web, "stream_answer", lambda *args: iter(["<p>the red square</p> ", "{<12><12><62><62>}"]))
+    web = WebChat(tiny[1], tiny[2], max_image_mb=20)
+    session = web.upload(str(red_square(tmp_path / "red.png")))[0]
+    session, chat, shown, _, status = list(web.ask(session, "the red square", "refer", 1, 0.0, 16))[-1]
+    assert session.turns[0][1] == "[refer] the red square" and status == "1 box(es) drawn on the image."
+    before, after = np.asarray(session.image).astype(int), np.asarray(shown).astype(int)
+    changed = np.abs(before - after).sum(axis=2) > 0
+    rows, columns = np.nonzero(changed)
+    # The outline runs along the box (0-100 grid bins 12..62 of 256 px: about 32..160 px).
+    assert changed.sum() > 200 and 25 <= columns.min() <= 40 and 150 <= columns.max() <= 175
+
+
 def browser_or_skip():
     chromium, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
     if not (chromium and driver):
