@@ -164,6 +164,7 @@ def main() -> None:
     options = args.options + ([f"model.adapter={args.adapter}"] if args.adapter else [])
     config = load_config(args.cfg_path, options, for_training=False)
     device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
+    torch.manual_seed(config.run.seed)  # parts without weights files: the same random weights as eval.py
     model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits)
     report_peak_memory(device, "loading")
     options = GenerationOptions(args.max_new_tokens, args.num_beams, args.temperature, args.top_p,

@@ -50,7 +50,7 @@ def test_ddp_two_ranks_match_one_process_with_doubled_accumulation(shapes_dir, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, launcher", [(1, "deepspeed"), (2, "torchrun"), (3, "torchrun")])
+@pytest.mark.parametrize("stage, launcher", [(1, "deepspeed"), (2, "torchrun")])
 def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
     ddp_curve, ddp_output = ddp_run
     command = ([os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "--master_port", "29542"] if launcher == "deepspeed"
@@ -58,7 +58,7 @@ def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
     curve = train(command, shapes_dir, tmp_path, f"run.deepspeed_config=train_configs/deepspeed/zero{stage}.json")
     assert list(curve) == list(ddp_curve) == list(range(1, 7))
     assert list(curve.values()) == pytest.approx(list(ddp_curve.values()), rel=1e-4)
-    ours, expected = read_weights(tmp_path), read_weights(ddp_output)  # ZeRO-3 gathers its slices to save
+    ours, expected = read_weights(tmp_path), read_weights(ddp_output)
     assert ours.keys() == expected.keys()
     assert all(torch.allclose(ours[key], expected[key], atol=1e-5) for key in expected)
     checkpoint = tmp_path / "checkpoint_0000006"

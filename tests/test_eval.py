@@ -186,3 +186,22 @@ def test_the_shipped_benchmark_config_loads_once_its_paths_exist(shapes_dir, for
     assert metrics["refcoco_testA"] == "refer_accuracy" and metrics["okvqa"] == metrics["vqav2_val"] == "vqa_accuracy"
     assert metrics["gqa"] == "exact_match" and metrics["coco_caption_test"] == "caption"
     assert config.evaluation_datasets["refcocog_test"].split == "test"
+
+
+def test_eval_answers_exactly_as_demo_does(tmp_path, shapes_dir):
+    """With the same generation settings eval.py and demo.py give the same answers, so the learning tests'
+    accuracies, scored by eval.py, are those of the demo."""
+    from minigpt.runners.eval_recipe import evaluate
+
+    sections = shapes_sections(shapes_dir, count=8)
+    sections["vqa"].update(max_new_tokens=6, repetition_penalty=1.05, batch_size=8)
+    config, path = eval_config(tmp_path, shapes_dir, {"vqa": sections["vqa"]})
+    evaluate(config, str(path))
+    evaluated = {p["id"]: p["answer"] for p in json.loads((tmp_path / "eval" / "vqa" / "predictions.json").read_text())}
+    records = json.loads((shapes_dir / "test.json").read_text())
+    questions = tmp_path / "questions.json"
+    questions.write_text(json.dumps([r for r in records if r["id"] in evaluated]))
+    demo = run_script(["demo.py", "--cfg-path", str(path), "--questions", str(questions), "--json", "--cpu", "--task", "vqa",
+                       "--image-root", str(shapes_dir / "images"), "--batch-size", "8", "--max-new-tokens", "6"])
+    answered = {a["id"]: a["answer"] for a in map(json.loads, demo.stdout.splitlines()) if a}
+    assert answered == evaluated and len(answered) == 8

@@ -1,8 +1,7 @@
 """Learning tests, each trained through torchrun + train.py and scored on held-out images: the tiny
 MiniGPT-4 (stage 1 then stage 2) names colours and falls to chance when the images are blanked out; the
-tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial baseline and names colours. The main
-accuracy is read from demo.py's answers, and eval.py, with the same generation settings, must report it
-too; eval.py scores the rest."""
+tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial baseline and names colours. Answers are
+scored by eval.py, with demo.py's generation settings."""
 import json
 import os
 import sys
@@ -17,12 +16,6 @@ sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_shapes import generate  # noqa: E402
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
-
-
-def colour_accuracy(demo_output: str, records: dict) -> float:
-    answers = [json.loads(line) for line in demo_output.splitlines() if line.startswith("{")]
-    assert len(answers) == len(records)
-    return sum(a["answer"] == records[a["id"]]["conversations"][1]["value"] for a in answers) / len(answers)
 
 
 def eval_scores(cfg_path: str, options: list[str], output_dir: Path) -> dict:
@@ -61,12 +54,7 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     (data / "colour.json").write_text(json.dumps(colour))
     Image.new("RGB", (64, 64), (255, 255, 255)).save(data / "images" / "blank.jpg")
     (data / "blank.json").write_text(json.dumps([{**r, "image": "blank.jpg"} for r in colour]))
-    demo = ["demo.py", "--cfg-path", "eval_configs/tiny_eval.yaml", "--options", *common, f"model.ckpt={out}/stage2",
-            "--json", "--batch-size", "100", "--max-new-tokens", "6", "--image-root", str(data / "images")]
-    records = {r["id"]: r for r in colour}
-    accuracy = colour_accuracy(run_script(demo + ["--questions", str(data / "colour.json")]).stdout, records)
-
-    # eval.py, with demo.py's generation settings: the same accuracy, and the blanked images' one.
+    # eval.py with demo.py's generation settings (tests/test_eval.py shows both give the same answers).
     settings = {"build_info.image_path": data / "images", "max_new_tokens": 6, "repetition_penalty": 1.05}
     evaluated = eval_scores("eval_configs/tiny_eval.yaml", [
         *common, f"model.ckpt={out}/stage2", "evaluation_datasets.blank.builder=sharegpt4v",
@@ -74,21 +62,10 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
         f"evaluation_datasets.blank.build_info.ann_path={data}/blank.json",
         *(f"evaluation_datasets.{name}.{key}={value}" for name in ("shapes_test", "blank") for key, value in settings.items())],
         tmp_path / "eval")
-    blank = evaluated["blank"]["exact_match"]
+    accuracy, blank = evaluated["shapes_test"]["exact_match"], evaluated["blank"]["exact_match"]
     print(f"colour accuracy {accuracy:.3f} on {len(colour)} held-out questions; blank images {blank:.3f}")
     assert accuracy >= 0.9
     assert blank <= 0.2  # a blind model can only guess one fixed answer; no answer is that common
-    assert evaluated["shapes_test"]["exact_match"] == pytest.approx(accuracy)
-
-
-def grounding_accuracy(demo_output: str, records: dict) -> tuple[float, int]:
-    """Share of answers whose first box has IoU >= 0.5 with the target box; and how many gave no box."""
-    from minigpt.conversation.boxes import box_iou
-
-    answers = [json.loads(line) for line in demo_output.splitlines() if line.startswith("{")]
-    assert len(answers) == len(records)
-    hits = sum(bool(a.get("boxes")) and box_iou(a["boxes"][0]["box"], records[a["id"]]["box"]) >= 0.5 for a in answers)
-    return hits / len(answers), sum(not a.get("boxes") for a in answers)
 
 
 @pytest.mark.slow
@@ -113,11 +90,7 @@ def test_tiny_minigpt_v2_learns_grounding_and_colours(tmp_path):
     first, last = first_and_last_loss(out)
     assert last < 0.3 * first, f"loss {first:.3f} -> {last:.3f}"
 
-    demo = ["demo.py", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *common, f"model.ckpt={out}",
-            "--json", "--cpu", "--batch-size", "100", "--image-root", str(data / "images")]
     test = {r["id"]: r for r in json.loads((data / "grounding_test.json").read_text())}
-    accuracy, no_box = grounding_accuracy(run_script(demo + [
-        "--questions", str(data / "grounding_test.json"), "--max-new-tokens", "24", "--repetition-penalty", "1.0"]).stdout, test)
     # Trivial baseline: the mean training box as the answer to every question.
     boxes = [parse_boxes(r["conversations"][1]["value"], 64, 64).boxes[0].box for r in train]
     mean_box = [sum(box[i] for box in boxes) / len(boxes) for i in range(4)]
@@ -130,9 +103,8 @@ def test_tiny_minigpt_v2_learns_grounding_and_colours(tmp_path):
         *common, f"model.ckpt={out}", f"{sections[0]}.build_info.ann_path={data}/grounding_test.json",
         f"{sections[1]}.build_info.ann_path={data}/colour.json", f"{sections[1]}.max_new_tokens=8",
         f"{sections[1]}.repetition_penalty=1.05", *(f"{section}.build_info.image_path={data}/images" for section in sections)], tmp_path / "eval")
-    colours = evaluated["shapes_vqa"]["exact_match"]
-    print(f"grounding accuracy (IoU >= 0.5) {accuracy:.3f} on {len(test)} held-out [refer] questions "
-          f"({no_box} without a box); mean-box baseline {baseline:.3f}; colour accuracy {colours:.3f}")
+    accuracy, colours = evaluated["shapes_refer"]["refer_accuracy"], evaluated["shapes_vqa"]["exact_match"]
+    print(f"grounding accuracy (IoU >= 0.5) {accuracy:.3f} on {len(test)} held-out [refer] questions; "
+          f"mean-box baseline {baseline:.3f}; colour accuracy {colours:.3f}")
     assert accuracy >= max(0.08, 20 * baseline)
     assert colours >= 0.9
-    assert evaluated["shapes_refer"]["refer_accuracy"] == pytest.approx(accuracy)  # eval.py agrees with demo.py
