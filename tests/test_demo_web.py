@@ -97,6 +97,7 @@ def browser_or_skip():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+@pytest.mark.slow
 def test_the_page_answers_a_colour_question_in_chromium(tiny, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
