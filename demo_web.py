@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import torch
 from PIL import Image
 
-from minigpt.common.config import load_config
 from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.conversation.chat import GenerationOptions, generate_answers, load_image, stream_answer
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.models.inference import image_processor_for, load_for_inference, pick_device, report_peak_memory
+from minigpt.models.inference import add_model_arguments, image_processor_for, load_from_arguments
 
 TASKS = ("none", "vqa", "caption", "refer", "identify", "grounding", "detection")
 
@@ -133,23 +131,12 @@ def build_ui(web: WebChat, title: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg-path", required=True, help="eval config YAML")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides: key=value")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    add_model_arguments(parser)
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
-    parser.add_argument("--max-image-mb", type=float, default=20, help="largest upload accepted")
-    parser.add_argument("--gpu-id", type=int, default=0)
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
-    parser.add_argument("--low-resource", action="store_true", default=None, help="LLM in 8-bit (or --bits 4)")
-    parser.add_argument("--bits", type=int, choices=(8, 4))
     args = parser.parse_args()
 
-    config = load_config(args.cfg_path, args.options, for_training=False)
-    device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
-    torch.manual_seed(config.run.seed)  # parts without weights files: the same random weights as eval.py
-    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits)
-    report_peak_memory(device, "loading")
+    config, model = load_from_arguments(args)
     ui = build_ui(WebChat(model, image_processor_for(config), args.max_image_mb), f"MiniGPT: {Path(args.cfg_path).stem}")
     ui.queue(default_concurrency_limit=1)  # one answer at a time per model; other tabs wait their turn
     ui.launch(server_name=args.host, server_port=args.port, share=args.share)

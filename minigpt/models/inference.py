@@ -1,6 +1,7 @@
 """Load a model for inference from an eval config: build, load `ckpt`, optionally quantise to 8 or 4 bits."""
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 
@@ -66,3 +67,27 @@ def image_processor_for(config: DictConfig):
         if processor is not None:
             return processor
     return Blip2ImageProcessor(image_size=config.model.image_size)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every entry point that serves a model shares (demo_web.py, serve.py)."""
+    parser.add_argument("--cfg-path", required=True, help="eval config YAML")
+    parser.add_argument("--options", nargs="+", default=[], help="config overrides: key=value")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--max-image-mb", type=float, default=20, help="largest image accepted")
+    parser.add_argument("--gpu-id", type=int, default=0)
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
+    parser.add_argument("--low-resource", action="store_true", default=None, help="LLM in 8-bit (or --bits 4)")
+    parser.add_argument("--bits", type=int, choices=(8, 4))
+
+
+def load_from_arguments(args: argparse.Namespace) -> tuple[DictConfig, torch.nn.Module]:
+    """-> (config, model) as add_model_arguments' options say; random parts seeded from run.seed, as in eval.py."""
+    from minigpt.common.config import load_config  # the config module imports the registry, which imports models
+
+    config = load_config(args.cfg_path, args.options, for_training=False)
+    device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
+    torch.manual_seed(config.run.seed)
+    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits)
+    report_peak_memory(device, "loading")
+    return config, model
