@@ -22,7 +22,8 @@ from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.conversation.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
-from minigpt.models.inference import image_processor_for, load_for_inference, pick_device, report_peak_memory
+from minigpt.models.inference import (add_device_map_arguments, image_processor_for, load_for_inference, pick_device,
+                                      report_peak_memory)
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,6 +36,7 @@ def parse_args() -> argparse.Namespace:
                         help="LLM quantised by bitsandbytes (see --bits), vision side in half precision on a GPU")
     parser.add_argument("--bits", type=int, choices=(8, 4), help="with --low-resource: 8 (LLM.int8) or 4 (NF4); "
                         "default model.low_resource_bits")
+    add_device_map_arguments(parser)
     parser.add_argument("--image", help="image to talk about")
     parser.add_argument("--prompt", help="ask one question about --image, print the answer and exit")
     parser.add_argument("--questions", help="answer every human turn of a ShareGPT4V-layout JSON file")
@@ -165,7 +167,8 @@ def main() -> None:
     config = load_config(args.cfg_path, options, for_training=False)
     device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
     torch.manual_seed(config.run.seed)  # parts without weights files: the same random weights as eval.py
-    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits)
+    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits,
+                               device_map=args.device_map, max_gpu_memory=args.max_gpu_memory)
     report_peak_memory(device, "loading")
     options = GenerationOptions(args.max_new_tokens, args.num_beams, args.temperature, args.top_p,
                                 args.repetition_penalty, args.do_sample)

@@ -65,17 +65,22 @@ def load_training_state(checkpoint_dir: str | Path) -> dict:
     return torch.load(Path(checkpoint_dir) / "training_state.pt", map_location="cpu", weights_only=True)
 
 
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A checkpoint folder (or a run folder: its newest checkpoint), a .safetensors file, or a MiniGPT-4
-    .pth ({"model": state_dict}, loaded weights only)."""
+def weights_file(path: str | Path) -> Path:
+    """The weights file a path names: a checkpoint folder's model.safetensors (a run folder: its newest
+    checkpoint's), or the file itself."""
     path = Path(path)
     if path.is_dir() and not (path / "model.safetensors").exists():
         latest = latest_checkpoint(path)  # a run's output_dir: take its newest checkpoint
         if latest is None:
             raise FileNotFoundError(f"{path}: neither a checkpoint nor a folder of checkpoints")
         path = latest
-    if path.is_dir():
-        path = path / "model.safetensors"
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint folder (or a run folder: its newest checkpoint), a .safetensors file, or a MiniGPT-4
+    .pth ({"model": state_dict}, loaded weights only)."""
+    path = weights_file(path)
     if path.suffix == ".safetensors":
         return load_file(path)
     try:

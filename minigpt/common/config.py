@@ -1,4 +1,5 @@
-"""Load a config: defaults, then the user's YAML, then `--options`, validated before anything is built.
+"""Load a config: defaults, then the user's YAML, then `--options`, validated before anything is built
+(the checks are in validation.py).
 
 Order of precedence (later wins), each source merged on its own so that an error can name its file:
   1. the model's default YAML for its `model_type` (minigpt/configs/models/),
@@ -12,17 +13,15 @@ import dataclasses
 import functools
 import glob
 import os
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import braceexpand
-import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from minigpt.common import registry
-from minigpt.common.schema import PART_MODES, PART_NAMES, EvalOptions, ModelConfig, RunConfig
+from minigpt.common.schema import PART_NAMES, EvalOptions, ModelConfig, RunConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -119,9 +118,11 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
     config = OmegaConf.create({"model": model, "datasets": datasets, "run": run, "evaluation_datasets": evaluation})
     config = OmegaConf.merge(config, {})  # detach from sources
     _apply_legacy_switches(config.model)
-    _validate(config, sources, for_training)
+    from minigpt.common import validation  # it imports this module
+
+    validation.validate(config, sources, for_training)
     if for_evaluation:
-        _validate_evaluation(config, sources)
+        validation.validate_evaluation(config, sources)
     return config
 
 
@@ -218,174 +219,6 @@ def shard_paths(pattern: str) -> list[str]:
         matches = sorted(glob.glob(expanded)) if any(c in expanded for c in "*?[") else [expanded]
         paths.extend(matches)
     return paths
-
-
-def _validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_training: bool) -> None:
-    model, run = config.model, config.run
-
-    def fail(key: str, problem: str) -> None:
-        raise ConfigError(_source_of(sources, key), key, problem)
-
-    def check_path(key: str, value: str | None) -> None:
-        if value and not resolve_path(value).exists():
-            fail(key, f"path '{value}' does not exist")
-
-    for part, part_config in model.parts.items():
-        if part_config.mode not in PART_MODES:
-            fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
-    if model.parts.llm.mode == "lora" and model.lora_r <= 0:
-        fail("model.lora_r", "parts.llm.mode is 'lora' but lora_r is 0")
-    if model.low_resource_bits not in (4, 8):
-        fail("model.low_resource_bits", f"{model.low_resource_bits} is not 8 (LLM.int8) or 4 (NF4)")
-    if model.feature_cache_gb < 0 or (model.feature_cache_gb > 0 and model.parts.vision_encoder.mode != "frozen"):
-        fail("model.feature_cache_gb", f"{model.feature_cache_gb}: a size in GiB (> 0 turns the cache on), and only a "
-                                       "frozen vision encoder (parts.vision_encoder.mode: frozen) has features to cache")
-    if model.attn_implementation not in ("sdpa", "flash_attention_2", "eager"):
-        fail("model.attn_implementation", f"'{model.attn_implementation}' is not one of sdpa, flash_attention_2, eager")
-    if model.vit_precision not in ("fp16", "fp32", "bf16"):
-        fail("model.vit_precision", f"'{model.vit_precision}' is not one of fp16, fp32, bf16")
-    if not model.llama_model and not model.llama_config:
-        fail("model.llama_model", "set llama_model (a Hugging Face folder) or llama_config (random weights)")
-    if model.llama_config and not (model.tokenizer or model.llama_model):
-        fail("model.tokenizer", "an inline llama_config needs a tokenizer folder")
-    for key in ("llama_model", "tokenizer", "ckpt", "prompt_path", "vit_weights", "q_former_model"):
-        if model[key] and "://" in model[key]:
-            fail(f"model.{key}", f"'{model[key]}' is a URL; nothing is downloaded: fetch the file and give its local path")
-        check_path(f"model.{key}", model[key])
-
-    _validate_adapters(model, fail)
-
-    if run.lr_sched not in registry.names("lr_scheduler"):
-        fail("run.lr_sched", f"unknown schedule '{run.lr_sched}'; known: {', '.join(registry.names('lr_scheduler'))}")
-    if run.runner not in registry.names("runner"):
-        fail("run.runner", f"unknown runner '{run.runner}'; known: {', '.join(registry.names('runner'))}")
-    if run.amp_dtype not in ("bfloat16", "float16"):
-        fail("run.amp_dtype", f"'{run.amp_dtype}' is not bfloat16 or float16")
-    for key in ("accum_grad_iters", "max_epoch", "log_freq"):
-        if run[key] < 1:
-            fail(f"run.{key}", f"must be >= 1, got {run[key]}")
-    if run.resume_ckpt_path and run.resume_ckpt_path != "latest":
-        check_path("run.resume_ckpt_path", run.resume_ckpt_path)
-
-    if not for_training:
-        return
-    if not config.datasets:
-        raise ConfigError(sources[0][0], "datasets", "no dataset to train on")
-    for name, dataset in config.datasets.items():
-        key = f"datasets.{name}"
-        if dataset.batch_size is None and run.batch_size_train is None:
-            fail(f"{key}.batch_size", "no batch size (set it here or run.batch_size_train)")
-        if dataset.sample_ratio <= 0:
-            fail(f"{key}.sample_ratio", f"must be > 0, got {dataset.sample_ratio}")
-        info = dataset.build_info
-        if info.storage:
-            paths = shard_paths(info.storage) if ".tar" in info.storage else [info.storage]
-            missing = [p for p in paths if not resolve_path(p).exists()]
-            if missing or not paths:
-                fail(f"{key}.build_info.storage", f"path '{missing[0] if missing else info.storage}' does not exist")
-        if dataset.data_type == "images" and not dataset.vis_processor:
-            fail(f"{key}.vis_processor", "missing: set vis_processor.train (name, image_size)")
-        if dataset.adapter is not None and dataset.adapter not in model.adapters:
-            fail(f"{key}.adapter", f"no adapter '{dataset.adapter}' in model.adapters "
-                                   f"(known: {', '.join(model.adapters) or 'none'})")
-        if model.adapters and dataset.adapter is None and all(p.mode == "frozen" for p in model.parts.values()):
-            fail(f"{key}.adapter", "every part is frozen, so this data set must name the adapter it trains")
-        check_path(f"{key}.build_info.ann_path", info.ann_path)
-        check_path(f"{key}.build_info.image_path", info.image_path)
-        for kind in ("vis_processor", "text_processor"):
-            for split, processor in dataset[kind].items():
-                _check_processor(processor, f"{key}.{kind}.{split}", fail)
-    if run.deepspeed_config:
-        _validate_deepspeed(config, fail)
-
-
-def _validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]]) -> None:
-    from minigpt.datasets.builders.base import AnnotationBuilder
-    from minigpt.evaluation.metrics import METRICS
-
-    def fail(key: str, problem: str) -> None:
-        raise ConfigError(_source_of(sources, key), key, problem)
-
-    if not config.evaluation_datasets:
-        fail("evaluation_datasets", "no data set to evaluate")
-    for name, section in config.evaluation_datasets.items():
-        key = f"evaluation_datasets.{name}"
-        if not issubclass(registry.get("builder", section.builder), AnnotationBuilder):
-            fail(f"{key}.builder", f"'{section.builder}' reads webdataset shards, which eval.py does not evaluate")
-        if section.metric is not None and section.metric not in METRICS:
-            fail(f"{key}.metric", f"'{section.metric}' is not one of {', '.join(METRICS)}")
-        for option in ("max_new_tokens", "num_beams", "batch_size"):
-            if section[option] is not None and section[option] < 1:
-                fail(f"{key}.{option}", f"must be >= 1, got {section[option]}")
-        for path_key, alias in (("ann_path", "eval_file_path"), ("image_path", "img_path")):
-            named = f"{key}.{alias}" if section[alias] else f"{key}.build_info.{path_key}"
-            value = section.build_info[path_key]
-            if not value:
-                fail(named, "missing")
-            if not resolve_path(value).exists():
-                fail(named, f"path '{value}' does not exist")
-        for split, processor in section.vis_processor.items():
-            _check_processor(processor, f"{key}.vis_processor.{split}", fail)
-
-
-def _validate_deepspeed(config: DictConfig, fail) -> None:
-    import importlib.util
-
-    from minigpt.runners.engines import deepspeed_settings  # the runners import this module
-
-    if importlib.util.find_spec("deepspeed") is None:
-        fail("run.deepspeed_config", "needs DeepSpeed, which is not installed: pip install 'minigpt[gpu]'")
-    run = config.run
-    micro_batch = next(iter(config.datasets.values())).batch_size or run.batch_size_train  # as the recipe takes it
-    try:
-        deepspeed_settings(run, micro_batch, run.device.startswith("cuda") and torch.cuda.is_available())
-    except (ValueError, OSError) as error:
-        fail("run.deepspeed_config", str(error))
-
-
-def _validate_adapters(model: DictConfig, fail) -> None:
-    from minigpt.models.vision_encoder import PRESETS  # models import this module
-
-    if model.adapter not in ("auto", "none", *model.adapters):
-        fail("model.adapter", f"'{model.adapter}' is not auto, none or an adapter name "
-                              f"(known: {', '.join(model.adapters) or 'none'})")
-    if not model.adapters:
-        return
-    if model.parts.llm.mode == "lora":
-        fail("model.lora_r", "task adapters (model.adapters) replace the single LLM LoRA: set lora_r: 0 "
-                             "and parts.llm.mode to frozen or full")
-    depth = {**PRESETS[model.vit_model], **model.vit_config}["depth"] if model.vit_model in PRESETS else None
-    owner: dict[str, str] = {}
-    for name, adapter in model.adapters.items():
-        key = f"model.adapters.{name}"
-        if not re.fullmatch(r"[A-Za-z_]\w*", str(name)):
-            fail(key, "an adapter name must be a Python identifier (letters, digits, _)")
-        if adapter.r <= 0:
-            fail(f"{key}.r", f"must be > 0, got {adapter.r}")
-        if depth is not None and not 0 <= adapter.vision_blocks <= depth:
-            fail(f"{key}.vision_blocks", f"must be between 0 and the encoder's {depth} blocks, got {adapter.vision_blocks}")
-        if not (adapter.vision_blocks and adapter.vision_target_modules) and not adapter.projector \
-                and not adapter.llm_target_modules:
-            fail(key, "adapts nothing: set vision_blocks, projector or llm_target_modules")
-        for task in adapter.tasks:
-            if task in owner:
-                fail(f"{key}.tasks", f"task '{task}' already selects adapter '{owner[task]}'")
-            owner[task] = name
-
-
-def _check_processor(processor: DictConfig, key: str, fail) -> None:
-    import inspect
-
-    if "name" not in processor:
-        fail(f"{key}.name", "missing processor name")
-    try:
-        processor_class = registry.get("processor", processor.name)
-    except KeyError as error:
-        fail(f"{key}.name", str(error.args[0]))
-    accepted = inspect.signature(processor_class.__init__).parameters
-    for option in processor:
-        if option != "name" and option not in accepted:
-            fail(f"{key}.{option}", f"unknown option for processor '{processor.name}'")
 
 
 def save_config(config: DictConfig, path: str | Path) -> None:

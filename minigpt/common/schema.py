@@ -35,6 +35,21 @@ class AdapterConfig:
 
 
 @dataclass
+class ExtraEncoderConfig:
+    """A further vision encoder from timm whose tokens are concatenated along channels with the EVA ViT's
+    (SPHINX-style mixed visual embeddings; models/vision_mix.py)."""
+
+    timm_model: str = ""  # a timm architecture, e.g. vit_large_patch14_dinov2 or convnext_xxlarge
+    weights: Optional[str] = None  # local .safetensors / .pth in timm's key layout; random weights when unset
+    timm_config: Dict[str, Any] = field(default_factory=dict)  # timm.create_model arguments (tiny test shapes)
+    image_size: Optional[int] = None  # its input side in pixels (default: model.image_size)
+    mean: Optional[List[float]] = None  # its input normalisation (default: timm's for the architecture)
+    std: Optional[List[float]] = None
+    mode: str = "frozen"  # frozen | full
+    lr_mult: float = 1.0
+
+
+@dataclass
 class ModelConfig:
     arch: str = "minigpt4"
     model_type: Optional[str] = None
@@ -56,6 +71,12 @@ class ModelConfig:
     num_query_token: int = 32
     q_former_model: Optional[str] = None
     qformer_config: Dict[str, Any] = field(default_factory=dict)
+    proj_type: str = "linear"  # the layer into the LLM: linear, or mlp (linear, GELU, linear)
+
+    # SPHINX-style mixing (models/vision_mix.py, models/sub_images.py): more encoders concatenated along
+    # channels, and a high-resolution input seen as a global view plus sub_image_grid^2 sub-images.
+    extra_encoders: List[ExtraEncoderConfig] = field(default_factory=list)
+    sub_image_grid: int = 1  # > 1: images of sub_image_grid x image_size pixels
 
     # LLM: a Hugging Face folder (`llama_model`), or random weights from an inline config.
     llama_model: Optional[str] = None

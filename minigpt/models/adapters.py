@@ -26,8 +26,6 @@ from __future__ import annotations
 import re
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
 from torch import nn
 
 LORA_MARKER = ".lora_"  # in the state-dict key of every adapter weight
@@ -44,14 +42,25 @@ def is_adapter_weight(key: str) -> bool:
     return LORA_MARKER in key
 
 
+def lora_layer_class() -> type:
+    """peft's LoRA layer class, imported on first use: peft pulls in bitsandbytes, a second and a half
+    of start-up that a model without adapters does not need."""
+    from peft.tuners.lora import LoraLayer
+
+    return LoraLayer
+
+
 def target_modules(model: nn.Module, adapter_cfg) -> list[str]:
     """Full module names (from the MiniGPT root) that the adapter wraps."""
+    LoraLayer = lora_layer_class()
     blocks = model.visual_encoder.blocks
     first_block = len(blocks) - adapter_cfg.vision_blocks
     names = [f"visual_encoder.blocks.{index}.{target}" for index in range(first_block, len(blocks))
              for target in adapter_cfg.vision_target_modules]
-    if adapter_cfg.projector:
-        names.append("llama_proj")
+    if adapter_cfg.projector:  # its linear layers (one, or two in an MLP projector), not peft's own inside them
+        names += [f"llama_proj.{name}".rstrip(".") for name, module in model.llama_proj.named_modules()
+                  if isinstance(module, (nn.Linear, LoraLayer))
+                  and not any(part == "base_layer" or part.startswith("lora_") for part in name.split("."))]
     wanted = set(adapter_cfg.llm_target_modules)
     names += [f"llama_model.{name}" for name, module in model.llama_model.named_modules()
               if name.rsplit(".", 1)[-1] in wanted and isinstance(module, (nn.Linear, LoraLayer))]
@@ -67,6 +76,8 @@ class TaskAdapters:
         self.selection = selection
         self.by_task = {task: name for name, cfg in self.configs.items() for task in cfg.tasks}
         self.trainable: set[str] = set()
+        from peft import LoraConfig, inject_adapter_in_model
+
         for name, cfg in self.configs.items():
             targets = target_modules(model, cfg)
             for target in targets:
@@ -87,8 +98,9 @@ class TaskAdapters:
     def names(self) -> list[str]:
         return list(self.configs)
 
-    def layers(self) -> list[LoraLayer]:
-        return [module for module in self.model.modules() if isinstance(module, LoraLayer)]
+    def layers(self) -> list[nn.Module]:
+        """peft's LoRA layers in the model (each holds one A, B pair per adapter)."""
+        return [module for module in self.model.modules() if isinstance(module, lora_layer_class())]
 
     def describe(self) -> str:
         return ", ".join(f"{name} (tasks: {', '.join(cfg.tasks) or '-'})" for name, cfg in self.configs.items())
@@ -149,7 +161,7 @@ class TaskAdapters:
         deltas = {}
         if name is not None:
             for module_name, module in self.model.named_modules():
-                if isinstance(module, LoraLayer) and name in module.lora_A:
+                if isinstance(module, lora_layer_class()) and name in module.lora_A:
                     deltas[f"{module_name}.weight"] = module.get_delta_weight(name)
         merged = {}
         for key, value in self.model.state_dict().items():

@@ -12,6 +12,7 @@ from minigpt.common import registry
 from minigpt.common.checkpoint import load_weights
 from minigpt.datasets.builders.base import build_processor
 from minigpt.models.llm import quantize_linear_layers
+from minigpt.models.minigpt import input_image_size
 from minigpt.processors.image import Blip2ImageProcessor
 
 
@@ -22,9 +23,11 @@ def pick_device(gpu_id: int | None) -> torch.device:
 
 
 def load_for_inference(config: DictConfig, device: torch.device, low_resource: bool | None = None,
-                       bits: int | None = None, half_dtype: torch.dtype = torch.float16):
+                       bits: int | None = None, half_dtype: torch.dtype = torch.float16,
+                       device_map: str | None = None, max_gpu_memory: str | None = None):
     """-> model in eval mode. With low_resource, the LLM's linear layers run in int8 or NF4 (bitsandbytes,
     `model.low_resource_bits` unless `bits` is given). On a GPU the frozen parts run in `half_dtype`.
+    With `device_map` (auto | sequential) the LLM is split across the visible GPUs (see split_llm).
 
     An LLM from a folder is quantised as it loads; one built from config gets its weights from `ckpt`
     first and is quantised after, so both paths end with the same quantised layers.
@@ -34,16 +37,58 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
         model_cfg.low_resource = low_resource
     if bits is not None:
         model_cfg.low_resource_bits = bits
+    if device_map and model_cfg.low_resource:
+        raise ValueError("a device map splits a half-precision LLM across GPUs; low_resource (8 or 4 bits) "
+                         "instead fits it on one: choose one of the two")
+    if device_map and torch.cuda.device_count() == 0:
+        raise ValueError(f"device map '{device_map}': no CUDA GPU is visible to split the LLM across")
     if device.type == "cuda":
         model_cfg.device_8bit = device.index or 0
     compute_dtype = half_dtype if device.type == "cuda" else torch.float32
-    model = registry.get("model", model_cfg.arch).from_config(model_cfg, device, compute_dtype)
+    # A split LLM waits on the CPU, in half precision, until its weights are in; then it is placed.
+    model = registry.get("model", model_cfg.arch).from_config(model_cfg, device, compute_dtype,
+                                                              llm_on_cpu=bool(device_map))
     if model_cfg.ckpt:
         load_weights(model, model_cfg.ckpt)
     if model_cfg.low_resource and not model_cfg.llama_model:
         quantize_linear_layers(model.llama_model, model_cfg.low_resource_bits, compute_dtype)
+    if device_map:
+        llm = model.llama_model
+        model.llama_model = split_llm(llm, plan_device_map(llm, device_map, max_gpu_memory, compute_dtype))
     model.eval()
     return model
+
+
+def plan_device_map(llm: torch.nn.Module, strategy: str = "auto", max_gpu_memory: str | dict | None = None,
+                    dtype: torch.dtype = torch.float16) -> dict[str, int | str]:
+    """accelerate's device map for the LLM: module name -> GPU index, whole decoder layers per GPU.
+    `auto` balances the layers over the GPUs, `sequential` fills GPU 0 first; `max_gpu_memory` ("20GiB",
+    or {gpu: size}) caps what each GPU may hold (default: what is free on it)."""
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if strategy not in ("auto", "sequential"):
+        raise ValueError(f"device map '{strategy}': choose auto or sequential")
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under peft's wrapper
+    no_split = list(getattr(base, "_no_split_modules", None) or [])
+    max_memory = max_gpu_memory
+    if isinstance(max_gpu_memory, str):
+        max_memory = {index: max_gpu_memory for index in range(torch.cuda.device_count())}
+    if strategy == "auto":
+        max_memory = get_balanced_memory(llm, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype)
+    device_map = infer_auto_device_map(llm, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype)
+    off_gpu = sorted({str(place) for place in device_map.values() if not isinstance(place, int)})
+    if off_gpu:
+        raise ValueError(f"the LLM does not fit on the GPUs' memory (parts would go to {', '.join(off_gpu)}); "
+                         "use more GPUs, a larger max_gpu_memory, or low_resource (8 bits)")
+    return device_map
+
+
+def split_llm(llm: torch.nn.Module, device_map: dict[str, int | str]) -> torch.nn.Module:
+    """Place each part where the map says; accelerate's hooks carry activations from GPU to GPU."""
+    from accelerate import dispatch_model
+
+    return dispatch_model(llm, device_map=device_map)
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -66,7 +111,7 @@ def image_processor_for(config: DictConfig):
         processor = build_processor(dataset.vis_processor, "eval")
         if processor is not None:
             return processor
-    return Blip2ImageProcessor(image_size=config.model.image_size)
+    return Blip2ImageProcessor(image_size=input_image_size(config.model))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +124,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
     parser.add_argument("--low-resource", action="store_true", default=None, help="LLM in 8-bit (or --bits 4)")
     parser.add_argument("--bits", type=int, choices=(8, 4))
+    add_device_map_arguments(parser)
+
+
+def add_device_map_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device-map", choices=("auto", "sequential"),
+                        help="split the LLM across the visible GPUs (accelerate): auto balances its layers, "
+                             "sequential fills the first GPU first; the vision side stays on --gpu-id")
+    parser.add_argument("--max-gpu-memory", help="with --device-map: most each GPU may hold, e.g. 20GiB")
 
 
 def load_from_arguments(args: argparse.Namespace) -> tuple[DictConfig, torch.nn.Module]:
@@ -88,6 +141,7 @@ def load_from_arguments(args: argparse.Namespace) -> tuple[DictConfig, torch.nn.
     config = load_config(args.cfg_path, args.options, for_training=False)
     device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
     torch.manual_seed(config.run.seed)
-    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits)
+    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits,
+                               device_map=args.device_map, max_gpu_memory=args.max_gpu_memory)
     report_peak_memory(device, "loading")
     return config, model

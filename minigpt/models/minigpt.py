@@ -1,12 +1,17 @@
 """MiniGPT: vision encoder -> projector -> LLM, composed from unchanged library parts.
 
     images [B, 3, S, S] -> visual_encoder + ln_vision -> [B, 1 + P, C]            (timm EVA ViT)
+      (+ extra_encoders, concatenated along channels: C = C_eva + sum C_k; see vision_mix.py)
       Q-Former projector:  Qformer(query_tokens, cross-attending) -> [B, Q, H] -> llama_proj -> [B, Q, D]
       concat projector:    drop CLS, 4 neighbours concatenated -> [B, P/4, 4C] -> llama_proj -> [B, P/4, D]
+      llama_proj: one linear layer, or (proj_type: mlp) linear, GELU, linear
     text ids with image slots -> embeddings, image slots replaced by image_embeds -> LLM -> loss / text
 
-MiniGPT-4 (Q-Former), its Llama-2 variant and MiniGPT-v2 (concat projector) are configurations of this
-one class. Attribute names follow the released checkpoints (`llama_proj`, `llama_model`, ...), so their
+With sub_image_grid g > 1 an image is g*S pixels, seen as a global view plus g*g sub-images, each
+encoded as above and laid out with separators (sub_images.py).
+
+MiniGPT-4 (Q-Former), its Llama-2 variant, MiniGPT-v2 (concat projector) and a SPHINX-like mix are
+configurations of this one class. Attribute names follow the released checkpoints (`llama_proj`, `llama_model`, ...), so their
 keys load as they are, but for LAVIS's Q-Former names and old peft LoRA names (models/key_names.py).
 """
 from __future__ import annotations
@@ -26,17 +31,35 @@ from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weig
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.llm import build_llm
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
+from minigpt.models.sub_images import join_views, split_views, tokens_per_image
 from minigpt.models.vision_encoder import PRESETS, build_vision_encoder, num_patches
+from minigpt.models.vision_mix import build_extra_encoder, mixed_width
 
 CONCAT_TOKENS = 4  # neighbouring visual tokens concatenated by the no-Q-Former projector
 
 
 def image_token_count(cfg) -> int:
-    """Visual tokens per image for a `model:` config, without building the model (for budget checks)."""
+    """Image-slot tokens per image for a `model:` config, without building the model (for budget checks)."""
     if cfg.has_qformer:
-        return cfg.num_query_token
-    patch_size = {**PRESETS[cfg.vit_model], **dict(cfg.vit_config)}["patch_size"]
-    return (cfg.image_size // patch_size) ** 2 // CONCAT_TOKENS
+        per_view = cfg.num_query_token
+    else:
+        patch_size = {**PRESETS[cfg.vit_model], **dict(cfg.vit_config)}["patch_size"]
+        per_view = (cfg.image_size // patch_size) ** 2 // CONCAT_TOKENS
+    return tokens_per_image(per_view, cfg.sub_image_grid)
+
+
+def input_image_size(cfg) -> int:
+    """Pixels per side of the images a `model:` config takes: image_size, times the sub-image grid."""
+    return cfg.image_size * cfg.sub_image_grid
+
+
+def build_projector(in_width: int, llm_width: int, proj_type: str = "linear") -> nn.Module:
+    """`llama_proj`: linear (MiniGPT-4 / v2), or mlp: linear, GELU, linear (LLaVA-1.5, SPHINX)."""
+    if proj_type == "linear":
+        return nn.Linear(in_width, llm_width)
+    if proj_type == "mlp":
+        return nn.Sequential(nn.Linear(in_width, llm_width), nn.GELU(), nn.Linear(llm_width, llm_width))
+    raise ValueError(f"model.proj_type: '{proj_type}' is not linear or mlp")
 
 
 class MiniGPT(nn.Module):
@@ -45,48 +68,62 @@ class MiniGPT(nn.Module):
 
     def __init__(self, visual_encoder: nn.Module, ln_vision: nn.Module, llama_model: nn.Module, tokenizer,
                  template: PromptTemplate, qformer: nn.Module | None = None, num_query_token: int = 32,
-                 max_txt_len: int = 160, max_context_len: int = 3800, vision_dtype: torch.dtype = torch.float32):
+                 max_txt_len: int = 160, max_context_len: int = 3800, vision_dtype: torch.dtype = torch.float32,
+                 extra_encoders: list[nn.Module] | None = None, proj_type: str = "linear", sub_image_grid: int = 1):
         super().__init__()
         self.visual_encoder = visual_encoder
         self.ln_vision = ln_vision
+        self.extra_encoders = nn.ModuleList(extra_encoders or [])
         self.Qformer = qformer
         llm_width = llama_model.config.hidden_size
         if qformer is not None:
             self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, qformer.config.hidden_size))
             nn.init.normal_(self.query_tokens, std=0.02)
-            self.llama_proj = nn.Linear(qformer.config.hidden_size, llm_width)
-            self.num_image_tokens = num_query_token
+            self.llama_proj = build_projector(qformer.config.hidden_size, llm_width, proj_type)
+            tokens_per_view = num_query_token
         else:
             self.query_tokens = None
-            self.llama_proj = nn.Linear(visual_encoder.num_features * CONCAT_TOKENS, llm_width)
-            self.num_image_tokens = num_patches(visual_encoder) // CONCAT_TOKENS
+            self.llama_proj = build_projector(mixed_width(visual_encoder, self.extra_encoders) * CONCAT_TOKENS,
+                                              llm_width, proj_type)
+            tokens_per_view = num_patches(visual_encoder) // CONCAT_TOKENS
+        self.sub_image_grid = sub_image_grid
+        self.view_separator = None  # with sub-images: the learned embedding after each view's tokens
+        if sub_image_grid > 1:
+            self.view_separator = nn.Parameter(torch.zeros(llm_width))
+            nn.init.normal_(self.view_separator, std=0.02)
+        self.num_image_tokens = tokens_per_image(tokens_per_view, sub_image_grid)
+        self.input_size = visual_encoder.patch_embed.img_size[0] * sub_image_grid  # pixels of an input image
         self.llama_model = llama_model
         self.tokenizer = tokenizer
         self.template = template
         self.max_txt_len = max_txt_len
         self.max_context_len = max_context_len
         self.vision_dtype = vision_dtype
-        self.part_modes = {part: "full" for part in PART_NAMES}
+        self.part_modes = {part: "full" for part in self.part_modules()}
         self.pretrained_parts: set[str] = set()  # parts whose weights come from files outside our checkpoints
         self.adapters: TaskAdapters | None = None  # task adapters (ConLoRA), see attach_adapters
         self.feature_cache: FeatureCache | None = None  # frozen image features by content (model.feature_cache_gb)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg, device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.float32) -> "MiniGPT":
-        """Build every part from the `model:` config section; frozen parts run in `compute_dtype` on GPU."""
+    def from_config(cls, cfg, device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.float32,
+                    llm_on_cpu: bool = False) -> "MiniGPT":
+        """Build every part from the `model:` config section; frozen parts run in `compute_dtype` on GPU.
+        `llm_on_cpu`: the LLM stays on the CPU in `compute_dtype`, for inference.split_llm to place."""
         on_gpu = torch.device(device).type == "cuda"
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.vit_precision, torch.float32)
         vision_frozen = cfg.parts.vision_encoder.mode == "frozen"
         vision_dtype = half if (on_gpu and vision_frozen) else torch.float32
         visual_encoder, ln_vision = build_vision_encoder(cfg.vit_model, cfg.image_size, cfg.drop_path_rate,
                                                          cfg.use_grad_checkpoint, dict(cfg.vit_config))
+        extra_encoders = [build_extra_encoder(extra, cfg.image_size) for extra in cfg.extra_encoders]
         qformer = None
         if cfg.has_qformer:
-            qformer_config = Blip2QFormerConfig(encoder_hidden_size=visual_encoder.num_features, **dict(cfg.qformer_config))
+            qformer_config = Blip2QFormerConfig(encoder_hidden_size=mixed_width(visual_encoder, extra_encoders),
+                                                **dict(cfg.qformer_config))
             qformer = Blip2QFormerModel(qformer_config)
         llm_trains_fully = cfg.parts.llm.mode == "full"
-        llm_dtype = compute_dtype if (on_gpu and not llm_trains_fully) else torch.float32
+        llm_dtype = compute_dtype if (on_gpu and (llm_on_cpu or not llm_trains_fully)) else torch.float32
         quantize_bits = cfg.low_resource_bits if (cfg.low_resource and cfg.llama_model) else None
         device_map = {"": cfg.device_8bit if on_gpu else "cpu"} if quantize_bits else None
         llama_model, tokenizer = build_llm(cfg.llama_model, dict(cfg.llama_config), cfg.tokenizer,
@@ -100,21 +137,29 @@ class MiniGPT(nn.Module):
                 llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg),
                     qformer=qformer, num_query_token=cfg.num_query_token, max_txt_len=cfg.max_txt_len,
-                    max_context_len=cfg.max_context_len, vision_dtype=vision_dtype)
+                    max_context_len=cfg.max_context_len, vision_dtype=vision_dtype, extra_encoders=extra_encoders,
+                    proj_type=cfg.proj_type, sub_image_grid=cfg.sub_image_grid)
         if cfg.llama_model:
             model.pretrained_parts.add("llm")
         if cfg.vit_weights:
             print(load_eva_vit(model.visual_encoder, resolve_path(cfg.vit_weights)), file=sys.stderr)
             model.pretrained_parts.add("vision_encoder")
+        for index, extra in enumerate(cfg.extra_encoders):
+            if extra.weights:  # loaded by build_extra_encoder
+                model.pretrained_parts.add(f"extra_encoder_{index}")
         if cfg.has_qformer and cfg.q_former_model:
             print(load_blip2_qformer(model, resolve_path(cfg.q_former_model)), file=sys.stderr)
             model.pretrained_parts.add("qformer")
-        model.set_part_modes({part: cfg.parts[part].mode for part in PART_NAMES}, cfg)
+        modes = {part: cfg.parts[part].mode for part in PART_NAMES}
+        modes.update({f"extra_encoder_{index}": extra.mode for index, extra in enumerate(cfg.extra_encoders)})
+        model.set_part_modes(modes, cfg)
         llm = model.llama_model
         model.llama_model = None  # a quantised LLM already sits where bitsandbytes placed it
         model.to(device)
-        model.llama_model = llm if quantize_bits else llm.to(device)
+        model.llama_model = llm if (quantize_bits or llm_on_cpu) else llm.to(device)
         model.visual_encoder.to(vision_dtype)
+        for extra, extra_cfg in zip(model.extra_encoders, cfg.extra_encoders):
+            extra.model.to(half if (on_gpu and extra_cfg.mode == "frozen") else torch.float32)
         if cfg.adapters:
             model.attach_adapters(cfg.adapters, cfg.adapter)
         if cfg.feature_cache_gb > 0:
@@ -129,12 +174,17 @@ class MiniGPT(nn.Module):
         return self.adapters
 
     def part_modules(self) -> dict[str, list[nn.Module | nn.Parameter]]:
+        """Parts by name; each trains as its mode says. Extra encoders are parts `extra_encoder_<index>`."""
         return {
             "vision_encoder": [self.visual_encoder, self.ln_vision],
+            **{f"extra_encoder_{index}": [extra] for index, extra in enumerate(self.extra_encoders)},
             "qformer": [m for m in (self.Qformer, self.query_tokens) if m is not None],
-            "projector": [self.llama_proj],
+            "projector": [m for m in (self.llama_proj, self.view_separator) if m is not None],
             "llm": [self.llama_model],
         }
+
+    def vision_parts(self) -> list[str]:
+        return ["vision_encoder", *(f"extra_encoder_{index}" for index in range(len(self.extra_encoders)))]
 
     def set_part_modes(self, modes: dict[str, str], cfg=None) -> None:
         """`frozen`: no gradients and eval mode for good; `full`: trained; `lora`: peft adapters on the LLM.
@@ -199,7 +249,7 @@ class MiniGPT(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.llama_proj.weight.device
+        return next(self.llama_proj.parameters()).device
 
     # ---- forward --------------------------------------------------------------------------------
     def _is_frozen(self, part: str) -> bool:
@@ -214,14 +264,23 @@ class MiniGPT(nn.Module):
         return torch.no_grad() if self._is_frozen(part) else contextlib.nullcontext()
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, S, S] -> image_embeds [B, num_image_tokens, D_llm]."""
-        cache = self.feature_cache if self._is_frozen("vision_encoder") else None
+        """[B, 3, g*S, g*S] -> image_embeds [B, num_image_tokens, D_llm] (g = sub_image_grid, 1 by default)."""
+        if self.sub_image_grid == 1:
+            return self._encode_views(images)
+        view_embeds = self._encode_views(split_views(images, self.sub_image_grid))  # [B * (1 + g*g), M, D]
+        return join_views(view_embeds, self.sub_image_grid, self.view_separator)  # [B, (1 + g*g) * (M + 1), D]
+
+    def _encode_views(self, views: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] -> [N, M, D_llm]: encoders, projector."""
+        vision_frozen = all(self._is_frozen(part) for part in self.vision_parts())
+        cache = self.feature_cache if vision_frozen else None
         through_qformer = cache is not None and self.Qformer is not None and self._is_frozen("qformer")
         if cache is not None:  # the frozen stack's output, by image content
-            frozen = [*self.part_modules()["vision_encoder"], *(self.part_modules()["qformer"] if through_qformer else [])]
-            features = cache(images, lambda pixels: self._frozen_features(pixels, through_qformer), frozen)
+            parts = [*self.vision_parts(), *(["qformer"] if through_qformer else [])]
+            frozen = [item for part in parts for item in self.part_modules()[part]]
+            features = cache(views, lambda pixels: self._frozen_features(pixels, through_qformer), frozen)
         else:
-            features = self._frozen_features(images, through_qformer=False)
+            features = self._frozen_features(views, through_qformer=False)
         if self.Qformer is not None and not through_qformer:
             features = self._query_tokens_out(features)
         elif self.Qformer is None:
@@ -230,10 +289,18 @@ class MiniGPT(nn.Module):
         return self.llama_proj(features)
 
     def _frozen_features(self, images: torch.Tensor, through_qformer: bool) -> torch.Tensor:
-        """The vision encoder's tokens [B, 1 + P, C] (or, through the Q-Former, its output [B, Q, H])."""
+        """The vision encoders' tokens [B, 1 + P, C] (or, through the Q-Former, its output [B, Q, H])."""
         with self._grad_context("vision_encoder"):
             image_features = self.ln_vision(self.visual_encoder.forward_features(images.to(self.vision_dtype)))
-        image_features = image_features.to(self.llama_proj.weight.dtype)  # [B, 1 + P, C]
+        dtype = next(self.llama_proj.parameters()).dtype
+        if len(self.extra_encoders):
+            grid = int(num_patches(self.visual_encoder) ** 0.5)
+            mixed = [image_features.to(dtype)]
+            for index, extra in enumerate(self.extra_encoders):
+                with self._grad_context(f"extra_encoder_{index}"):
+                    mixed.append(extra(images, grid).to(dtype))  # [B, 1 + P, C_k]
+            image_features = torch.cat(mixed, dim=-1)  # [B, 1 + P, C_eva + sum C_k]
+        image_features = image_features.to(dtype)  # [B, 1 + P, C]
         return self._query_tokens_out(image_features) if through_qformer else image_features
 
     def _query_tokens_out(self, image_features: torch.Tensor) -> torch.Tensor:
@@ -247,13 +314,14 @@ class MiniGPT(nn.Module):
         inputs_embeds = self.llama_model.get_input_embeddings()(input_ids)
         if images is not None:
             image_embeds = self.encode_image(images).to(inputs_embeds.dtype)  # [N, M, D]
+            # (a split LLM may embed on another GPU than the vision side's)
+            image_embeds, image_slots = image_embeds.to(inputs_embeds.device), image_slots.to(inputs_embeds.device)
             inputs_embeds = inputs_embeds.masked_scatter(image_slots.unsqueeze(-1), image_embeds)
         elif self.training:
             # A text-only batch still runs the vision path, on a blank image whose embeddings are masked
             # out (x 0), so that under DDP every rank gives gradients for the same parameters and no
             # rank waits forever in the gradient all-reduce.
-            size = self.visual_encoder.patch_embed.img_size
-            blank = torch.zeros(1, 3, *size, device=input_ids.device)
+            blank = torch.zeros(1, 3, self.input_size, self.input_size, device=input_ids.device)
             inputs_embeds = inputs_embeds + 0.0 * self.encode_image(blank).sum().to(inputs_embeds.dtype)
         return inputs_embeds
 

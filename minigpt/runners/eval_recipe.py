@@ -32,6 +32,7 @@ from minigpt.datasets.builders.base import build_processor
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.inference import load_for_inference
+from minigpt.models.minigpt import input_image_size
 from minigpt.processors.image import Blip2ImageProcessor
 
 
@@ -180,7 +181,7 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
             prepare_folder(folder, fingerprint(config, section), overwrite, name)
         barrier()
         processor = (build_processor(section.vis_processor, "eval") if "eval" in section.vis_processor
-                     else Blip2ImageProcessor(image_size=config.model.image_size))
+                     else Blip2ImageProcessor(image_size=input_image_size(config.model)))
         answer_questions(items, section, model, collator, dist, folder, processor, run.num_workers, run.strict,
                          section.batch_size or run.batch_size_eval or 8)
         barrier()

@@ -62,6 +62,7 @@ class TrainRecipe:
         self.total_steps = run.max_epoch * self.iters_per_epoch
 
         lr_mults = {part: cfg.lr_mult for part, cfg in self.config.model.parts.items()}
+        lr_mults.update({f"extra_encoder_{i}": extra.lr_mult for i, extra in enumerate(self.config.model.extra_encoders)})
         groups = self.model.param_groups(run.weight_decay, lr_mults)
         self.trainable = [p for group in groups for p in group["params"]]
         if not self.trainable:

@@ -1,0 +1,123 @@
+"""Mix two finetuned checkpoints of one architecture, as SPHINX mixes models tuned on different domains:
+
+    python -m minigpt.mix_weights --ckpt A --ckpt B --alpha 0.5 --out C
+
+Every floating-point weight becomes (1 - alpha) * A + alpha * B, computed in float32 and stored in the
+checkpoint's dtype: alpha 0 gives A exactly, alpha 1 gives B exactly. Other tensors (integer buffers)
+must be equal. A and B are checkpoint folders (a run folder: its newest checkpoint) or .safetensors files;
+C is written as a checkpoint folder (model.safetensors, A's config.yaml, mix.json) that `model.ckpt`
+loads. Checkpoints of different architectures are refused before anything is written: other weight
+names, shapes or dtypes, or configs whose model shape differs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from minigpt.common.checkpoint import read_weights, weights_file
+
+# `model:` keys that decide a checkpoint's weight shapes and how they are used.
+ARCHITECTURE_KEYS = ("arch", "vit_model", "vit_config", "image_size", "has_qformer", "num_query_token",
+                     "qformer_config", "proj_type", "extra_encoders", "sub_image_grid", "llama_config",
+                     "lora_r", "lora_target_modules", "adapters")
+
+
+class MixError(ValueError):
+    """Two checkpoints that cannot be mixed."""
+
+
+def architecture(path: Path) -> dict | None:
+    """The architecture keys of the config.yaml saved beside a checkpoint's weights (None: no config)."""
+    config_path = weights_file(path).parent / "config.yaml"
+    if not config_path.exists():
+        return None
+    model = OmegaConf.to_container(OmegaConf.load(config_path).get("model", {}), resolve=True)
+    for extra in model.get("extra_encoders") or []:
+        extra.pop("weights", None)  # where a file sits says nothing about the shape
+    return {key: model.get(key) for key in ARCHITECTURE_KEYS}
+
+
+def check_compatible(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names: tuple[str, str],
+                     architectures: tuple[dict | None, dict | None]) -> None:
+    """Raise MixError naming the first difference that makes A and B not the same architecture."""
+    only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+    if only_a or only_b:
+        first = f"{only_a[0]} only in {names[0]}" if only_a else f"{only_b[0]} only in {names[1]}"
+        raise MixError(f"cannot mix {names[0]} and {names[1]}: their weights differ ({len(only_a)} only in the first, "
+                       f"{len(only_b)} only in the second; e.g. {first}). Were they trained with the same parts "
+                       "(model.parts, LoRA, adapters)?")
+    for key in sorted(a):
+        if a[key].shape != b[key].shape or a[key].dtype != b[key].dtype:
+            raise MixError(f"cannot mix {names[0]} and {names[1]}: {key} is {a[key].dtype} {tuple(a[key].shape)} in the "
+                           f"first, {b[key].dtype} {tuple(b[key].shape)} in the second")
+        if not a[key].is_floating_point() and not torch.equal(a[key], b[key]):
+            raise MixError(f"cannot mix {names[0]} and {names[1]}: {key} holds {a[key].dtype} values, which do not "
+                           "mix, and they differ")
+    if None not in architectures:
+        for key in ARCHITECTURE_KEYS:
+            if architectures[0][key] != architectures[1][key]:
+                raise MixError(f"cannot mix {names[0]} and {names[1]}: model.{key} is {architectures[0][key]!r} in the "
+                               f"first config, {architectures[1][key]!r} in the second")
+
+
+def mix(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """(1 - alpha) * a + alpha * b per floating-point tensor, in float32, cast back to the tensor's dtype."""
+    mixed = {}
+    for key, value in a.items():
+        if value.is_floating_point():
+            value = ((1.0 - alpha) * value.float() + alpha * b[key].float()).to(value.dtype)
+        mixed[key] = value.contiguous()
+    return mixed
+
+
+def mix_checkpoints(ckpt_a: str | Path, ckpt_b: str | Path, alpha: float, out: str | Path) -> Path:
+    """Check, mix and write C atomically (a temporary folder renamed into place); returns C."""
+    if not 0.0 <= alpha <= 1.0:
+        raise MixError(f"--alpha {alpha}: must lie in [0, 1] (0: the first checkpoint, 1: the second)")
+    out = Path(out)
+    if out.exists():
+        raise MixError(f"--out {out}: exists; choose a new folder (nothing is overwritten)")
+    names = (str(ckpt_a), str(ckpt_b))
+    a, b = read_weights(ckpt_a), read_weights(ckpt_b)
+    check_compatible(a, b, names, (architecture(Path(ckpt_a)), architecture(Path(ckpt_b))))
+    mixed = mix(a, b, alpha)
+
+    staging = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file(mixed, staging / "model.safetensors")
+    config_a = weights_file(ckpt_a).parent / "config.yaml"
+    if config_a.exists():
+        shutil.copyfile(config_a, staging / "config.yaml")
+    record = {"first": str(weights_file(ckpt_a)), "second": str(weights_file(ckpt_b)), "alpha": alpha,
+              "formula": "(1 - alpha) * first + alpha * second", "tensors": len(mixed)}
+    (staging / "mix.json").write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(staging, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", action="append", required=True, help="a checkpoint; give exactly two")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the second checkpoint, in [0, 1]")
+    parser.add_argument("--out", required=True, help="the new checkpoint folder")
+    args = parser.parse_args(argv)
+    if len(args.ckpt) != 2:
+        parser.error(f"--ckpt: give exactly two checkpoints, got {len(args.ckpt)}")
+    try:
+        out = mix_checkpoints(args.ckpt[0], args.ckpt[1], args.alpha, args.out)
+    except (MixError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    print(f"wrote {out}: (1 - {args.alpha}) * {args.ckpt[0]} + {args.alpha} * {args.ckpt[1]}")
+
+
+if __name__ == "__main__":
+    main()

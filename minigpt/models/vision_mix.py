@@ -1,0 +1,111 @@
+"""Mixed visual embeddings (SPHINX): further timm encoders beside the EVA ViT, their tokens aligned to the
+ViT's token grid and concatenated along channels, so every projector sees one wider token sequence.
+
+    view [B, 3, S, S], CLIP-normalised
+      EVA ViT + ln_vision                         -> [B, 1 + g*g, C]        g = S / patch, CLS first
+      each extra encoder k:
+        re-normalise (its mean / std), resize to its input size, forward_features
+          ViT-like -> [B, prefix + h*w, C_k]       prefix tokens (CLS, registers) dropped
+          CNN-like -> [B, C_k, h, w]
+        grid [B, C_k, h, w] -> resampled to g x g  -> [B, g*g, C_k]
+        their mean in the CLS slot, then a norm    -> [B, 1 + g*g, C_k]
+      concatenated along channels                 -> [B, 1 + g*g, C + sum_k C_k]
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from minigpt.common import checkpoint  # module import: checkpoint.py imports models/ in turn
+from minigpt.models.pretrained import LoadReport, load_into, resample_pos_embed
+from minigpt.models.vision_encoder import FP32LayerNorm
+from minigpt.processors.image import CLIP_MEAN, CLIP_STD
+
+
+class ExtraEncoder(nn.Module):
+    """A timm model whose tokens come out on the EVA ViT's grid, with their own norm (as `ln_vision`)."""
+
+    def __init__(self, model: nn.Module, input_size: int, mean: tuple, std: tuple):
+        super().__init__()
+        self.model = model
+        self.input_size = input_size
+        self.num_features = model.num_features
+        self.norm = FP32LayerNorm(self.num_features)
+        mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        # CLIP-normalised pixels p -> (p * CLIP_STD + CLIP_MEAN - mean) / std, as one multiply-add.
+        self.register_buffer("pixel_scale", (torch.tensor(CLIP_STD) / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_shift", ((torch.tensor(CLIP_MEAN) - mean) / std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, views: torch.Tensor, grid: int) -> torch.Tensor:
+        """[B, 3, S, S] CLIP-normalised -> [B, 1 + grid*grid, C_k]."""
+        pixels = views.float() * self.pixel_scale + self.pixel_shift
+        if pixels.shape[-1] != self.input_size:
+            pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bicubic",
+                                   align_corners=False, antialias=True)
+        features = self.model.forward_features(pixels.to(next(self.model.parameters()).dtype))
+        if features.ndim == 4:  # a CNN: [B, C_k, h, w]
+            feature_grid = features
+        else:  # a ViT: [B, prefix + h*w, C_k]
+            tokens = features[:, getattr(self.model, "num_prefix_tokens", 0):]
+            side = math.isqrt(tokens.shape[1])
+            if side * side != tokens.shape[1]:
+                raise ValueError(f"{type(self.model).__name__}: {tokens.shape[1]} patch tokens do not form a square grid")
+            feature_grid = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)  # [B, C_k, h, w]
+        if feature_grid.shape[-2:] != (grid, grid):
+            feature_grid = F.interpolate(feature_grid.float(), size=(grid, grid), mode="bilinear", align_corners=False,
+                                         antialias=feature_grid.shape[-1] > grid).to(feature_grid.dtype)
+        tokens = feature_grid.flatten(2).transpose(1, 2)  # [B, g*g, C_k]
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # [B, 1 + g*g, C_k]
+        return self.norm(tokens)
+
+
+def build_extra_encoder(cfg, image_size: int) -> ExtraEncoder:
+    """One `model.extra_encoders` entry -> ExtraEncoder; `image_size` is the EVA ViT's (the default input)."""
+    input_size = cfg.image_size or image_size
+    options = OmegaConf.to_container(cfg.timm_config) if isinstance(cfg.timm_config, DictConfig) else dict(cfg.timm_config)
+    model = None
+    if "img_size" not in options:
+        try:  # ViTs take their input size; CNNs accept any and refuse the argument
+            model = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, img_size=input_size, **options)
+        except TypeError:
+            model = None
+    if model is None:
+        model = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **options)
+    for name in ("head", "fc_norm"):  # only forward_features runs: a head left in would get no gradient (DDP fails)
+        if any(True for _ in getattr(model, name, nn.Identity()).parameters()):
+            setattr(model, name, nn.Identity())
+    if cfg.weights:
+        print(load_timm_weights(model, cfg.weights), file=sys.stderr)
+    pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean = tuple(cfg.mean or pretrained_cfg.get("mean", CLIP_MEAN))
+    std = tuple(cfg.std or pretrained_cfg.get("std", CLIP_STD))
+    return ExtraEncoder(model, input_size, mean, std)
+
+
+def load_timm_weights(model: nn.Module, path: str | Path) -> LoadReport:
+    """A timm-layout state dict (.safetensors, or .pth loaded as weights only) onto `model`; position
+    embeddings are resampled to its input size and a classifier head the model lacks is reported unused."""
+    from minigpt.common.config import resolve_path
+
+    source = str(path)
+    weights = checkpoint.read_weights(resolve_path(str(path)))
+    report = LoadReport(source)
+    own_pos = getattr(model, "pos_embed", None)
+    pos_embed = weights.get("pos_embed")
+    if pos_embed is not None and own_pos is not None and pos_embed.shape != own_pos.shape:
+        prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
+        weights["pos_embed"] = resample_pos_embed(pos_embed, own_pos.shape[1] - prefix, prefix)
+        report.resampled.append(f"pos_embed {tuple(pos_embed.shape)} -> {tuple(own_pos.shape)} (bicubic)")
+    return load_into(model, weights, source, report)
+
+
+def mixed_width(visual_encoder: nn.Module, extra_encoders: nn.ModuleList) -> int:
+    """Channels per token once every encoder's tokens are concatenated."""
+    return visual_encoder.num_features + sum(encoder.num_features for encoder in extra_encoders)

@@ -1,0 +1,143 @@
+"""Mixed visual embeddings: extra timm encoders aligned to the EVA ViT's grid and concatenated along
+channels, under every projector (Q-Former, concat-4, MLP); their modes, checkpoints and config checks."""
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from minigpt.common import registry
+from minigpt.common.config import ConfigError, load_config
+from minigpt.models.vision_mix import ExtraEncoder, build_extra_encoder, load_timm_weights
+
+VIT = "{timm_model: vit_small_patch14_dinov2, timm_config: {patch_size: 4, embed_dim: 32, depth: 1, num_heads: 2}}"
+CNN = "{timm_model: convnext_atto, timm_config: {dims: [8, 16, 24, 40], depths: [1, 1, 1, 1]}, mode: full}"
+MIX = f"model.extra_encoders=[{VIT}, {CNN}]"
+
+PROJECTORS = {  # name -> (config, options)
+    "qformer": ("train_configs/tiny_stage2.yaml", ["model.ckpt=null"]),
+    "concat4": ("train_configs/tiny_v2.yaml", []),
+    "mlp": ("train_configs/tiny_v2.yaml", ["model.proj_type=mlp"]),
+    "qformer_mlp": ("train_configs/tiny_stage2.yaml", ["model.ckpt=null", "model.proj_type=mlp"]),
+}
+
+
+def build(shapes_dir, cfg_path, options):
+    config = load_config(cfg_path, [f"model.tokenizer={shapes_dir}/tokenizer", *options], for_training=False)
+    torch.manual_seed(0)
+    return registry.get("model", config.model.arch).from_config(config.model), config
+
+
+@pytest.mark.parametrize("projector", PROJECTORS)
+def test_mixed_tokens_reach_every_projector(shapes_dir, projector):
+    cfg_path, options = PROJECTORS[projector]
+    plain, _ = build(shapes_dir, cfg_path, options)
+    mixed, config = build(shapes_dir, cfg_path, [*options, MIX])
+    size = config.model.image_size
+    images = torch.randn(3, 3, size, size)
+
+    eva_width = mixed.visual_encoder.num_features
+    tokens = mixed._frozen_features(images, through_qformer=False)
+    grid_tokens = 1 + (size // 4) ** 2
+    assert tokens.shape == (3, grid_tokens, eva_width + 32 + 40)  # EVA + DINOv2-like ViT + ConvNeXt channels
+    # The EVA channels are the EVA ViT's own tokens, unchanged by the mix.
+    with torch.no_grad():
+        eva_alone = mixed.ln_vision(mixed.visual_encoder.forward_features(images))
+    torch.testing.assert_close(tokens[..., :eva_width], eva_alone)
+
+    image_embeds = mixed.encode_image(images)
+    assert image_embeds.shape == (3, plain.num_image_tokens, plain.llama_model.config.hidden_size)
+    assert mixed.num_image_tokens == plain.num_image_tokens  # the mix widens tokens, it adds none
+    first_layer = mixed.llama_proj[0] if projector.endswith("mlp") else mixed.llama_proj
+    expected_in = (mixed.Qformer.config.hidden_size if mixed.Qformer is not None else 4 * (eva_width + 72))
+    assert first_layer.in_features == expected_in
+    if mixed.Qformer is not None:
+        assert mixed.Qformer.config.encoder_hidden_size == eva_width + 72
+
+    image_embeds.sum().backward()  # a trainable extra encoder gets gradients, a frozen one none
+    assert mixed.extra_encoders[1].model.stem[0].weight.grad is not None
+    assert all(p.grad is None and not p.requires_grad for p in mixed.extra_encoders[0].parameters())
+    assert mixed.part_modes["extra_encoder_0"] == "frozen" and mixed.part_modes["extra_encoder_1"] == "full"
+
+
+def test_extra_encoder_aligns_vit_and_cnn_grids():
+    """A ViT's prefix tokens are dropped and a CNN's map is resampled: both come out on the asked grid,
+    with the mean of their grid tokens in the CLS slot."""
+    from omegaconf import OmegaConf
+
+    from minigpt.common.schema import ExtraEncoderConfig
+
+    for entry, width in ((VIT, 32), (CNN, 40)):
+        cfg = OmegaConf.merge(OmegaConf.structured(ExtraEncoderConfig), OmegaConf.create(entry))
+        encoder = build_extra_encoder(cfg, image_size=32)
+        tokens = encoder(torch.randn(2, 3, 32, 32), grid=8)
+        assert tokens.shape == (2, 65, width)
+        encoder.norm = torch.nn.Identity()
+        tokens = encoder(torch.randn(2, 3, 32, 32), grid=8)
+        torch.testing.assert_close(tokens[:, 0], tokens[:, 1:].mean(dim=1))
+
+
+def test_renormalises_to_the_encoders_own_statistics():
+    """Pixels come CLIP-normalised; an encoder trained with ImageNet statistics gets them re-normalised."""
+    from minigpt.processors.image import CLIP_MEAN, CLIP_STD
+
+    class Spy(torch.nn.Module):
+        num_features = 3
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(1))
+
+        def forward_features(self, pixels):
+            self.seen = pixels
+            return pixels  # a [B, 3, h, w] "feature map"
+
+    spy = Spy()
+    encoder = ExtraEncoder(spy, 4, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    raw = torch.rand(1, 3, 4, 4)
+    clip = (raw - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    encoder(clip, grid=4)
+    imagenet = (raw - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    torch.testing.assert_close(spy.seen, imagenet)
+
+
+def test_extra_weights_load_from_a_local_file_and_stay_out_of_checkpoints(shapes_dir, tmp_path):
+    reference, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", [f"model.extra_encoders=[{VIT}]"])
+    timm_model = reference.extra_encoders[0].model
+    with torch.no_grad():
+        for param in timm_model.parameters():
+            param.normal_()
+    path = tmp_path / "dinov2_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, path)
+
+    entry = VIT.replace("{timm_model", f"{{weights: {path}, timm_model")
+    model, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", [f"model.extra_encoders=[{entry}]"])
+    for key, value in timm_model.state_dict().items():
+        assert torch.equal(model.extra_encoders[0].model.state_dict()[key], value), key
+    assert not any(key.startswith("extra_encoders.") for key in model.checkpoint_weights())  # frozen and from a file
+
+    wrong = {k: v for k, v in timm_model.state_dict().items() if k != "patch_embed.proj.weight"}
+    save_file({k: v.contiguous() for k, v in wrong.items()}, tmp_path / "incomplete.safetensors")
+    with pytest.raises(ValueError, match="missing 1 weights.*patch_embed.proj.weight"):
+        load_timm_weights(model.extra_encoders[0].model, tmp_path / "incomplete.safetensors")
+
+
+@pytest.mark.parametrize("option, key, message", [
+    ("model.extra_encoders=[{timm_model: no_such_net}]", "model.extra_encoders.0.timm_model", "not a timm architecture"),
+    ("model.extra_encoders=[{timm_model: convnext_atto, mode: lora}]", "model.extra_encoders.0.mode", "not frozen or full"),
+    ("model.extra_encoders=[{timm_model: convnext_atto, weights: /nowhere.pth}]", "model.extra_encoders.0.weights",
+     "does not exist"),
+    ("model.extra_encoders=[{timm_model: convnext_atto, mean: [0.5]}]", "model.extra_encoders.0.mean", "3 values"),
+    ("model.proj_type=transformer", "model.proj_type", "not linear or mlp"),
+])
+def test_config_errors_name_the_key(shapes_dir, option, key, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config("train_configs/tiny_v2.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", option], for_training=False)
+    assert error.value.key == key
+
+
+def test_blip2_qformer_weights_refused_with_a_mix(shapes_dir, tmp_path):
+    qformer_file = tmp_path / "blip2.pth"
+    qformer_file.write_bytes(b"")
+    with pytest.raises(ConfigError, match="cross-attends to the EVA ViT's tokens alone") as error:
+        load_config("train_configs/tiny_stage2.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null",
+                                                       f"model.q_former_model={qformer_file}", MIX], for_training=False)
+    assert error.value.key == "model.q_former_model"
