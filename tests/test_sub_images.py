@@ -49,6 +49,8 @@ LAYOUTS = {  # name -> (config, tokens per view, extra options)
     "concat4": ("train_configs/tiny_v2.yaml", 16, []),
     "qformer": ("train_configs/tiny_stage2.yaml", 8, []),
     "concat4_mlp": ("train_configs/tiny_v2.yaml", 16, ["model.proj_type=mlp"]),
+    "mixed_encoders": ("train_configs/tiny_v2.yaml", 16, ["model.extra_encoders=[{timm_model: convnext_atto, "
+                                                          "timm_config: {dims: [8, 16, 24, 40], depths: [1, 1, 1, 1]}}]"]),
 }
 
 

@@ -170,3 +170,14 @@ def test_tiny_mix_config_trains_and_its_checkpoint_reloads(shapes_dir, tmp_path)
     fresh.eval()
     with torch.no_grad():
         torch.testing.assert_close(fresh.encode_image(images), recipe.model.encode_image(images))
+
+
+def test_task_adapters_wrap_both_layers_of_an_mlp_projector(shapes_dir):
+    from minigpt.models.adapters import target_modules
+
+    adapters = ("model.adapters={vqa: {tasks: [vqa], vision_blocks: 0}, refer: {tasks: [refer], vision_blocks: 0}}")
+    model, config = build(shapes_dir, "train_configs/tiny_v2.yaml", ["model.proj_type=mlp", MIX, adapters])
+    for name in ("vqa", "refer"):  # the second adapter goes into layers that already hold the first
+        names = target_modules(model, config.model.adapters[name])
+        assert [n for n in names if n.startswith("llama_proj")] == ["llama_proj.0", "llama_proj.2"]
+    assert set(model.llama_proj[0].lora_A) == set(model.llama_proj[2].lora_A) == {"vqa", "refer"}
