@@ -1,12 +1,14 @@
 """One model across several GPUs: the device map accelerate plans for the LLM (whole decoder layers,
-in order, within each GPU's memory), and the clear refusals where a split cannot run. The plan is made
-for two pretended GPUs (accelerate only counts them); running the split needs real ones."""
+in order, within each GPU's memory), a dispatched LLM answering as the whole one, and the clear
+refusals where a split cannot run. Plans are made for two pretended GPUs (accelerate only counts them);
+the dispatch runs on the CPU with one layer offloaded to disk, through the same accelerate hooks that
+carry activations between GPUs."""
 import pytest
 import torch
 
 from minigpt.common import registry
 from minigpt.common.config import load_config
-from minigpt.models.inference import load_for_inference, plan_device_map
+from minigpt.models.inference import load_for_inference, plan_device_map, split_llm
 
 
 @pytest.fixture
@@ -61,3 +63,20 @@ def test_without_gpus_a_split_is_refused(shapes_dir):
                          for_training=False)
     with pytest.raises(ValueError, match="no CUDA GPU is visible"):
         load_for_inference(config, torch.device("cpu"), device_map="auto")
+
+
+def test_a_dispatched_llm_answers_as_the_whole_one(shapes_dir, tmp_path):
+    config = load_config("eval_configs/tiny_v2_eval.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"],
+                         for_training=False)
+    torch.manual_seed(0)
+    model = load_for_inference(config, torch.device("cpu"))
+    sample = {"id": "q", "image": torch.randn(3, 32, 32), "task": "vqa",
+              "turns": [("user", "Which colors do you see?")]}
+    batch = model.collator().generation_batch([sample])
+    expected = model.generate(batch, max_new_tokens=8, repetition_penalty=1.0)
+
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",
+                  "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    model.llama_model = split_llm(model.llama_model, device_map, offload_dir=str(tmp_path))
+    assert model.llama_model.hf_device_map == device_map
+    assert model.generate(batch, max_new_tokens=8, repetition_penalty=1.0) == expected

@@ -138,11 +138,11 @@ def _build_model_section(sources: list[tuple[str, DictConfig]]) -> DictConfig:
     try:
         model_class = registry.get("model", arch)
     except KeyError as error:
-        raise ConfigError(_source_of(sources, "model.arch"), "model.arch", str(error.args[0])) from None
+        raise ConfigError(source_of(sources, "model.arch"), "model.arch", str(error.args[0])) from None
     model_type = pick("model_type") or model_class.default_model_type
     defaults = model_class.default_configs
     if model_type not in defaults:
-        raise ConfigError(_source_of(sources, "model.model_type"), "model.model_type",
+        raise ConfigError(source_of(sources, "model.model_type"), "model.model_type",
                           f"unknown model_type '{model_type}' for arch '{arch}'; known: {', '.join(defaults)}")
     model = OmegaConf.structured(ModelConfig)
     default_path = PACKAGE_ROOT / defaults[model_type]
@@ -152,7 +152,7 @@ def _build_model_section(sources: list[tuple[str, DictConfig]]) -> DictConfig:
     model.model_type = model_type
     for part in model.parts:
         if part not in PART_NAMES:
-            raise ConfigError(_source_of(sources, f"model.parts.{part}"), f"model.parts.{part}",
+            raise ConfigError(source_of(sources, f"model.parts.{part}"), f"model.parts.{part}",
                               f"unknown part (allowed: {', '.join(PART_NAMES)})")
     return model
 
@@ -172,7 +172,7 @@ def _build_dataset_section(name: str, sources: list[tuple[str, DictConfig]], top
     try:
         builder = registry.get("builder", builder_name)
     except KeyError as error:
-        raise ConfigError(_source_of(sources, f"{top}.{name}"), f"{top}.{name}", str(error.args[0])) from None
+        raise ConfigError(source_of(sources, f"{top}.{name}"), f"{top}.{name}", str(error.args[0])) from None
     config_class = builder.config_class if top == "datasets" else _eval_config_class(builder.config_class)
     section = OmegaConf.structured(config_class)
     # The builder's own YAML, or for an alias (llava_detail, refcocop, ...) that of its first name.
@@ -204,7 +204,7 @@ def _apply_legacy_switches(model: DictConfig) -> None:
         model.parts.llm.mode = "lora"
 
 
-def _source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
+def source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
     """The last file that set `dotted_key` (the one whose value is in force)."""
     for source, config in reversed(sources):
         if OmegaConf.select(config, dotted_key, default=None) is not None:

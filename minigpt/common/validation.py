@@ -8,15 +8,16 @@ import torch
 from omegaconf import DictConfig
 
 from minigpt.common import registry
-from minigpt.common.config import ConfigError, _source_of, resolve_path, shard_paths
+from minigpt.common.config import ConfigError, source_of, resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
 
 
 def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_training: bool) -> None:
+    """The model and run sections, and with `for_training` every data set; raises ConfigError."""
     model, run = config.model, config.run
 
     def fail(key: str, problem: str) -> None:
-        raise ConfigError(_source_of(sources, key), key, problem)
+        raise ConfigError(source_of(sources, key), key, problem)
 
     def check_path(key: str, value: str | None) -> None:
         if value and not resolve_path(value).exists():
@@ -102,11 +103,12 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
 
 
 def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]]) -> None:
+    """Each `evaluation_datasets` section, as eval.py will read it."""
     from minigpt.datasets.builders.base import AnnotationBuilder
     from minigpt.evaluation.metrics import METRICS
 
     def fail(key: str, problem: str) -> None:
-        raise ConfigError(_source_of(sources, key), key, problem)
+        raise ConfigError(source_of(sources, key), key, problem)
 
     if not config.evaluation_datasets:
         fail("evaluation_datasets", "no data set to evaluate")

@@ -84,11 +84,12 @@ def plan_device_map(llm: torch.nn.Module, strategy: str = "auto", max_gpu_memory
     return device_map
 
 
-def split_llm(llm: torch.nn.Module, device_map: dict[str, int | str]) -> torch.nn.Module:
-    """Place each part where the map says; accelerate's hooks carry activations from GPU to GPU."""
+def split_llm(llm: torch.nn.Module, device_map: dict[str, int | str], offload_dir: str | None = None) -> torch.nn.Module:
+    """Place each part where the map says; accelerate's hooks carry activations from device to device
+    (and bring in the weights of parts mapped to "disk", kept under `offload_dir`)."""
     from accelerate import dispatch_model
 
-    return dispatch_model(llm, device_map=device_map)
+    return dispatch_model(llm, device_map=device_map, offload_dir=offload_dir)
 
 
 def peak_memory_gib(device: torch.device) -> float:

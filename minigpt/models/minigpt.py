@@ -11,8 +11,9 @@ With sub_image_grid g > 1 an image is g*S pixels, seen as a global view plus g*g
 encoded as above and laid out with separators (sub_images.py).
 
 MiniGPT-4 (Q-Former), its Llama-2 variant, MiniGPT-v2 (concat projector) and a SPHINX-like mix are
-configurations of this one class. Attribute names follow the released checkpoints (`llama_proj`, `llama_model`, ...), so their
-keys load as they are, but for LAVIS's Q-Former names and old peft LoRA names (models/key_names.py).
+configurations of this one class. Attribute names follow the released checkpoints (`llama_proj`,
+`llama_model`, ...), so their keys load as they are, but for LAVIS's Q-Former names and old peft LoRA
+names (models/key_names.py).
 """
 from __future__ import annotations
 
