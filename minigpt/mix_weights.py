@@ -3,11 +3,13 @@
     python -m minigpt.mix_weights --ckpt A --ckpt B --alpha 0.5 --out C
 
 Every floating-point weight becomes (1 - alpha) * A + alpha * B, computed in float32 and stored in the
-checkpoint's dtype: alpha 0 gives A exactly, alpha 1 gives B exactly. Other tensors (integer buffers)
-must be equal. A and B are checkpoint folders (a run folder: its newest checkpoint) or .safetensors files;
-C is written as a checkpoint folder (model.safetensors, A's config.yaml, mix.json) that `model.ckpt`
-loads. Checkpoints of different architectures are refused before anything is written: other weight
-names, shapes or dtypes, or configs whose model shape differs.
+checkpoint's dtype; alpha 0 and 1 return A and B as they are. Other tensors (integer buffers) must be
+equal. A and B are checkpoint folders (a run folder: its newest checkpoint) or .safetensors files; C is
+written as a checkpoint folder (model.safetensors, A's config.yaml, mix.json) that `model.ckpt` loads.
+
+Refused before anything is written: other weight names, shapes or dtypes, configs whose model shape
+differs, and LoRA weights. Mixing LoRA factors A and B separately does not mix the updates B @ A they
+stand for, so fold them in first (`python -m minigpt.export`) and mix the merged checkpoints.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from minigpt.common.checkpoint import read_weights, weights_file
 # `model:` keys that decide a checkpoint's weight shapes and how they are used.
 ARCHITECTURE_KEYS = ("arch", "vit_model", "vit_config", "image_size", "has_qformer", "num_query_token",
                      "qformer_config", "proj_type", "extra_encoders", "sub_image_grid", "llama_config",
-                     "lora_r", "lora_target_modules", "adapters")
+                     "lora_r", "lora_alpha", "lora_target_modules", "adapters")
+ENCODER_SHAPE_KEYS = ("timm_model", "timm_config", "image_size", "mean", "std")  # of each extra encoder
 
 
 class MixError(ValueError):
@@ -40,14 +43,20 @@ def architecture(path: Path) -> dict | None:
     if not config_path.exists():
         return None
     model = OmegaConf.to_container(OmegaConf.load(config_path).get("model", {}), resolve=True)
-    for extra in model.get("extra_encoders") or []:
-        extra.pop("weights", None)  # where a file sits says nothing about the shape
+    # Where a file sits, or how an encoder trained, says nothing about its shape.
+    model["extra_encoders"] = [{key: extra.get(key) for key in ENCODER_SHAPE_KEYS}
+                               for extra in model.get("extra_encoders") or []]
     return {key: model.get(key) for key in ARCHITECTURE_KEYS}
 
 
 def check_compatible(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names: tuple[str, str],
                      architectures: tuple[dict | None, dict | None]) -> None:
     """Raise MixError naming the first difference that makes A and B not the same architecture."""
+    lora = sorted(key for key in a.keys() | b.keys() if ".lora_" in key)
+    if lora:
+        raise MixError(f"cannot mix {names[0]} and {names[1]}: they hold LoRA weights ({len(lora)}, e.g. {lora[0]}), "
+                       "whose A and B factors do not mix linearly; fold them into the weights first "
+                       "(python -m minigpt.export) and mix the merged checkpoints")
     only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
     if only_a or only_b:
         first = f"{only_a[0]} only in {names[0]}" if only_a else f"{only_b[0]} only in {names[1]}"
@@ -61,6 +70,9 @@ def check_compatible(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], nam
         if not a[key].is_floating_point() and not torch.equal(a[key], b[key]):
             raise MixError(f"cannot mix {names[0]} and {names[1]}: {key} holds {a[key].dtype} values, which do not "
                            "mix, and they differ")
+    if architectures.count(None) == 1:
+        print(f"warning: only {names[architectures.index(None) ^ 1]} has a config.yaml beside its weights; "
+              "the architectures were compared by weight names and shapes alone", file=sys.stderr)
     if None not in architectures:
         for key in ARCHITECTURE_KEYS:
             if architectures[0][key] != architectures[1][key]:
@@ -69,7 +81,10 @@ def check_compatible(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], nam
 
 
 def mix(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    """(1 - alpha) * a + alpha * b per floating-point tensor, in float32, cast back to the tensor's dtype."""
+    """(1 - alpha) * a + alpha * b per floating-point tensor, in float32, cast back to the tensor's dtype.
+    At alpha 0 or 1 the input is returned as it is (the formula would turn -0.0 into 0.0, 0 * inf into NaN)."""
+    if alpha in (0.0, 1.0):
+        return {key: value.contiguous() for key, value in (a if alpha == 0.0 else b).items()}
     mixed = {}
     for key, value in a.items():
         if value.is_floating_point():
@@ -93,14 +108,18 @@ def mix_checkpoints(ckpt_a: str | Path, ckpt_b: str | Path, alpha: float, out: s
     staging = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file(mixed, staging / "model.safetensors")
-    config_a = weights_file(ckpt_a).parent / "config.yaml"
-    if config_a.exists():
-        shutil.copyfile(config_a, staging / "config.yaml")
-    record = {"first": str(weights_file(ckpt_a)), "second": str(weights_file(ckpt_b)), "alpha": alpha,
-              "formula": "(1 - alpha) * first + alpha * second", "tensors": len(mixed)}
-    (staging / "mix.json").write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(staging, out)
+    try:
+        save_file(mixed, staging / "model.safetensors")
+        config_a = weights_file(ckpt_a).parent / "config.yaml"
+        if config_a.exists():
+            shutil.copyfile(config_a, staging / "config.yaml")
+        record = {"first": str(weights_file(ckpt_a)), "second": str(weights_file(ckpt_b)), "alpha": alpha,
+                  "formula": "(1 - alpha) * first + alpha * second", "tensors": len(mixed)}
+        (staging / "mix.json").write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed write leaves nothing behind
+        raise
     return out
 
 

@@ -53,7 +53,9 @@ def test_refusals_say_why(llm, two_gpus, shapes_dir):
     config = load_config("eval_configs/tiny_v2_eval.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"],
                          for_training=False)
     with pytest.raises(ValueError, match="low_resource .* choose one of the two"):
-        load_for_inference(config, torch.device("cpu"), low_resource=True, device_map="auto")
+        load_for_inference(config, torch.device("cuda", 0), low_resource=True, device_map="auto")
+    with pytest.raises(ValueError, match="the vision side is on cpu"):
+        load_for_inference(config, torch.device("cpu"), device_map="auto")
 
 
 def test_without_gpus_a_split_is_refused(shapes_dir):

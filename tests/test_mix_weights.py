@@ -21,6 +21,7 @@ def finetuned(shapes_dir, tmp_path, name, seed, *options):
     model = registry.get("model", config.model.arch).from_config(config.model)
     weights = model.checkpoint_weights()
     weights["view_scale"] = torch.randn(8).to(torch.bfloat16)  # a half-precision tensor too
+    weights["edge_values"] = torch.tensor([-0.0, float("inf"), -float("inf"), seed])  # what a formula would bend
     weights["step_counter"] = torch.tensor([7], dtype=torch.int64)  # an integer buffer: must agree
     return save_checkpoint(tmp_path / name, 100, weights, {"step": 100}, config), model, config
 
@@ -39,8 +40,9 @@ def test_alpha_0_and_1_reproduce_the_inputs_exactly(two_domains, tmp_path):
         out = mix_checkpoints(a, b, alpha, tmp_path / f"mix{alpha}")
         mixed = load_file(out / "model.safetensors")
         assert mixed.keys() == expected.keys()
-        for key, value in expected.items():
-            assert mixed[key].dtype == value.dtype and torch.equal(mixed[key], value), key
+        for key, value in expected.items():  # bit for bit: -0.0 stays -0.0, infinities stay
+            assert mixed[key].dtype == value.dtype and bytes(mixed[key].untyped_storage()) == bytes(
+                value.untyped_storage()), key
 
 
 def test_half_way_is_the_mean_and_loads_as_a_checkpoint(two_domains, tmp_path):
@@ -54,6 +56,7 @@ def test_half_way_is_the_mean_and_loads_as_a_checkpoint(two_domains, tmp_path):
     half = "view_scale"
     assert mixed[half].dtype == torch.bfloat16
     torch.testing.assert_close(mixed[half], ((first[half].float() + second[half].float()) / 2).to(torch.bfloat16))
+    assert torch.isinf(mixed["edge_values"][1]) and mixed["edge_values"][3] == 1.5
     assert json.loads((out / "mix.json").read_text())["alpha"] == 0.5
     assert OmegaConf.load(out / "config.yaml").model.arch == config.model.arch
     report = load_weights(model, out)  # `model.ckpt: <out>` loads it
@@ -79,6 +82,20 @@ def test_mismatched_architectures_are_refused(shapes_dir, two_domains, tmp_path)
     OmegaConf.save(config, other / "config.yaml")
     with pytest.raises(ValueError, match="model.image_size is 32 in the first config, 64 in the second"):
         mix_checkpoints(a, other, 0.5, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_lora_factors_are_refused(two_domains, tmp_path):
+    """B1 A1 and B2 A2 mixed factor by factor give cross terms B1 A2: LoRA checkpoints are merged first."""
+    a, b, _, _ = two_domains
+    from safetensors.torch import save_file
+
+    for path in (a, b):
+        weights = load_file(path / "model.safetensors")
+        weights["llama_model.model.layers.0.self_attn.q_proj.lora_A.weight"] = torch.randn(4, 128)
+        save_file(weights, path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"LoRA weights .*python -m minigpt.export"):
+        mix_checkpoints(a, b, 0.5, tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 

@@ -35,7 +35,7 @@ def test_mixed_tokens_reach_every_projector(shapes_dir, projector):
     images = torch.randn(3, 3, size, size)
 
     eva_width = mixed.visual_encoder.num_features
-    tokens = mixed._frozen_features(images, through_qformer=False)
+    tokens = mixed._encoder_features(images, through_qformer=False)
     grid_tokens = 1 + (size // 4) ** 2
     assert tokens.shape == (3, grid_tokens, eva_width + 32 + 40)  # EVA + DINOv2-like ViT + ConvNeXt channels
     # The EVA channels are the EVA ViT's own tokens, unchanged by the mix.
@@ -58,21 +58,49 @@ def test_mixed_tokens_reach_every_projector(shapes_dir, projector):
     assert mixed.part_modes["extra_encoder_0"] == "frozen" and mixed.part_modes["extra_encoder_1"] == "full"
 
 
-def test_extra_encoder_aligns_vit_and_cnn_grids():
-    """A ViT's prefix tokens are dropped and a CNN's map is resampled: both come out on the asked grid,
-    with the mean of their grid tokens in the CLS slot."""
+class FixedFeatures(torch.nn.Module):
+    """A stand-in timm model whose forward_features returns a set tensor, to follow tokens by value."""
+
+    def __init__(self, features: torch.Tensor, num_features: int, num_prefix_tokens: int = 0):
+        super().__init__()
+        self.features, self.num_features, self.num_prefix_tokens = features, num_features, num_prefix_tokens
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward_features(self, pixels):
+        return self.features
+
+
+def aligned(features, num_features, grid, num_prefix_tokens=0):
+    encoder = ExtraEncoder(FixedFeatures(features, num_features, num_prefix_tokens), 4, (0.5,) * 3, (0.5,) * 3)
+    encoder.norm = torch.nn.Identity()
+    return encoder(torch.zeros(1, 3, 4, 4), grid)
+
+
+def test_tokens_keep_their_grid_positions_and_the_cls_slot_holds_their_mean():
+    """Row-major order from a CNN map (NCHW or channels last) and from ViT tokens after their prefix;
+    a larger grid is resampled to the EVA grid."""
+    grid_map = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)  # [B, C, h, w], distinct values
+    row_major = grid_map.flatten(2).transpose(1, 2)  # [1, 16, 2]
+    for features in (grid_map, grid_map.permute(0, 2, 3, 1)):  # NCHW, NHWC
+        tokens = aligned(features, 2, grid=4)
+        torch.testing.assert_close(tokens[:, 1:], row_major)
+        torch.testing.assert_close(tokens[:, 0], row_major.mean(dim=1))
+    prefix = torch.full((1, 2, 2), -7.0)  # CLS and one register token: dropped
+    tokens = aligned(torch.cat([prefix, row_major], dim=1), 2, grid=4, num_prefix_tokens=2)
+    torch.testing.assert_close(tokens[:, 1:], row_major)
+
+    fine = torch.randn(1, 3, 16, 16)
+    tokens = aligned(fine, 3, grid=8)  # 16 x 16 -> 8 x 8, antialiased
+    expected = torch.nn.functional.interpolate(fine, size=(8, 8), mode="bilinear", antialias=True)
+    torch.testing.assert_close(tokens[:, 1:], expected.flatten(2).transpose(1, 2))
+
     from omegaconf import OmegaConf
 
     from minigpt.common.schema import ExtraEncoderConfig
 
-    for entry, width in ((VIT, 32), (CNN, 40)):
+    for entry, width in ((VIT, 32), (CNN, 40)):  # real timm models come out on the asked grid too
         cfg = OmegaConf.merge(OmegaConf.structured(ExtraEncoderConfig), OmegaConf.create(entry))
-        encoder = build_extra_encoder(cfg, image_size=32)
-        tokens = encoder(torch.randn(2, 3, 32, 32), grid=8)
-        assert tokens.shape == (2, 65, width)
-        encoder.norm = torch.nn.Identity()
-        tokens = encoder(torch.randn(2, 3, 32, 32), grid=8)
-        torch.testing.assert_close(tokens[:, 0], tokens[:, 1:].mean(dim=1))
+        assert build_extra_encoder(cfg, image_size=32)(torch.randn(2, 3, 32, 32), grid=8).shape == (2, 65, width)
 
 
 def test_renormalises_to_the_encoders_own_statistics():
@@ -127,6 +155,7 @@ def test_extra_weights_load_from_a_local_file_and_stay_out_of_checkpoints(shapes
      "does not exist"),
     ("model.extra_encoders=[{timm_model: convnext_atto, mean: [0.5]}]", "model.extra_encoders.0.mean", "3 values"),
     ("model.proj_type=transformer", "model.proj_type", "not linear or mlp"),
+    ("model.max_txt_len=16", "model.max_txt_len", "16, but one image takes 16 tokens: no room would be left"),
 ])
 def test_config_errors_name_the_key(shapes_dir, option, key, message):
     with pytest.raises(ConfigError, match=message) as error:

@@ -202,6 +202,12 @@ def _validate_mixing(model: DictConfig, fail) -> None:
             fail(f"{key}.weights", f"'{extra.weights}' is a URL; nothing is downloaded: fetch the file and give its local path")
         if extra.weights and not resolve_path(extra.weights).exists():
             fail(f"{key}.weights", f"path '{extra.weights}' does not exist")
+    from minigpt.models.minigpt import image_token_count  # models import this module
+
+    if model.sub_image_grid >= 1 and image_token_count(model) >= model.max_txt_len:
+        grid = f" ({model.sub_image_grid} x {model.sub_image_grid} sub-images)" if model.sub_image_grid > 1 else ""
+        fail("model.max_txt_len", f"{model.max_txt_len}, but one image takes {image_token_count(model)} tokens{grid}: "
+                                  "no room would be left for text")
     if model.extra_encoders and model.has_qformer and model.q_former_model:
         fail("model.q_former_model", "BLIP-2's Q-Former cross-attends to the EVA ViT's tokens alone, and with "
                                      "extra_encoders the tokens are wider: leave q_former_model unset (the Q-Former "
@@ -210,11 +216,21 @@ def _validate_mixing(model: DictConfig, fail) -> None:
 
 def _check_input_size(processor: DictConfig, key: str, model: DictConfig, fail) -> None:
     """Images must come at the size the model splits and encodes."""
+    import inspect
+
     expected = model.image_size * model.sub_image_grid
-    if "image_size" in processor and processor.image_size != expected:
+    size = processor.get("image_size")
+    if size is None:  # the processor's own default
+        try:
+            processor_class = registry.get("processor", processor.get("name"))
+        except KeyError:
+            return  # an unknown processor: _check_processor says so where it applies
+        parameter = inspect.signature(processor_class.__init__).parameters.get("image_size")
+        size = parameter.default if parameter is not None else None
+    if size is not None and size != expected:
         how = f"model.image_size {model.image_size} x sub_image_grid {model.sub_image_grid}" \
             if model.sub_image_grid > 1 else "model.image_size"
-        fail(f"{key}.image_size", f"{processor.image_size}, but the model takes {expected}-pixel images ({how})")
+        fail(f"{key}.image_size", f"{size}, but the model takes {expected}-pixel images ({how})")
 
 
 def _check_processor(processor: DictConfig, key: str, fail) -> None:

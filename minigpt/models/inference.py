@@ -33,15 +33,16 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
     first and is quantised after, so both paths end with the same quantised layers.
     """
     model_cfg = config.model.copy()
-    if low_resource is not None:
+    if device_map:
+        check_device_map(device_map, device, low_resource)
+        if model_cfg.low_resource:  # the eval configs' default; a split LLM runs in half precision instead
+            print("device map: the LLM is split in half precision, not quantised (model.low_resource ignored)",
+                  file=sys.stderr)
+        model_cfg.low_resource = False
+    elif low_resource is not None:
         model_cfg.low_resource = low_resource
     if bits is not None:
         model_cfg.low_resource_bits = bits
-    if device_map and model_cfg.low_resource:
-        raise ValueError("a device map splits a half-precision LLM across GPUs; low_resource (8 or 4 bits) "
-                         "instead fits it on one: choose one of the two")
-    if device_map and torch.cuda.device_count() == 0:
-        raise ValueError(f"device map '{device_map}': no CUDA GPU is visible to split the LLM across")
     if device.type == "cuda":
         model_cfg.device_8bit = device.index or 0
     compute_dtype = half_dtype if device.type == "cuda" else torch.float32
@@ -57,6 +58,18 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
         model.llama_model = split_llm(llm, plan_device_map(llm, device_map, max_gpu_memory, compute_dtype))
     model.eval()
     return model
+
+
+def check_device_map(device_map: str, device: torch.device, low_resource: bool | None) -> None:
+    """Refuse a split that cannot run, saying why."""
+    if torch.cuda.device_count() == 0:
+        raise ValueError(f"device map '{device_map}': no CUDA GPU is visible to split the LLM across")
+    if device.type != "cuda":
+        raise ValueError(f"device map '{device_map}': the vision side is on {device}; split the LLM across GPUs "
+                         "with the vision side on one of them (leave out --cpu)")
+    if low_resource:
+        raise ValueError("a device map splits a half-precision LLM across GPUs; low_resource (8 or 4 bits) "
+                         "instead fits it on one: choose one of the two")
 
 
 def plan_device_map(llm: torch.nn.Module, strategy: str = "auto", max_gpu_memory: str | dict | None = None,

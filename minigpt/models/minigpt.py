@@ -185,6 +185,7 @@ class MiniGPT(nn.Module):
         }
 
     def vision_parts(self) -> list[str]:
+        """The parts that see pixels: the EVA ViT and each extra encoder."""
         return ["vision_encoder", *(f"extra_encoder_{index}" for index in range(len(self.extra_encoders)))]
 
     def set_part_modes(self, modes: dict[str, str], cfg=None) -> None:
@@ -279,9 +280,9 @@ class MiniGPT(nn.Module):
         if cache is not None:  # the frozen stack's output, by image content
             parts = [*self.vision_parts(), *(["qformer"] if through_qformer else [])]
             frozen = [item for part in parts for item in self.part_modules()[part]]
-            features = cache(views, lambda pixels: self._frozen_features(pixels, through_qformer), frozen)
+            features = cache(views, lambda pixels: self._encoder_features(pixels, through_qformer), frozen)
         else:
-            features = self._frozen_features(views, through_qformer=False)
+            features = self._encoder_features(views, through_qformer=False)
         if self.Qformer is not None and not through_qformer:
             features = self._query_tokens_out(features)
         elif self.Qformer is None:
@@ -289,19 +290,20 @@ class MiniGPT(nn.Module):
             features = features[:, 1:].reshape(batch, num // CONCAT_TOKENS, CONCAT_TOKENS * width)  # [B, P/4, 4C]
         return self.llama_proj(features)
 
-    def _frozen_features(self, images: torch.Tensor, through_qformer: bool) -> torch.Tensor:
-        """The vision encoders' tokens [B, 1 + P, C] (or, through the Q-Former, its output [B, Q, H])."""
+    def _encoder_features(self, images: torch.Tensor, through_qformer: bool) -> torch.Tensor:
+        """The vision encoders' tokens [B, 1 + P, C] (or, through the Q-Former, its output [B, Q, H]);
+        what the feature cache keeps when every part here is frozen."""
         with self._grad_context("vision_encoder"):
             image_features = self.ln_vision(self.visual_encoder.forward_features(images.to(self.vision_dtype)))
         dtype = next(self.llama_proj.parameters()).dtype
+        image_features = image_features.to(dtype)  # [B, 1 + P, C_eva]
         if len(self.extra_encoders):
             grid = int(num_patches(self.visual_encoder) ** 0.5)
-            mixed = [image_features.to(dtype)]
+            mixed = [image_features]
             for index, extra in enumerate(self.extra_encoders):
                 with self._grad_context(f"extra_encoder_{index}"):
                     mixed.append(extra(images, grid).to(dtype))  # [B, 1 + P, C_k]
             image_features = torch.cat(mixed, dim=-1)  # [B, 1 + P, C_eva + sum C_k]
-        image_features = image_features.to(dtype)  # [B, 1 + P, C]
         return self._query_tokens_out(image_features) if through_qformer else image_features
 
     def _query_tokens_out(self, image_features: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ def tokens_per_image(tokens_per_view: int, grid: int) -> int:
 def split_views(images: torch.Tensor, grid: int) -> torch.Tensor:
     """[B, 3, g*S, g*S] -> [B * (1 + g*g), 3, S, S]: per image the global view (each g x g block of pixels
     averaged), then the sub-images row by row."""
+    if grid < 2:
+        raise ValueError(f"sub-images: a grid of {grid} has no sub-images (1 means the whole image as it is)")
     batch, channels, height, width = images.shape
     if height != width or height % grid:
         raise ValueError(f"sub-images: a {height}x{width} image does not split into a {grid}x{grid} grid of squares")

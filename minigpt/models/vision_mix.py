@@ -50,8 +50,9 @@ class ExtraEncoder(nn.Module):
             pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bicubic",
                                    align_corners=False, antialias=True)
         features = self.model.forward_features(pixels.to(next(self.model.parameters()).dtype))
-        if features.ndim == 4:  # a CNN: [B, C_k, h, w]
-            feature_grid = features
+        if features.ndim == 4:  # a CNN: [B, C_k, h, w], or channels last [B, h, w, C_k] (Swin)
+            channels_last = features.shape[-1] == self.num_features and features.shape[1] != self.num_features
+            feature_grid = features.permute(0, 3, 1, 2) if channels_last else features
         else:  # a ViT: [B, prefix + h*w, C_k]
             tokens = features[:, getattr(self.model, "num_prefix_tokens", 0):]
             side = math.isqrt(tokens.shape[1])
@@ -78,8 +79,9 @@ def build_extra_encoder(cfg, image_size: int) -> ExtraEncoder:
             model = None
     if model is None:
         model = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **options)
-    for name in ("head", "fc_norm"):  # only forward_features runs: a head left in would get no gradient (DDP fails)
-        if any(True for _ in getattr(model, name, nn.Identity()).parameters()):
+    # Only forward_features runs: pooling and head weights left in would get no gradient (DDP fails).
+    for name in ("head", "fc_norm", "attn_pool", "head_drop"):
+        if any(True for _ in (getattr(model, name, None) or nn.Identity()).parameters()):
             setattr(model, name, nn.Identity())
     if cfg.weights:
         print(load_timm_weights(model, cfg.weights), file=sys.stderr)
