@@ -62,6 +62,10 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
 
 def check_device_map(device_map: str, device: torch.device, low_resource: bool | None) -> None:
     """Refuse a split that cannot run, saying why."""
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise ImportError("a device map needs accelerate, which is not installed: pip install 'minigpt[gpu]'")
     if torch.cuda.device_count() == 0:
         raise ValueError(f"device map '{device_map}': no CUDA GPU is visible to split the LLM across")
     if device.type != "cuda":
