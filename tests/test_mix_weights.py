@@ -41,8 +41,8 @@ def test_alpha_0_and_1_reproduce_the_inputs_exactly(two_domains, tmp_path):
         mixed = load_file(out / "model.safetensors")
         assert mixed.keys() == expected.keys()
         for key, value in expected.items():  # bit for bit: -0.0 stays -0.0, infinities stay
-            assert mixed[key].dtype == value.dtype and bytes(mixed[key].untyped_storage()) == bytes(
-                value.untyped_storage()), key
+            assert mixed[key].dtype == value.dtype, key
+            assert torch.equal(mixed[key].reshape(-1).view(torch.uint8), value.reshape(-1).view(torch.uint8)), key
 
 
 def test_half_way_is_the_mean_and_loads_as_a_checkpoint(two_domains, tmp_path):
