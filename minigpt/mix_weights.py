@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from minigpt.common.checkpoint import read_weights, weights_file
+from minigpt.models.adapters import is_adapter_weight
 
 # `model:` keys that decide a checkpoint's weight shapes and how they are used.
 ARCHITECTURE_KEYS = ("arch", "vit_model", "vit_config", "image_size", "has_qformer", "num_query_token",
@@ -52,7 +53,7 @@ def architecture(path: Path) -> dict | None:
 def check_compatible(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names: tuple[str, str],
                      architectures: tuple[dict | None, dict | None]) -> None:
     """Raise MixError naming the first difference that makes A and B not the same architecture."""
-    lora = sorted(key for key in a.keys() | b.keys() if ".lora_" in key)
+    lora = sorted(key for key in a.keys() | b.keys() if is_adapter_weight(key))  # LoRA factors, task adapters' too
     if lora:
         raise MixError(f"cannot mix {names[0]} and {names[1]}: they hold LoRA weights ({len(lora)}, e.g. {lora[0]}), "
                        "whose A and B factors do not mix linearly; fold them into the weights first "

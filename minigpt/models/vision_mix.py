@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.common import checkpoint  # module import: checkpoint.py imports models/ in turn
+from minigpt.common.config import resolve_path
 from minigpt.models.pretrained import LoadReport, load_into, resample_pos_embed
 from minigpt.models.vision_encoder import FP32LayerNorm
 from minigpt.processors.image import CLIP_MEAN, CLIP_STD
@@ -80,7 +81,7 @@ def build_extra_encoder(cfg, image_size: int) -> ExtraEncoder:
     if model is None:
         model = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **options)
     # Only forward_features runs: pooling and head weights left in would get no gradient (DDP fails).
-    for name in ("head", "fc_norm", "attn_pool", "head_drop"):
+    for name in ("head", "fc_norm", "attn_pool"):
         if any(True for _ in (getattr(model, name, None) or nn.Identity()).parameters()):
             setattr(model, name, nn.Identity())
     if cfg.weights:
@@ -94,8 +95,6 @@ def build_extra_encoder(cfg, image_size: int) -> ExtraEncoder:
 def load_timm_weights(model: nn.Module, path: str | Path) -> LoadReport:
     """A timm-layout state dict (.safetensors, or .pth loaded as weights only) onto `model`; position
     embeddings are resampled to its input size and a classifier head the model lacks is reported unused."""
-    from minigpt.common.config import resolve_path
-
     source = str(path)
     weights = checkpoint.read_weights(resolve_path(str(path)))
     report = LoadReport(source)
