@@ -59,7 +59,8 @@ def test_mixed_tokens_reach_every_projector(shapes_dir, projector):
 
 
 class FixedFeatures(torch.nn.Module):
-    """A stand-in timm model whose forward_features returns a set tensor, to follow tokens by value."""
+    """A stand-in timm model whose forward_features returns a set tensor (to follow tokens by value) and
+    keeps the pixels it was given."""
 
     def __init__(self, features: torch.Tensor, num_features: int, num_prefix_tokens: int = 0):
         super().__init__()
@@ -67,6 +68,7 @@ class FixedFeatures(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.ones(1))
 
     def forward_features(self, pixels):
+        self.seen = pixels
         return self.features
 
 
@@ -107,18 +109,7 @@ def test_renormalises_to_the_encoders_own_statistics():
     """Pixels come CLIP-normalised; an encoder trained with ImageNet statistics gets them re-normalised."""
     from minigpt.processors.image import CLIP_MEAN, CLIP_STD
 
-    class Spy(torch.nn.Module):
-        num_features = 3
-
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.ones(1))
-
-        def forward_features(self, pixels):
-            self.seen = pixels
-            return pixels  # a [B, 3, h, w] "feature map"
-
-    spy = Spy()
+    spy = FixedFeatures(torch.zeros(1, 3, 4, 4), num_features=3)
     encoder = ExtraEncoder(spy, 4, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     raw = torch.rand(1, 3, 4, 4)
     clip = (raw - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
