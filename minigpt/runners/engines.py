@@ -14,6 +14,7 @@ writes) and `load_state_dict(state, folder)`. DeepSpeed keeps its optimiser part
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 from pathlib import Path
@@ -86,6 +87,10 @@ class DeepSpeedEngine:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, settings: dict):
         import deepspeed
 
+        if not torch.cuda.is_available():
+            # On the CPU, DeepSpeed compiles a shared-memory all-reduce on first use (about a minute on 2
+            # cores). Only its inference all-reduce uses it; training's collectives go through gloo.
+            importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
         own_optimizer = "optimizer" in settings
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, config=settings, optimizer=None if own_optimizer else optimizer,
