@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from PIL import Image  # noqa: E402
-from synthetic_shapes import ask, caption, draw, jpeg, make_scene, write_shards  # noqa: E402
+from synthetic_shapes import COLORS, SHAPES, ask, caption, draw, jpeg, make_scene, write_shards  # noqa: E402
 
 IMAGE_SIZE = 64
 FACE_SECTIONS = ("Gender", "Posture", "Feature by Feature Description")
@@ -147,7 +147,48 @@ def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int
                                           "image_path": str(coco2017)}}
     sections["gqa"] = {"build_info": {"ann_path": _dump(out / "train_balanced_questions.json", gqa), "image_path": images_path}}
     sections["ocrvqa"] = {"build_info": {"ann_path": _dump(out / "ocrvqa.json", ocrvqa), "image_path": images_path}}
+    sections.update(_fixed_answer_benchmarks(out, scenes, rng, image_dir, qa))
     return sections
+
+
+def _dump_lines(path: Path, records: list[dict]) -> str:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(path)
+
+
+def _fixed_answer_benchmarks(out: Path, scenes: list, rng: random.Random, image_dir: Path, qa) -> dict[str, dict]:
+    """VizWiz, VSR, Hateful Memes and IconQA, in their released layouts."""
+    vizwiz, vsr, memes, problems = [], [], [], {}
+    (out / "hateful_memes" / "img").mkdir(parents=True, exist_ok=True)
+    for index, shapes in enumerate(scenes):
+        question, answer = qa(index, "color")
+        if index % 4 == 3:  # as in VizWiz, some questions cannot be answered from the picture
+            question, answer = "What is written on the label?", "unanswerable"
+        vizwiz.append({"image": _image_name(index), "question": question, "answerable": int(answer != "unanswerable"),
+                       "answers": [{"answer": answer, "answer_confidence": "yes"}] * 9 + [{"answer": "unsure", "answer_confidence": "no"}]})
+        colour, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+        present = any(s["color"] == colour and s["shape"] == shape for s in shapes)
+        vsr.append({"image": _image_name(index), "caption": f"There is a {colour} {shape}.", "label": int(present)})
+        meme = f"{int(index):05d}.png"
+        Image.open(image_dir / _image_name(index)).save(out / "hateful_memes" / "img" / meme)
+        memes.append({"id": 10000 + index, "img": f"img/{meme}", "label": int(any(s["color"] == "red" for s in shapes)),
+                      "text": caption(shapes)})
+        question, answer = qa(index, "count")
+        problem = out / "iconqa" / f"{index}"
+        problem.mkdir(parents=True, exist_ok=True)
+        Image.open(image_dir / _image_name(index)).save(problem / "image.png")
+        choices = sorted({answer, *rng.sample(["one", "two", "three"], 2)})
+        problems[str(index)] = {"question": question, "choices": choices, "answer": choices.index(answer),
+                                "ques_type": "choose_txt", "split": "train", "grade": "prek"}
+    problems["999"] = {"question": "Which tile fits?", "choices": [], "answer": 0, "ques_type": "choose_img", "split": "train"}
+    return {
+        "vizwiz": {"build_info": {"ann_path": _dump(out / "vizwiz_train.json", vizwiz), "image_path": str(image_dir)}},
+        "vsr": {"build_info": {"ann_path": _dump_lines(out / "vsr_train.jsonl", vsr), "image_path": str(image_dir)}},
+        "hateful_memes": {"build_info": {"ann_path": _dump_lines(out / "hateful_memes" / "train.jsonl", memes),
+                                         "image_path": str(out / "hateful_memes")}},
+        "iconqa": {"build_info": {"ann_path": _dump(out / "iconqa_problems.json", problems),
+                                  "image_path": str(out / "iconqa")}, "split": "train"},
+    }
 
 
 def main() -> None:

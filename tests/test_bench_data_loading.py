@@ -4,7 +4,7 @@ import json
 from conftest import run_script
 
 LOADERS = {"laion", "cc_sbu_align", "sharegpt4v", "llava_detail", "face_annotations", "coco_caption", "textcaps",
-           "refcoco", "ok_vqa", "aok_vqa", "gqa", "ocrvqa"}
+           "refcoco", "ok_vqa", "aok_vqa", "gqa", "ocrvqa", "vizwiz", "vsr", "hateful_memes", "iconqa"}
 
 
 def test_data_loading_benchmark_runs_every_loader(tmp_path):

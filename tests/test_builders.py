@@ -15,7 +15,7 @@ from minigpt.models.tokenizer import load_tokenizer
 
 LLAMA2_V2 = PromptTemplate("[INST] {} [/INST] ", "</s>", task_identifiers=True)
 TASKS = {"coco_caption": "caption", "textcaps": "caption", "refcoco": "refer", "ok_vqa": "vqa", "aok_vqa": "vqa",
-         "gqa": "vqa", "ocrvqa": "vqa"}
+         "gqa": "vqa", "ocrvqa": "vqa", "vizwiz": "vqa", "vsr": "vqa", "iconqa": "vqa"}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,8 @@ def first_samples(dataset, count=6):
 
 
 @pytest.mark.parametrize("name", ["laion", "cc_sbu_align", "sharegpt4v", "llava_detail", "face_annotations",
-                                  "coco_caption", "textcaps", "refcoco", "ok_vqa", "aok_vqa", "gqa", "ocrvqa"])
+                                  "coco_caption", "textcaps", "refcoco", "ok_vqa", "aok_vqa", "gqa", "ocrvqa",
+                                  "vizwiz", "vsr", "hateful_memes", "iconqa"])
 def test_builder_yields_samples_supervised_on_answers_only(tmp_path, shapes_dir, formats, tokenizer, name):
     dataset = built(tmp_path, shapes_dir, {name: formats[name]})[name]
     samples = first_samples(dataset)
@@ -183,3 +184,51 @@ def test_refcocop_and_inverse_sections_read_the_refcoco_plus_folder(tmp_path, sh
     assert datasets["invrefcoco+"][0]["task"] == "identify"
     with pytest.raises(ValueError, match=r"refcoco/refs\(unc\)\.p"):  # plain refcoco looks in its own folder
         built(tmp_path, shapes_dir, {"refcoco": section})
+
+
+def test_fixed_answer_benchmarks_read_their_released_layouts(tmp_path, shapes_dir, formats):
+    """VizWiz's answer objects, VSR's and Hateful Memes' 0/1 labels, IconQA's choices (released problems.json
+    with answer indices, or MiniGPT-v2's converted list with answer texts)."""
+    import random
+
+    from minigpt.common import registry
+
+    def records(name, section):
+        config, _ = dataset_config(tmp_path, shapes_dir, {name: section})
+        return registry.get("builder", name)(name, config.datasets[name]).records()
+
+    def source(name):
+        path = formats[name]["build_info"]["ann_path"]
+        text = open(path).read()
+        return [json.loads(line) for line in text.splitlines()] if path.endswith(".jsonl") else json.loads(text)
+
+    vizwiz = records("vizwiz", formats["vizwiz"])
+    assert [r["answers"] for r in vizwiz] == [[a["answer"] for a in q["answers"]] for q in source("vizwiz")]
+    assert "unanswerable" in {r["answers"][0] for r in vizwiz}
+    vsr = records("vsr", formats["vsr"])
+    assert [r["answers"] for r in vsr] == [["true" if q["label"] else "false"] for q in source("vsr")]
+    assert vsr[0]["question"] == source("vsr")[0]["caption"]
+    memes = records("hateful_memes", formats["hateful_memes"])
+    assert [(r["id"], r["image"], r["answers"]) for r in memes] == \
+           [(str(q["id"]), q["img"], ["yes" if q["label"] else "no"]) for q in source("hateful_memes")]
+    sample = registry.get("builder", "hm")("hm", dataset_config(tmp_path, shapes_dir, {"hateful_memes": formats["hateful_memes"]})[0]
+                                           .datasets.hateful_memes).make_sample(memes[0], random.Random(0))
+    assert sample["task"] is None and sample["turns"][0][1].endswith("Is it hateful? Answer yes or no.")
+
+    problems = source("iconqa")
+    iconqa = records("iconqa", formats["iconqa"])
+    assert len(iconqa) == len(problems) - 1  # the choose_img problem is not read
+    assert all(r["answers"] == [problems[r["id"]]["choices"][problems[r["id"]]["answer"]]] for r in iconqa)
+    assert iconqa[0]["choices"] == problems["0"]["choices"] and iconqa[0]["image"] == "0/image.png"
+    assert records("iconqa", {**formats["iconqa"], "split": "val"}) == []
+    converted = tmp_path / "iconqa_val.json"  # MiniGPT-v2's layout: a list, answers as text
+    converted.write_text(json.dumps([{"image_id": "0", "question": "How many?", "choices": ["one", "two"], "answer": "two"}]))
+    build_info = {**formats["iconqa"]["build_info"], "ann_path": str(converted)}
+    assert records("iconqa", {"build_info": build_info})[0]["answers"] == ["two"]
+    converted.write_text(json.dumps([{"image_id": "0", "question": "How many?", "choices": ["one", "two"], "answer": "six"}]))
+    with pytest.raises(ValueError, match=r"iconqa_val.json: record 0 \(id '0'\).*'answer' must name one of"):
+        records("iconqa", {"build_info": build_info})
+    broken = tmp_path / "vsr.jsonl"
+    broken.write_text(json.dumps({"image": "a.jpg", "caption": "x", "label": 2}) + "\n")
+    with pytest.raises(ValueError, match=r"vsr.jsonl: record 0.*field 'label' must be 0 or 1, got 2"):
+        records("vsr", {"build_info": {**formats["vsr"]["build_info"], "ann_path": str(broken)}})

@@ -65,3 +65,28 @@ def test_a_partial_end_marker_is_held_back():
     assert _partial_suffix("red and ##", "###") == 2
     assert _partial_suffix("red and", "###") == 0
     assert _partial_suffix("answer</", "</s>") == 2
+
+
+def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
+    """Each (question, choice) pair's mean answer-token loss in a padded batch equals the model's own loss
+    on that pair alone; the chosen answer is the choice with the lowest, whatever the choices' order."""
+    from minigpt.conversation.chat import choose_answers
+
+    samples = [{"id": "colours", "image": chat.image, "turns": [(USER, "Which colors do you see?")],
+                "choices": ["red", "blue and green", "a yellow circle at the top left", "purple"]},
+               {"id": "count", "image": chat.image, "choices": ["one", "two", "three"],
+                "turns": [(USER, "Describe the image."), (ASSISTANT, "A red square."), (USER, "How many shapes are there?")]}]
+
+    def alone(sample: dict, choice: str) -> float:
+        batch = chat.collator([{**sample, "turns": sample["turns"] + [(ASSISTANT, choice)]}])
+        with torch.no_grad():
+            return chat.model(batch)["loss"].item()
+
+    pairs = [(sample, choice) for sample in samples for choice in sample["choices"]]
+    encoded = [chat.collator.encode({**s, "turns": s["turns"] + [(ASSISTANT, c)]}) for s, c in pairs]
+    batched = chat.model.answer_losses(chat.collator.pad(encoded, [s["image"] for s, _ in pairs], padding_side="right"))
+    assert batched.tolist() == pytest.approx([alone(s, c) for s, c in pairs], rel=1e-5)
+    expected = [min(s["choices"], key=lambda c: alone(s, c)) for s in samples]
+    assert choose_answers(chat.model, chat.collator, samples) == expected
+    reversed_choices = [{**s, "choices": s["choices"][::-1]} for s in samples]
+    assert choose_answers(chat.model, chat.collator, reversed_choices) == expected

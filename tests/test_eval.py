@@ -81,6 +81,24 @@ def test_builders_give_fixed_questions_and_every_reference(tmp_path, shapes_dir,
     assert conversation[-1]["image"] is None  # the text-only record
 
 
+def test_fixed_answer_benchmarks_are_scored_and_iconqa_chooses_among_its_choices(tmp_path, shapes_dir, formats):
+    from minigpt.runners.eval_recipe import evaluate
+
+    names = ("vizwiz", "vsr", "hateful_memes", "iconqa")
+    config, path = eval_config(tmp_path, shapes_dir, {name: {**formats[name], "max_new_tokens": 3, "batch_size": 4,
+                                                             "subsample_count": 6} for name in names})
+    results = evaluate(config, str(path))
+    assert {name: results[name]["metric"] for name in names} == {
+        "vizwiz": "vqa_accuracy", "vsr": "exact_match", "hateful_memes": "exact_match", "iconqa": "exact_match"}
+    predictions = {name: json.loads((tmp_path / "eval" / name / "predictions.json").read_text()) for name in names}
+    assert all(len(p) == 6 and results[name]["answered"] == 6 for name, p in predictions.items())
+    assert "'unanswerable' when the image does not tell" in predictions["vizwiz"][0]["question"]
+    iconqa = predictions["iconqa"]
+    assert all(p["answer"] in p["choices"] and len(p["choices"]) >= 2 for p in iconqa)
+    assert results["iconqa"]["scores"]["exact_match"] == pytest.approx(
+        sum(p["answer"] == p["reference"]["answers"][0] for p in iconqa) / 6)
+
+
 def test_eval_config_problems_name_the_key(tmp_path, shapes_dir, formats):
     sections = shapes_sections(shapes_dir)
     with pytest.raises(ConfigError, match=r"evaluation_datasets\.refer\.metric: 'bleu' is not one of"):
@@ -174,7 +192,8 @@ def test_the_shipped_benchmark_config_loads_once_its_paths_exist(shapes_dir, for
     """Every section of minigptv2_benchmark_evaluation.yaml is valid for its builder (only paths are missing)."""
     shipped = OmegaConf.load(REPO / "eval_configs/minigptv2_benchmark_evaluation.yaml")
     layout_of = {"refcoco": "refcoco", "refcoco+": "refcoco", "refcocog": "refcoco", "ok_vqa": "ok_vqa",
-                 "coco_vqa": "ok_vqa", "gqa": "gqa", "coco_caption": "coco_caption"}
+                 "coco_vqa": "ok_vqa", "gqa": "gqa", "coco_caption": "coco_caption", "vizwiz": "vizwiz", "vsr": "vsr",
+                 "hateful_memes": "hateful_memes", "iconqa": "iconqa"}
     options = [f"model.{key}=null" for key in ("vit_weights", "ckpt", "llama_model")]
     options += [f"model.tokenizer={shapes_dir}/tokenizer", "model.llama_config.hidden_size=64"]
     for name, section in shipped.evaluation_datasets.items():
@@ -186,6 +205,7 @@ def test_the_shipped_benchmark_config_loads_once_its_paths_exist(shapes_dir, for
     assert metrics["refcoco_testA"] == "refer_accuracy" and metrics["okvqa"] == metrics["vqav2_val"] == "vqa_accuracy"
     assert metrics["gqa"] == "exact_match" and metrics["coco_caption_test"] == "caption"
     assert config.evaluation_datasets["refcocog_test"].split == "test"
+    assert metrics["vizwiz"] == "vqa_accuracy" and metrics["vsr"] == metrics["hm"] == metrics["iconvqa"] == "exact_match"
 
 
 def test_eval_answers_exactly_as_demo_does(tmp_path, shapes_dir):

@@ -1,8 +1,8 @@
 """Learning tests, each trained through torchrun + train.py and scored on held-out images: the tiny
-MiniGPT-4 (stage 1 then stage 2) names colours and falls to chance when the images are blanked out; the
-tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial baseline; with sub-images it reads fine
-patterns that its global view alone cannot. Answers are scored by eval.py, with demo.py's generation
-settings."""
+MiniGPT-4 (stage 1 then stage 2) names colours, and picks them among 3 choices, and falls to chance
+when the images are blanked out; the tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial
+baseline; with sub-images it reads fine patterns that its global view alone cannot. Answers are scored
+by eval.py, with demo.py's generation settings."""
 import json
 import os
 import sys
@@ -68,6 +68,34 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     print(f"colour accuracy {accuracy:.3f} on {len(colour)} held-out questions; blank images {blank:.3f}")
     assert accuracy >= 0.9
     assert blank <= 0.2  # a blind model can only guess one fixed answer; no answer is that common
+
+    # The same questions as multiple choice (IconQA's layout, scored as IconQA is: the most likely choice
+    # is the answer). The two wrong choices are other images' right answers, so every answer is offered
+    # about as often as it is right, and a model that ignores the image is left with chance, 1/3.
+    rights = [r["conversations"][1]["value"] for r in colour]
+    problems = []
+    for index, record in enumerate(colour):
+        right, wrong, step = rights[index], [], 1
+        while len(wrong) < 2:
+            other = rights[(index + 37 * step) % len(rights)]
+            wrong += [other] if other != right and other not in wrong else []
+            step += 1
+        problems.append({"image_id": str(index), "question": record["conversations"][0]["value"].replace("<image>", "").strip(),
+                         "choices": sorted({right, *wrong}), "answer": right})
+        for folder, image in (("choice", data / "images" / record["image"]), ("choice_blank", data / "images" / "blank.jpg")):
+            (data / folder / str(index)).mkdir(parents=True)
+            Image.open(image).save(data / folder / str(index) / "image.png")
+    (data / "choice.json").write_text(json.dumps(problems))
+    sections = [f"evaluation_datasets.{name}.{key}={value}" for name in ("choice", "choice_blank") for key, value in (
+        ("builder", "iconqa"), ("instruction", "'{}'"), ("build_info.ann_path", data / "choice.json"),
+        ("build_info.image_path", data / name), ("vis_processor.eval.name", "blip2_image_eval"),
+        ("vis_processor.eval.image_size", 64))]
+    chosen = eval_scores("eval_configs/tiny_eval.yaml", [*common, f"model.ckpt={out}/stage2", *sections],
+                         tmp_path / "eval_choice", datasets=("choice", "choice_blank"))
+    accuracy, blank = chosen["choice"]["exact_match"], chosen["choice_blank"]["exact_match"]
+    print(f"multiple choice (3 choices): accuracy {accuracy:.3f}; blank images {blank:.3f}")
+    assert accuracy >= 0.9
+    assert blank <= 0.5
 
 
 @pytest.mark.slow

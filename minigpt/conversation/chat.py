@@ -78,17 +78,24 @@ def adapter_for(model, sample: dict) -> str | None:
     return model.adapters.choose(sample.get("task"), sample["turns"][-1][1]) if model.adapters else None
 
 
-def generate_answers(model, collator, samples: list[dict], options: GenerationOptions, **generate_kwargs) -> list[str]:
-    """Answers for samples whose turns end with a user question, generated as left-padded batches: one
-    batch, or with task adapters one per adapter that the samples select (see models/adapters.py).
-    `generate_kwargs` (streamer, stopping_criteria) go to the model's generate."""
+def adapter_groups(model, samples: list[dict]) -> Iterator[list[int]]:
+    """Indices of the samples each task adapter answers, with that adapter switched on in turn (one
+    group, the base model, when the model has no adapters; see models/adapters.py)."""
     groups: dict[str | None, list[int]] = {}
     for index, sample in enumerate(samples):
         groups.setdefault(adapter_for(model, sample), []).append(index)
-    answers: list[str] = [""] * len(samples)
     for adapter, indices in groups.items():
         if model.adapters:
             model.adapters.use(adapter)
+        yield indices
+
+
+def generate_answers(model, collator, samples: list[dict], options: GenerationOptions, **generate_kwargs) -> list[str]:
+    """Answers for samples whose turns end with a user question, generated as left-padded batches, one
+    per task adapter that the samples select. `generate_kwargs` (streamer, stopping_criteria) go to the
+    model's generate."""
+    answers: list[str] = [""] * len(samples)
+    for indices in adapter_groups(model, samples):
         batch = collator.generation_batch([samples[i] for i in indices])
         texts = model.generate(batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
                                temperature=options.temperature, top_p=options.top_p,
@@ -96,6 +103,25 @@ def generate_answers(model, collator, samples: list[dict], options: GenerationOp
                                **generate_kwargs)
         for index, text in zip(indices, texts):
             answers[index] = text
+    return answers
+
+
+def choose_answers(model, collator, samples: list[dict]) -> list[str]:
+    """For samples that end with a question and carry "choices": the choice the model finds most likely
+    as the answer, that is with the lowest mean token loss (end marker included), as MiniGPT-v2 scores
+    multiple-choice benchmarks. Every (sample, choice) pair is one row of a training-layout batch."""
+    answers: list[str] = [""] * len(samples)
+    for indices in adapter_groups(model, samples):
+        pairs = [(index, choice) for index in indices for choice in samples[index]["choices"]]
+        encoded = [collator.encode({**samples[index], "turns": samples[index]["turns"] + [(ASSISTANT, choice)]})
+                   for index, choice in pairs]
+        batch = collator.pad(encoded, [samples[index].get("image") for index, _ in pairs], padding_side="right")
+        best: dict[int, tuple[float, str]] = {}
+        for (index, choice), loss in zip(pairs, model.answer_losses(batch).tolist()):
+            if index not in best or loss < best[index][0]:
+                best[index] = (loss, choice)
+        for index in indices:
+            answers[index] = best[index][1]
     return answers
 
 

@@ -21,13 +21,14 @@ import contextlib
 import sys
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, StoppingCriteriaList
 
 from minigpt.common.config import resolve_path
 from minigpt.common.schema import PART_NAMES
 from minigpt.conversation.template import PromptTemplate
-from minigpt.datasets.collator import ConversationCollator
+from minigpt.datasets.collator import IGNORE_INDEX, ConversationCollator
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.llm import build_llm
@@ -337,6 +338,15 @@ class MiniGPT(nn.Module):
         output = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"].to(device),
                                   labels=labels)
         return {"loss": output.loss, "logits": output.logits}
+
+    @torch.no_grad()
+    def answer_losses(self, batch: dict) -> torch.Tensor:
+        """[B] mean loss of each row's labelled (answer) tokens: how unlikely the model finds that answer."""
+        logits = self.forward(batch)["logits"][:, :-1].float()  # [B, T-1, V]: position t predicts token t + 1
+        labels = batch["labels"][:, 1:].to(logits.device)  # [B, T-1]
+        token_losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+        answered = labels != IGNORE_INDEX
+        return (token_losses * answered).sum(dim=1) / answered.sum(dim=1)
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,

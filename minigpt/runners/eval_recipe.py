@@ -1,7 +1,8 @@
 """The evaluation recipe: answer every question of each `evaluation_datasets` section, then score them.
 
 For each data set, every rank answers its share (every world_size-th) of the questions not answered
-yet, in left-padded batches through the chat engine, and appends the answers to
+yet, in left-padded batches through the chat engine (a multiple-choice question is answered with the
+choice the model finds most likely instead), and appends the answers to
 `<out>/<name>/predictions-rank<r>.jsonl` after each batch. An interrupted evaluation started again with
 the same config therefore continues where it stopped, with any number of ranks. Rank 0 then reads
 every rank's file, scores the answers (evaluation/metrics.py) and writes `predictions.json` (question,
@@ -27,7 +28,7 @@ from minigpt.common import registry
 from minigpt.common.config import resolve_path, save_config
 from minigpt.common.dist import DistInfo, barrier, setup_distributed
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
-from minigpt.conversation.chat import GenerationOptions, generate_answers
+from minigpt.conversation.chat import GenerationOptions, choose_answers, generate_answers
 from minigpt.datasets.builders.base import build_processor
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
@@ -116,13 +117,17 @@ def answer_questions(items: list[dict], section: DictConfig, model, collator, di
     with open(folder / f"predictions-rank{dist.rank}.jsonl", "a") as file, torch.no_grad():
         for batch in tqdm(loader, desc=folder.name, disable=not dist.is_main, file=sys.stderr):
             ready = [sample for sample in batch if "skipped" not in sample]
-            answers = generate_answers(model, collator, ready, options) if ready else []
+            if ready and "choices" in ready[0]:  # multiple choice: the most likely choice, nothing generated
+                answers = choose_answers(model, collator, ready)
+            else:
+                answers = generate_answers(model, collator, ready, options) if ready else []
             for sample, answer in zip(ready, answers):
                 reference = dict(sample["reference"])
                 if "box" in reference:
                     reference["image_size"] = sample["image_size"]
-                file.write(json.dumps({"id": sample["id"], "question": sample["turns"][-1][1], "answer": answer,
-                                       "reference": reference}) + "\n")
+                choices = {"choices": sample["choices"]} if "choices" in sample else {}
+                file.write(json.dumps({"id": sample["id"], "question": sample["turns"][-1][1], **choices,
+                                       "answer": answer, "reference": reference}) + "\n")
             for sample in batch:
                 if "skipped" in sample:
                     file.write(json.dumps(sample) + "\n")

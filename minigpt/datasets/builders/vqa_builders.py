@@ -6,12 +6,15 @@
                   "direct_answers": [...], ...}], as released
     gqa           {"<question_id>": {"imageId", "question", "answer", ...}} as released
                   (train_balanced_questions.json), or a list of {"image", "question", "answer"}
+    vizwiz        [{"image", "question", "answers": [{"answer", "answer_confidence"}], ...}] as released
+                  (train.json, val.json); about a quarter of the questions are answered "unanswerable"
     ocrvqa        {"<key>": {"imageURL", "questions": [...], "answers": [...], "split": 1|2|3}}, images
                   `<key><extension of imageURL>`; split 1 is train.
 
 With several human answers, one is drawn per sample in proportion to how many people gave it. eval.py
 asks each question once, in a fixed wording, and scores VQAv2 soft accuracy against all human answers
-(exact match for GQA and OCR-VQA, which have one answer).
+(exact match for GQA and OCR-VQA, which have one answer). VizWiz's question also asks for
+"unanswerable" when the image does not tell.
 """
 from __future__ import annotations
 
@@ -27,14 +30,17 @@ from minigpt.datasets.annotations import AnnotationError, load_json, load_record
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, eval_item, fixed_question
 from minigpt.datasets.instructions import VQA, phrase
 
-ANSWER_FIELD = {"vqav2": "answer", "okvqa": "answer", "aokvqa": "direct_answers", "gqa": "answer"}
+ANSWER_FIELD = {"vqav2": "answer", "okvqa": "answer", "aokvqa": "direct_answers", "gqa": "answer",
+                "vizwiz": "answers"}
 LAYOUT_OF_NAME = {"ok_vqa": "okvqa", "okvqa": "okvqa", "aok_vqa": "aokvqa", "aokvqa": "aokvqa", "gqa": "gqa",
-                  "coco_vqa": "vqav2", "vqav2": "vqav2"}
+                  "coco_vqa": "vqav2", "vqav2": "vqav2", "vizwiz": "vizwiz"}
+UNANSWERABLE_QUESTION = ("Based on the image, answer this question with a single word or phrase, or with "
+                         "'unanswerable' when the image does not tell: {}")
 
 
 @dataclass
 class VQAConfig(AnnotationConfig):
-    layout: Optional[str] = None  # vqav2 | okvqa | aokvqa | gqa (default: from the data set's name)
+    layout: Optional[str] = None  # vqav2 | okvqa | aokvqa | gqa | vizwiz (default: from the data set's name)
 
 
 def image_of(record: dict, ann_path, index: int) -> str:
@@ -48,6 +54,11 @@ def image_of(record: dict, ann_path, index: int) -> str:
     raise AnnotationError(ann_path, index, "missing field 'image' (or 'imageId' / 'image_id')", record.get("question_id"))
 
 
+def answer_text(answer, ann_path, index: int) -> str:
+    """A human answer: a string, or VizWiz's {"answer", "answer_confidence"}."""
+    return str(require(answer, "answer", ann_path, index) if isinstance(answer, dict) else answer)
+
+
 def vqa_sample(question: str, answers: list[str], rng) -> dict:
     counts = collections.Counter(answers)
     answer = rng.choices(list(counts), weights=list(counts.values()))[0]
@@ -57,17 +68,24 @@ def vqa_sample(question: str, answers: list[str], rng) -> dict:
 class VQAEvaluation:
     """eval.py's view of a VQA builder: each question once, asked in a fixed wording."""
 
+    def eval_question(self) -> str:
+        return VQA[1]
+
     def eval_items(self, records, instruction=None):
-        return [eval_item(record["id"], record, "vqa", [(USER, fixed_question(instruction, VQA[1], record["question"]))],
+        wording = self.eval_question()
+        return [eval_item(record["id"], record, "vqa", [(USER, fixed_question(instruction, wording, record["question"]))],
                           {"answers": record["answers"]}) for record in records]
 
 
-@register_builder("vqa", "ok_vqa", "okvqa", "aok_vqa", "gqa", "coco_vqa")
+@register_builder("vqa", "ok_vqa", "okvqa", "aok_vqa", "gqa", "coco_vqa", "vizwiz")
 class VQABuilder(VQAEvaluation, AnnotationBuilder):
     config_class = VQAConfig
 
     def layout(self) -> str | None:
         return self.cfg.layout or LAYOUT_OF_NAME.get(self.cfg.builder or self.name)
+
+    def eval_question(self) -> str:
+        return UNANSWERABLE_QUESTION if self.layout() == "vizwiz" else VQA[1]
 
     def eval_metric(self):
         return "exact_match" if self.layout() == "gqa" else "vqa_accuracy"
@@ -86,7 +104,7 @@ class VQABuilder(VQAEvaluation, AnnotationBuilder):
         for index, record in enumerate(data):
             question = require(record, "question", ann_path, index)
             answers = require(record, answer_field, ann_path, index)
-            answers = [answers] if isinstance(answers, str) else [str(a) for a in answers]
+            answers = [answers] if isinstance(answers, str) else [answer_text(a, ann_path, index) for a in answers]
             if not answers or not all(a.strip() for a in answers):
                 raise AnnotationError(ann_path, index, f"field '{answer_field}' has an empty answer", record.get("question_id"))
             records.append({"id": str(record.get("question_id", index)), "image": image_of(record, ann_path, index),
