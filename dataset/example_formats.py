@@ -147,7 +147,7 @@ def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int
                                           "image_path": str(coco2017)}}
     sections["gqa"] = {"build_info": {"ann_path": _dump(out / "train_balanced_questions.json", gqa), "image_path": images_path}}
     sections["ocrvqa"] = {"build_info": {"ann_path": _dump(out / "ocrvqa.json", ocrvqa), "image_path": images_path}}
-    sections.update(_fixed_answer_benchmarks(out, scenes, rng, image_dir, qa))
+    sections.update(_benchmark_formats(out, scenes, rng, image_dir, qa))
     return sections
 
 
@@ -156,7 +156,7 @@ def _dump_lines(path: Path, records: list[dict]) -> str:
     return str(path)
 
 
-def _fixed_answer_benchmarks(out: Path, scenes: list, rng: random.Random, image_dir: Path, qa) -> dict[str, dict]:
+def _benchmark_formats(out: Path, scenes: list, rng: random.Random, image_dir: Path, qa) -> dict[str, dict]:
     """VizWiz, VSR, Hateful Memes and IconQA, in their released layouts."""
     vizwiz, vsr, memes, problems = [], [], [], {}
     (out / "hateful_memes" / "img").mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def _fixed_answer_benchmarks(out: Path, scenes: list, rng: random.Random, image_
         colour, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
         present = any(s["color"] == colour and s["shape"] == shape for s in shapes)
         vsr.append({"image": _image_name(index), "caption": f"There is a {colour} {shape}.", "label": int(present)})
-        meme = f"{int(index):05d}.png"
+        meme = f"{index:05d}.png"
         Image.open(image_dir / _image_name(index)).save(out / "hateful_memes" / "img" / meme)
         memes.append({"id": 10000 + index, "img": f"img/{meme}", "label": int(any(s["color"] == "red" for s in shapes)),
                       "text": caption(shapes)})

@@ -220,14 +220,23 @@ def test_fixed_answer_benchmarks_read_their_released_layouts(tmp_path, shapes_di
     assert len(iconqa) == len(problems) - 1  # the choose_img problem is not read
     assert all(r["answers"] == [problems[r["id"]]["choices"][problems[r["id"]]["answer"]]] for r in iconqa)
     assert iconqa[0]["choices"] == problems["0"]["choices"] and iconqa[0]["image"] == "0/image.png"
-    assert records("iconqa", {**formats["iconqa"], "split": "val"}) == []
+    with pytest.raises(ValueError, match=r"iconqa_problems.json: no problem has ques_type 'choose_txt' and split 'val'"):
+        records("iconqa", {**formats["iconqa"], "split": "val"})
     converted = tmp_path / "iconqa_val.json"  # MiniGPT-v2's layout: a list, answers as text
     converted.write_text(json.dumps([{"image_id": "0", "question": "How many?", "choices": ["one", "two"], "answer": "two"}]))
     build_info = {**formats["iconqa"]["build_info"], "ann_path": str(converted)}
     assert records("iconqa", {"build_info": build_info})[0]["answers"] == ["two"]
     converted.write_text(json.dumps([{"image_id": "0", "question": "How many?", "choices": ["one", "two"], "answer": "six"}]))
-    with pytest.raises(ValueError, match=r"iconqa_val.json: record 0 \(id '0'\).*'answer' must name one of"):
+    with pytest.raises(ValueError, match=r"iconqa_val.json: record 0 \(id '0'\).*'answer' must be one of the choices .*'six'"):
         records("iconqa", {"build_info": build_info})
+    converted.write_text(json.dumps([{"image_id": "0", "question": "How many?", "choices": None, "answer": "two"}]))
+    with pytest.raises(ValueError, match=r"record 0 \(id '0'\).*'choices' must list at least two, got None"):
+        records("iconqa", {"build_info": build_info})
+    released = tmp_path / "problems.json"
+    released.write_text(json.dumps({"7": {"question": "?", "choices": ["a", "b"], "answer": True, "ques_type": "choose_txt",
+                                          "split": "train"}}))
+    with pytest.raises(ValueError, match=r"problems.json \(id '7'\).*'answer' must be the index of one of the 2 choices, got True"):
+        records("iconqa", {**formats["iconqa"], "build_info": {**build_info, "ann_path": str(released)}})
     broken = tmp_path / "vsr.jsonl"
     broken.write_text(json.dumps({"image": "a.jpg", "caption": "x", "label": 2}) + "\n")
     with pytest.raises(ValueError, match=r"vsr.jsonl: record 0.*field 'label' must be 0 or 1, got 2"):

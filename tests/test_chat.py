@@ -68,9 +68,11 @@ def test_a_partial_end_marker_is_held_back():
 
 
 def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
-    """Each (question, choice) pair's mean answer-token loss in a padded batch equals the model's own loss
-    on that pair alone; the chosen answer is the choice with the lowest, whatever the choices' order."""
+    """Each choice is scored by the mean loss of its own tokens after the question (not of earlier answers
+    in the conversation), computed here from one pair at a time; the chosen answer is the choice with the
+    lowest, whatever the choices' order, and a prompt longer than max_txt_len is not cut."""
     from minigpt.conversation.chat import choose_answers
+    from minigpt.datasets.collator import ConversationCollator
 
     samples = [{"id": "colours", "image": chat.image, "turns": [(USER, "Which colors do you see?")],
                 "choices": ["red", "blue and green", "a yellow circle at the top left", "purple"]},
@@ -78,15 +80,25 @@ def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
                 "turns": [(USER, "Describe the image."), (ASSISTANT, "A red square."), (USER, "How many shapes are there?")]}]
 
     def alone(sample: dict, choice: str) -> float:
+        """Mean negative log-likelihood of the tokens of `choice` (and the end marker) at the end of the
+        training-layout sequence: the last run of labelled positions."""
         batch = chat.collator([{**sample, "turns": sample["turns"] + [(ASSISTANT, choice)]}])
         with torch.no_grad():
-            return chat.model(batch)["loss"].item()
+            log_probs = chat.model(batch)["logits"][0].log_softmax(-1)
+        labels = batch["labels"][0].tolist()
+        start = len(labels)
+        while labels[start - 1] != -100:
+            start -= 1
+        return -sum(log_probs[position - 1, labels[position]].item() for position in range(start, len(labels))) / (len(labels) - start)
 
     pairs = [(sample, choice) for sample in samples for choice in sample["choices"]]
-    encoded = [chat.collator.encode({**s, "turns": s["turns"] + [(ASSISTANT, c)]}) for s, c in pairs]
-    batched = chat.model.answer_losses(chat.collator.pad(encoded, [s["image"] for s, _ in pairs], padding_side="right"))
-    assert batched.tolist() == pytest.approx([alone(s, c) for s, c in pairs], rel=1e-5)
+    batch = chat.collator.scoring_batch([s for s, _ in pairs], [c for _, c in pairs])
+    assert chat.model.answer_losses(batch).tolist() == pytest.approx([alone(s, c) for s, c in pairs], rel=1e-4)
     expected = [min(s["choices"], key=lambda c: alone(s, c)) for s in samples]
     assert choose_answers(chat.model, chat.collator, samples) == expected
     reversed_choices = [{**s, "choices": s["choices"][::-1]} for s in samples]
     assert choose_answers(chat.model, chat.collator, reversed_choices) == expected
+    short = ConversationCollator(chat.collator.tokenizer, chat.collator.template, chat.collator.num_image_tokens, max_txt_len=4)
+    assert choose_answers(chat.model, short, samples) == expected
+    with pytest.raises(ValueError, match="sample 'open': no 'choices'"):
+        choose_answers(chat.model, chat.collator, [{"id": "open", "image": chat.image, "turns": [(USER, "Hi")]}])

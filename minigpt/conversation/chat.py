@@ -80,7 +80,8 @@ def adapter_for(model, sample: dict) -> str | None:
 
 def adapter_groups(model, samples: list[dict]) -> Iterator[list[int]]:
     """Indices of the samples each task adapter answers, with that adapter switched on in turn (one
-    group, the base model, when the model has no adapters; see models/adapters.py)."""
+    group, the base model, when the model has no adapters; see models/adapters.py). Use each group
+    before asking for the next: asking switches the adapter."""
     groups: dict[str | None, list[int]] = {}
     for index, sample in enumerate(samples):
         groups.setdefault(adapter_for(model, sample), []).append(index)
@@ -108,14 +109,16 @@ def generate_answers(model, collator, samples: list[dict], options: GenerationOp
 
 def choose_answers(model, collator, samples: list[dict]) -> list[str]:
     """For samples that end with a question and carry "choices": the choice the model finds most likely
-    as the answer, that is with the lowest mean token loss (end marker included), as MiniGPT-v2 scores
-    multiple-choice benchmarks. Every (sample, choice) pair is one row of a training-layout batch."""
+    as the answer, that is with the lowest mean token loss (end marker included; earlier answers of the
+    conversation are not scored), as MiniGPT-v2 scores multiple-choice benchmarks. Every (sample,
+    choice) pair is one row of a batch."""
+    for sample in samples:
+        if not sample.get("choices"):
+            raise ValueError(f"sample {sample['id']!r}: no 'choices' to choose the answer from")
     answers: list[str] = [""] * len(samples)
     for indices in adapter_groups(model, samples):
         pairs = [(index, choice) for index in indices for choice in samples[index]["choices"]]
-        encoded = [collator.encode({**samples[index], "turns": samples[index]["turns"] + [(ASSISTANT, choice)]})
-                   for index, choice in pairs]
-        batch = collator.pad(encoded, [samples[index].get("image") for index, _ in pairs], padding_side="right")
+        batch = collator.scoring_batch([samples[index] for index, _ in pairs], [choice for _, choice in pairs])
         best: dict[int, tuple[float, str]] = {}
         for (index, choice), loss in zip(pairs, model.answer_losses(batch).tolist()):
             if index not in best or loss < best[index][0]:

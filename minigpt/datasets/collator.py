@@ -137,6 +137,19 @@ class ConversationCollator:
         encoded = [self.encode(sample, for_generation=True) for sample in samples]
         return self.pad(encoded, [s.get("image") for s in samples], padding_side="left")
 
+    def scoring_batch(self, samples: list[dict], answers: list[str]) -> dict:
+        """Each sample's prompt (as for generation: its turns end with a question; never truncated)
+        followed by a candidate answer, right-padded, with labels on that answer alone, so the model's
+        loss says how likely it finds the answer (multiple-choice evaluation)."""
+        encoded = []
+        for sample, answer in zip(samples, answers):
+            prompt = self.encode(sample, for_generation=True)
+            answer_ids = self._tokenize(answer + self.template.end_sym)[0]
+            encoded.append(EncodedSample(prompt.sample_id, prompt.input_ids + answer_ids,
+                                         [IGNORE_INDEX] * len(prompt.input_ids) + answer_ids,
+                                         prompt.image_slots + [False] * len(answer_ids), False))
+        return self.pad(encoded, [s.get("image") for s in samples], padding_side="right")
+
     def pad(self, encoded: list[EncodedSample], images: list, padding_side: str) -> dict:
         length = max((len(e.input_ids) for e in encoded), default=0)
         batch_size = len(encoded)

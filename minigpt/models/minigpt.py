@@ -329,24 +329,25 @@ class MiniGPT(nn.Module):
             inputs_embeds = inputs_embeds + 0.0 * self.encode_image(blank).sum().to(inputs_embeds.dtype)
         return inputs_embeds
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict, with_loss: bool = True) -> dict:
+        """{"loss": mean loss of the labelled tokens (None without with_loss), "logits": [B, T, V]}."""
         device = self.device
         images = batch["images"].to(device) if batch["images"] is not None else None
-        input_ids = batch["input_ids"].to(device)
-        inputs_embeds = self.embed_inputs(input_ids, batch["image_slots"].to(device), images)
-        labels = batch["labels"].to(device)
+        inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
         output = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"].to(device),
-                                  labels=labels)
+                                  labels=batch["labels"].to(device) if with_loss else None)
         return {"loss": output.loss, "logits": output.logits}
 
     @torch.no_grad()
     def answer_losses(self, batch: dict) -> torch.Tensor:
         """[B] mean loss of each row's labelled (answer) tokens: how unlikely the model finds that answer."""
-        logits = self.forward(batch)["logits"][:, :-1].float()  # [B, T-1, V]: position t predicts token t + 1
+        logits = self.forward(batch, with_loss=False)["logits"][:, :-1]  # [B, T-1, V]: position t predicts token t + 1
         labels = batch["labels"][:, 1:].to(logits.device)  # [B, T-1]
-        token_losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
         answered = labels != IGNORE_INDEX
-        return (token_losses * answered).sum(dim=1) / answered.sum(dim=1)
+        token_losses = F.cross_entropy(logits[answered].float(), labels[answered], reduction="none")  # [answer tokens]
+        rows = answered.nonzero()[:, 0]
+        summed = torch.zeros(len(labels), device=logits.device).index_add_(0, rows, token_losses)
+        return summed / answered.sum(dim=1)
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,

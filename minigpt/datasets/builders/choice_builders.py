@@ -18,7 +18,6 @@ scored by the model's loss on it as the answer, and the most likely choice is th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
@@ -81,8 +80,9 @@ class HatefulMemesBuilder(LabelledBuilder):
 
 @dataclass
 class IconQAConfig(AnnotationConfig):
-    split: Optional[str] = "train"  # of the released problems.json: train | val | test
-    ques_type: str = "choose_txt"  # of the released problems.json: the multiple-choice text questions
+    # Of the released problems.json: which problems are read. image_path must be that split's folder.
+    split: str = "train"  # train | val | test
+    ques_type: str = "choose_txt"  # the multiple-choice questions with text choices
 
 
 @register_builder("iconqa", "iconvqa")
@@ -92,23 +92,31 @@ class IconQABuilder(FixedWordingBuilder):
 
     def parse(self, ann_path):
         data = load_json(ann_path)
-        released = isinstance(data, dict)  # problems.json keyed by problem id; answers are indices
+        released = isinstance(data, dict)  # problems.json keyed by problem id, answers as indices
         if released:
-            data = [{"image_id": pid, **problem} for pid, problem in data.items()
-                    if problem.get("ques_type") == self.cfg.ques_type and problem.get("split") == self.cfg.split]
-        if not isinstance(data, list):
+            problems = [(None, pid, {**problem, "id": pid}) for pid, problem in data.items() if isinstance(problem, dict)
+                        and problem.get("ques_type") == self.cfg.ques_type and problem.get("split") == self.cfg.split]
+            if not problems:
+                raise AnnotationError(ann_path, None, f"no problem has ques_type '{self.cfg.ques_type}' and split "
+                                      f"'{self.cfg.split}' (the section's ques_type and split)")
+        elif isinstance(data, list):  # MiniGPT-v2's converted file, answers as text
+            problems = [(index, str(require(record, "image_id", ann_path, index)), record) for index, record in enumerate(data)]
+        else:
             raise AnnotationError(ann_path, None, "expected a list of questions, or problems.json keyed by problem id")
         records = []
-        for index, record in enumerate(data):
-            image_id = str(require(record, "image_id", ann_path, index))
-            choices = require(record, "choices", ann_path, index)
-            answer = require(record, "answer", ann_path, index)
-            if released:
-                answer = choices[answer] if isinstance(answer, int) and 0 <= answer < len(choices) else None
-            if not isinstance(choices, list) or len(choices) < 2 or answer not in choices:
-                raise AnnotationError(ann_path, index, "field 'answer' must name one of at least two 'choices'",
-                                      image_id)
-            records.append({"id": image_id, "image": f"{image_id}/image.png",
-                            "question": require(record, "question", ann_path, index),
-                            "answers": [str(answer)], "choices": [str(choice) for choice in choices]})
+        for index, problem_id, problem in problems:
+            choices = require(problem, "choices", ann_path, index)
+            if not isinstance(choices, list) or len(choices) < 2:
+                raise AnnotationError(ann_path, index, f"field 'choices' must list at least two, got {choices!r}", problem_id)
+            answer = require(problem, "answer", ann_path, index)
+            if released and (type(answer) is not int or not 0 <= answer < len(choices)):
+                raise AnnotationError(ann_path, index, f"field 'answer' must be the index of one of the {len(choices)} "
+                                      f"choices, got {answer!r}", problem_id)
+            if not released and answer not in choices:
+                raise AnnotationError(ann_path, index, f"field 'answer' must be one of the choices {choices}, got "
+                                      f"{answer!r}", problem_id)
+            records.append({"id": problem_id, "image": f"{problem_id}/image.png",
+                            "question": require(problem, "question", ann_path, index),
+                            "answers": [str(choices[answer] if released else answer)],
+                            "choices": [str(choice) for choice in choices]})
         return records

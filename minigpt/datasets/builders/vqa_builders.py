@@ -54,9 +54,13 @@ def image_of(record: dict, ann_path, index: int) -> str:
     raise AnnotationError(ann_path, index, "missing field 'image' (or 'imageId' / 'image_id')", record.get("question_id"))
 
 
-def answer_text(answer, ann_path, index: int) -> str:
+def answer_text(answer, ann_path, index: int, field_name: str) -> str:
     """A human answer: a string, or VizWiz's {"answer", "answer_confidence"}."""
-    return str(require(answer, "answer", ann_path, index) if isinstance(answer, dict) else answer)
+    if isinstance(answer, dict):
+        if "answer" not in answer:
+            raise AnnotationError(ann_path, index, f"field '{field_name}' has no 'answer'")
+        return str(answer["answer"])
+    return str(answer)
 
 
 def vqa_sample(question: str, answers: list[str], rng) -> dict:
@@ -104,7 +108,8 @@ class VQABuilder(VQAEvaluation, AnnotationBuilder):
         for index, record in enumerate(data):
             question = require(record, "question", ann_path, index)
             answers = require(record, answer_field, ann_path, index)
-            answers = [answers] if isinstance(answers, str) else [answer_text(a, ann_path, index) for a in answers]
+            answers = [answers] if isinstance(answers, str) else [answer_text(answer, ann_path, index, f"{answer_field}[{number}]")
+                                                                  for number, answer in enumerate(answers)]
             if not answers or not all(a.strip() for a in answers):
                 raise AnnotationError(ann_path, index, f"field '{answer_field}' has an empty answer", record.get("question_id"))
             records.append({"id": str(record.get("question_id", index)), "image": image_of(record, ann_path, index),
