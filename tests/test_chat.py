@@ -92,7 +92,8 @@ def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
         return -sum(log_probs[position - 1, labels[position]].item() for position in range(start, len(labels))) / (len(labels) - start)
 
     pairs = [(sample, choice) for sample in samples for choice in sample["choices"]]
-    batch = chat.collator.scoring_batch([s for s, _ in pairs], [c for _, c in pairs])
+    batch = chat.collator.scoring_batch(samples, [s["choices"] for s in samples])
+    assert len(batch["images"]) == len(samples) and batch["image_index"].tolist() == [0] * 4 + [1] * 3
     assert chat.model.answer_losses(batch).tolist() == pytest.approx([alone(s, c) for s, c in pairs], rel=1e-4)
     expected = [min(s["choices"], key=lambda c: alone(s, c)) for s in samples]
     assert choose_answers(chat.model, chat.collator, samples) == expected

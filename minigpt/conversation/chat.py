@@ -111,20 +111,17 @@ def choose_answers(model, collator, samples: list[dict]) -> list[str]:
     """For samples that end with a question and carry "choices": the choice the model finds most likely
     as the answer, that is with the lowest mean token loss (end marker included; earlier answers of the
     conversation are not scored), as MiniGPT-v2 scores multiple-choice benchmarks. Every (sample,
-    choice) pair is one row of a batch."""
+    choice) pair is one row of a batch; each image is encoded once."""
     for sample in samples:
         if not sample.get("choices"):
             raise ValueError(f"sample {sample['id']!r}: no 'choices' to choose the answer from")
     answers: list[str] = [""] * len(samples)
     for indices in adapter_groups(model, samples):
-        pairs = [(index, choice) for index in indices for choice in samples[index]["choices"]]
-        batch = collator.scoring_batch([samples[index] for index, _ in pairs], [choice for _, choice in pairs])
-        best: dict[int, tuple[float, str]] = {}
-        for (index, choice), loss in zip(pairs, model.answer_losses(batch).tolist()):
-            if index not in best or loss < best[index][0]:
-                best[index] = (loss, choice)
-        for index in indices:
-            answers[index] = best[index][1]
+        group = [samples[index] for index in indices]
+        losses = model.answer_losses(collator.scoring_batch(group, [s["choices"] for s in group])).tolist()
+        for index, sample in zip(indices, group):
+            sample_losses, losses = losses[:len(sample["choices"])], losses[len(sample["choices"]):]
+            answers[index] = sample["choices"][sample_losses.index(min(sample_losses))]
     return answers
 
 

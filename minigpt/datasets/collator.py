@@ -137,18 +137,25 @@ class ConversationCollator:
         encoded = [self.encode(sample, for_generation=True) for sample in samples]
         return self.pad(encoded, [s.get("image") for s in samples], padding_side="left")
 
-    def scoring_batch(self, samples: list[dict], answers: list[str]) -> dict:
-        """Each sample's prompt (as for generation: its turns end with a question; never truncated)
-        followed by a candidate answer, right-padded, with labels on that answer alone, so the model's
-        loss says how likely it finds the answer (multiple-choice evaluation)."""
-        encoded = []
-        for sample, answer in zip(samples, answers):
+    def scoring_batch(self, samples: list[dict], candidates: list[list[str]]) -> dict:
+        """A row per candidate answer of each sample: the sample's prompt (as for generation: its turns end
+        with a question; never truncated) followed by the candidate, right-padded, with labels on the
+        candidate alone, so the model's loss says how likely it finds it (multiple-choice evaluation).
+        Each image is in the batch once; `image_index` names the image of each row that has one."""
+        encoded, images, image_index = [], [], []
+        for sample, answers in zip(samples, candidates):
             prompt = self.encode(sample, for_generation=True)
-            answer_ids = self._tokenize(answer + self.template.end_sym)[0]
-            encoded.append(EncodedSample(prompt.sample_id, prompt.input_ids + answer_ids,
-                                         [IGNORE_INDEX] * len(prompt.input_ids) + answer_ids,
-                                         prompt.image_slots + [False] * len(answer_ids), False))
-        return self.pad(encoded, [s.get("image") for s in samples], padding_side="right")
+            if sample.get("image") is not None:
+                image_index += [len(images)] * len(answers)
+                images.append(sample["image"])
+            for answer in answers:
+                answer_ids = self._tokenize(answer + self.template.end_sym)[0]
+                encoded.append(EncodedSample(prompt.sample_id, prompt.input_ids + answer_ids,
+                                             [IGNORE_INDEX] * len(prompt.input_ids) + answer_ids,
+                                             prompt.image_slots + [False] * len(answer_ids), False))
+        batch = self.pad(encoded, images, padding_side="right")
+        batch["image_index"] = torch.tensor(image_index, dtype=torch.long) if images else None
+        return batch
 
     def pad(self, encoded: list[EncodedSample], images: list, padding_side: str) -> dict:
         length = max((len(e.input_ids) for e in encoded), default=0)

@@ -313,11 +313,15 @@ class MiniGPT(nn.Module):
             query_embeds = self.query_tokens.expand(image_features.shape[0], -1, -1)
             return self.Qformer(query_embeds=query_embeds, encoder_hidden_states=image_features).last_hidden_state
 
-    def embed_inputs(self, input_ids: torch.Tensor, image_slots: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings [B, T, D] with the image slots filled by image_embeds, in batch order."""
+    def embed_inputs(self, input_ids: torch.Tensor, image_slots: torch.Tensor, images: torch.Tensor | None,
+                     image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings [B, T, D] with the image slots filled by image_embeds, in batch order.
+        `image_index` [R]: the image of each row that has one, when rows share images (each is encoded once)."""
         inputs_embeds = self.llama_model.get_input_embeddings()(input_ids)
         if images is not None:
             image_embeds = self.encode_image(images).to(inputs_embeds.dtype)  # [N, M, D]
+            if image_index is not None:
+                image_embeds = image_embeds[image_index.to(image_embeds.device)]  # [R, M, D]
             # (a split LLM may embed on another GPU than the vision side's)
             image_embeds, image_slots = image_embeds.to(inputs_embeds.device), image_slots.to(inputs_embeds.device)
             inputs_embeds = inputs_embeds.masked_scatter(image_slots.unsqueeze(-1), image_embeds)
@@ -333,7 +337,8 @@ class MiniGPT(nn.Module):
         """{"loss": mean loss of the labelled tokens (None without with_loss), "logits": [B, T, V]}."""
         device = self.device
         images = batch["images"].to(device) if batch["images"] is not None else None
-        inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
+        inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images,
+                                          batch.get("image_index"))
         output = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"].to(device),
                                   labels=batch["labels"].to(device) if with_loss else None)
         return {"loss": output.loss, "logits": output.logits}

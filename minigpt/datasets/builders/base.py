@@ -125,7 +125,10 @@ class AnnotationBuilder(DatasetBuilder):
 
 
 def eval_item(item_id: str, record: dict, task: str | None, turns: list, reference: dict) -> dict:
-    return {"id": item_id, "image": record.get("image"), "task": task, "turns": list(turns), "reference": reference}
+    """An evaluation question; a record's "choices" make it multiple choice (answered by choosing)."""
+    choices = {"choices": record["choices"]} if "choices" in record else {}
+    return {"id": item_id, "image": record.get("image"), "task": task, "turns": list(turns), "reference": reference,
+            **choices}
 
 
 def fixed_question(instruction: str | None, default: str, value: str) -> str:

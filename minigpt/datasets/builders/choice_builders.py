@@ -22,29 +22,22 @@ from dataclasses import dataclass
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require
-from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, eval_item, fixed_question
+from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
+from minigpt.datasets.builders.vqa_builders import VQAEvaluation
 
 
-class FixedWordingBuilder(AnnotationBuilder):
+class FixedWordingBuilder(VQAEvaluation, AnnotationBuilder):
     """Records {"id", "image", "question", "answers": [answer], "choices"?} asked in one wording, in
     training and evaluation alike ("{}" marks the record's question, statement or meme text)."""
 
     wording = "{}"
-    task: str | None = "vqa"
+
+    def eval_question(self) -> str:
+        return self.wording
 
     def make_sample(self, record, rng):
         return {"turns": [(USER, self.wording.format(record["question"])), (ASSISTANT, record["answers"][0])],
                 "task": self.task}
-
-    def eval_items(self, records, instruction=None):
-        items = []
-        for record in records:
-            question = fixed_question(instruction, self.wording, record["question"])
-            item = eval_item(record["id"], record, self.task, [(USER, question)], {"answers": record["answers"]})
-            if "choices" in record:
-                item["choices"] = record["choices"]
-            items.append(item)
-        return items
 
 
 class LabelledBuilder(FixedWordingBuilder):

@@ -70,14 +70,17 @@ def vqa_sample(question: str, answers: list[str], rng) -> dict:
 
 
 class VQAEvaluation:
-    """eval.py's view of a VQA builder: each question once, asked in a fixed wording."""
+    """eval.py's view of a question-answering builder: each record's "question" once, asked in a fixed
+    wording, with its "answers" as the reference."""
+
+    task: str | None = "vqa"
 
     def eval_question(self) -> str:
         return VQA[1]
 
     def eval_items(self, records, instruction=None):
         wording = self.eval_question()
-        return [eval_item(record["id"], record, "vqa", [(USER, fixed_question(instruction, wording, record["question"]))],
+        return [eval_item(record["id"], record, self.task, [(USER, fixed_question(instruction, wording, record["question"]))],
                           {"answers": record["answers"]}) for record in records]
 
 
