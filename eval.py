@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--options", nargs="+", default=[], help="overrides: key=value (e.g. model.ckpt=...)")
     args = parser.parse_args()
 
-    config = load_config(args.cfg_path, args.options, for_training=False, for_evaluation=True)
+    config = load_config(args.cfg_path, args.options, for_training=False, for_evaluation=True,
+                         evaluation_names=args.datasets)
     try:
         results = evaluate(config, args.cfg_path, args.datasets, args.overwrite)
     finally:

@@ -111,6 +111,19 @@ def test_eval_config_problems_name_the_key(tmp_path, shapes_dir, formats):
         eval_config(tmp_path, shapes_dir, {"vqa": {**sections["vqa"], "max_new_tokens": 0}})
 
 
+def test_chosen_sections_need_only_their_own_files(tmp_path, shapes_dir):
+    """eval.py --datasets a: another section's missing files do not stop it, but they do when all are evaluated."""
+    sections = shapes_sections(shapes_dir)
+    sections["elsewhere"] = {**sections["vqa"], "build_info": {"ann_path": "/nowhere.json", "image_path": "/nowhere"}}
+    with pytest.raises(ConfigError, match=r"elsewhere\.build_info\.ann_path: path '/nowhere.json' does not exist"):
+        eval_config(tmp_path, shapes_dir, sections)
+    path = tmp_path / "eval.yaml"
+    config = load_config(path, for_training=False, for_evaluation=True, evaluation_names=["vqa"])
+    assert set(config.evaluation_datasets) == {"refer", "vqa", "elsewhere"}
+    with pytest.raises(ConfigError, match=r"evaluation_datasets: no section 'vqa2' \(known: refer, vqa, elsewhere\)"):
+        load_config(path, for_training=False, for_evaluation=True, evaluation_names=["vqa2"])
+
+
 def test_eval_scores_every_question_and_resumes_after_a_kill(tmp_path, shapes_dir):
     from minigpt.runners.eval_recipe import evaluate
 

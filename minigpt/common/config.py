@@ -86,9 +86,10 @@ def _section(config: DictConfig, key: str) -> Any:
 
 
 def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, for_training: bool = True,
-                for_evaluation: bool = False) -> DictConfig:
+                for_evaluation: bool = False, evaluation_names: Sequence[str] | None = None) -> DictConfig:
     """Read, merge and validate a config. `for_training=False` (demo, eval) skips the `datasets` paths;
-    `for_evaluation` builds and checks the `evaluation_datasets` sections (otherwise kept as written)."""
+    `for_evaluation` builds the `evaluation_datasets` sections (otherwise kept as written) and checks
+    those named in `evaluation_names` (all by default): eval.py --datasets needs only its own files."""
     cfg_path = Path(cfg_path)
     user = _load_yaml(cfg_path)
     overrides = parse_options(options)
@@ -122,7 +123,7 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
 
     validation.validate(config, sources, for_training)
     if for_evaluation:
-        validation.validate_evaluation(config, sources)
+        validation.validate_evaluation(config, sources, evaluation_names)
     return config
 
 

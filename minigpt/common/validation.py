@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -102,8 +103,9 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
         _validate_deepspeed(config, fail)
 
 
-def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]]) -> None:
-    """Each `evaluation_datasets` section, as eval.py will read it."""
+def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]],
+                        names: Sequence[str] | None = None) -> None:
+    """The named `evaluation_datasets` sections (all by default), as eval.py will read them."""
     from minigpt.datasets.builders.base import AnnotationBuilder
     from minigpt.evaluation.metrics import METRICS
 
@@ -112,7 +114,11 @@ def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]
 
     if not config.evaluation_datasets:
         fail("evaluation_datasets", "no data set to evaluate")
-    for name, section in config.evaluation_datasets.items():
+    for name in names or []:
+        if name not in config.evaluation_datasets:
+            fail("evaluation_datasets", f"no section '{name}' (known: {', '.join(config.evaluation_datasets)})")
+    for name in names or list(config.evaluation_datasets):
+        section = config.evaluation_datasets[name]
         key = f"evaluation_datasets.{name}"
         if not issubclass(registry.get("builder", section.builder), AnnotationBuilder):
             fail(f"{key}.builder", f"'{section.builder}' reads webdataset shards, which eval.py does not evaluate")
