@@ -56,20 +56,7 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     (data / "colour.json").write_text(json.dumps(colour))
     Image.new("RGB", (64, 64), (255, 255, 255)).save(data / "images" / "blank.jpg")
     (data / "blank.json").write_text(json.dumps([{**r, "image": "blank.jpg"} for r in colour]))
-    # eval.py with demo.py's generation settings (tests/test_eval.py shows both give the same answers).
-    settings = {"build_info.image_path": data / "images", "max_new_tokens": 6, "repetition_penalty": 1.05}
-    evaluated = eval_scores("eval_configs/tiny_eval.yaml", [
-        *common, f"model.ckpt={out}/stage2", "evaluation_datasets.blank.builder=sharegpt4v",
-        f"evaluation_datasets.shapes_test.build_info.ann_path={data}/colour.json",
-        f"evaluation_datasets.blank.build_info.ann_path={data}/blank.json",
-        *(f"evaluation_datasets.{name}.{key}={value}" for name in ("shapes_test", "blank") for key, value in settings.items())],
-        tmp_path / "eval")
-    accuracy, blank = evaluated["shapes_test"]["exact_match"], evaluated["blank"]["exact_match"]
-    print(f"colour accuracy {accuracy:.3f} on {len(colour)} held-out questions; blank images {blank:.3f}")
-    assert accuracy >= 0.9
-    assert blank <= 0.2  # a blind model can only guess one fixed answer; no answer is that common
-
-    # The same questions as multiple choice (IconQA's layout, scored as IconQA is: the most likely choice
+    # The same questions as multiple choice too (IconQA's layout, scored as IconQA is: the most likely choice
     # is the answer). The two wrong choices are other images' right answers, so every answer is offered
     # about as often as it is right, and a model that ignores the image is left with chance, 1/3.
     rights = [r["conversations"][1]["value"] for r in colour]
@@ -86,13 +73,24 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
             (data / folder / str(index)).mkdir(parents=True)
             Image.open(image).save(data / folder / str(index) / "image.png")
     (data / "choice.json").write_text(json.dumps(problems))
-    sections = [f"evaluation_datasets.{name}.{key}={value}" for name in ("choice", "choice_blank") for key, value in (
+
+    # One eval.py run, answering with demo.py's generation settings (tests/test_eval.py shows both give the
+    # same answers), and choosing among the choices.
+    settings = {"build_info.image_path": data / "images", "max_new_tokens": 6, "repetition_penalty": 1.05}
+    generated = [f"evaluation_datasets.shapes_test.build_info.ann_path={data}/colour.json",
+                 "evaluation_datasets.blank.builder=sharegpt4v", f"evaluation_datasets.blank.build_info.ann_path={data}/blank.json",
+                 *(f"evaluation_datasets.{name}.{key}={value}" for name in ("shapes_test", "blank") for key, value in settings.items())]
+    chosen = [f"evaluation_datasets.{name}.{key}={value}" for name in ("choice", "choice_blank") for key, value in (
         ("builder", "iconqa"), ("instruction", "'{}'"), ("build_info.ann_path", data / "choice.json"),
         ("build_info.image_path", data / name), ("vis_processor.eval.name", "blip2_image_eval"),
         ("vis_processor.eval.image_size", 64))]
-    chosen = eval_scores("eval_configs/tiny_eval.yaml", [*common, f"model.ckpt={out}/stage2", *sections],
-                         tmp_path / "eval_choice", datasets=("choice", "choice_blank"))
-    accuracy, blank = chosen["choice"]["exact_match"], chosen["choice_blank"]["exact_match"]
+    scores = eval_scores("eval_configs/tiny_eval.yaml", [*common, f"model.ckpt={out}/stage2", *generated, *chosen],
+                         tmp_path / "eval")
+    accuracy, blank = scores["shapes_test"]["exact_match"], scores["blank"]["exact_match"]
+    print(f"colour accuracy {accuracy:.3f} on {len(colour)} held-out questions; blank images {blank:.3f}")
+    assert accuracy >= 0.9
+    assert blank <= 0.2  # a blind model can only guess one fixed answer; no answer is that common
+    accuracy, blank = scores["choice"]["exact_match"], scores["choice_blank"]["exact_match"]
     print(f"multiple choice (3 choices): accuracy {accuracy:.3f}; blank images {blank:.3f}")
     assert accuracy >= 0.9
     assert blank <= 0.5
