@@ -28,6 +28,10 @@ def test_jsonl_records_and_their_errors(tmp_path):
         load_records(path)
     path.write_text('{"id": 1}\n{"id": 2}\n')
     assert [r["id"] for r in load_records(path)] == [1, 2]
+    # Unicode line and paragraph separators are text inside a JSON string, not ends of lines
+    texts = ["line one\u2028line two", "end\u0085of\u2029section"]
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    assert [r["text"] for r in load_records(path)] == texts
 
 
 def test_wrong_shape_and_missing_field(tmp_path):

@@ -1,4 +1,5 @@
 """Batch streams: reproducible order, exact resume, DDP chunks equal accumulation, shards split by rank."""
+import io
 import itertools
 
 import torch
@@ -7,6 +8,7 @@ from torch.utils.data import Dataset
 from minigpt.datasets.caption_shards import CaptionShardDataset
 from minigpt.datasets.loader import BatchStream, MixedBatches
 from minigpt.processors.image import Blip2ImageProcessor
+from minigpt.processors.text import BlipCaptionProcessor
 
 
 class Numbers(Dataset):
@@ -70,14 +72,22 @@ def test_shards_are_split_by_rank_without_overlap(shapes_dir):
 def test_corrupt_shard_image_is_reported_not_fatal(tmp_path):
     import webdataset as wds
 
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(encoded, format="JPEG")
+    jpeg = encoded.getvalue()
     with wds.TarWriter(str(tmp_path / "bad.tar")) as sink:
         sink.write({"__key__": "broken", "jpg": b"not a jpeg", "json": {"caption": "x"}})
         sink.write({"__key__": "nocap", "jpg": b"", "json": {"text": "x"}})
-    dataset = CaptionShardDataset("bad", str(tmp_path / "bad.tar"), Blip2ImageProcessor(64), None)
-    samples = list(dataset)
-    assert {s["id"].split(":")[-1] for s in samples} == {"broken", "nocap"} and all("skip" in s for s in samples)
-    errors = {s["id"].split(":")[-1]: s["skip"][1] for s in samples}
-    assert "caption" in errors["nocap"] and "bad.tar" in samples[0]["id"]
+        sink.write({"__key__": "nullcap", "jpg": jpeg, "json": {"caption": None}})  # an img2dataset row without text
+        sink.write({"__key__": "good", "jpg": jpeg, "json": {"caption": "A Red square."}})
+    dataset = CaptionShardDataset("bad", str(tmp_path / "bad.tar"), Blip2ImageProcessor(64), BlipCaptionProcessor())
+    samples = {s["id"].split(":")[-1]: s for s in dataset}
+    assert set(samples) == {"broken", "nocap", "nullcap", "good"}
+    assert [key for key, s in samples.items() if "skip" not in s] == ["good"] and samples["good"]["turns"][0][1] == "a red square"
+    errors = {key: s["skip"][1] for key, s in samples.items() if "skip" in s}
+    assert "caption" in errors["nocap"] and "caption is None" in errors["nullcap"] and "bad.tar" in samples["broken"]["id"]
     strict = CaptionShardDataset("bad", str(tmp_path / "bad.tar"), Blip2ImageProcessor(64), None, strict=True)
     try:
         list(strict)

@@ -63,7 +63,7 @@ def load_records(path: str | Path, key: str | None = None) -> list:
     if Path(path).suffix == ".jsonl":
         records = []
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            lines = Path(path).read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 may sit in a string
         except (OSError, UnicodeDecodeError) as error:
             raise AnnotationError(path, None, f"cannot read: {error}") from None
         for line_number, line in enumerate(lines):

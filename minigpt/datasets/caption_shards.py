@@ -85,12 +85,14 @@ class CaptionShardDataset(IterableDataset):
                 caption = json.loads(record["json"])["caption"]
             else:
                 caption = record["txt"].decode("utf-8")
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"caption is {caption!r}, not a non-empty string")
+            if self.text_processor is not None:
+                caption = self.text_processor(caption)
             image = Image.open(io.BytesIO(record[image_key])).convert("RGB")
         except Exception as error:  # a corrupt image or record is skipped and reported, never fatal
             if self.strict:
                 raise ValueError(f"{self.name}: bad sample {key}: {error}") from error
             return {"id": key, "dataset": self.name, "skip": ("broken record", f"{type(error).__name__}: {error}")}
-        if self.text_processor is not None:
-            caption = self.text_processor(caption)
         return {"id": record["__key__"], "dataset": self.name, "image": self.vis_processor(image),
                 "turns": [(ASSISTANT, caption)], "choice_seed": f"{self.seed}-{self.pass_index}"}
