@@ -117,6 +117,7 @@ def check_config(config, limit: int | None = None) -> list[Report]:
             report.add("-", "annotation error", str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")
             continue
         if isinstance(dataset, IterableDataset):
+            dataset.resampled = False  # one pass over each shard: a resampled stream never ends
             check_stream(report, dataset, collator, limit)
         else:
             report.records = len(dataset)

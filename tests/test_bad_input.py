@@ -87,5 +87,8 @@ def test_check_dataset_reports_problems_with_record_ids(tmp_path, shapes_dir, fo
     assert "record sg-3: invalid conversation: sample 'sg-3': turns must alternate" in out
     assert "record sg-4: <image> marker: conversations[0]: <image> marker in the middle of the text" in out
     assert "bad.json: record 1: malformed JSON" in out
-    _, clean = dataset_config(tmp_path, shapes_dir, {"gqa": formats["gqa"]})
+    # a resampled stream (as stage-1 configs set) is endless in training; the check reads each shard once
+    _, clean = dataset_config(tmp_path, shapes_dir, {"gqa": formats["gqa"], "laion": {**formats["laion"], "resampled": True}})
     assert check_dataset_main(["--cfg-path", str(clean)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("laion")}
+    assert rows["laion"][1:4] == ["12", "12", "0"]
