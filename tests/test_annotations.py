@@ -80,3 +80,34 @@ def test_subsample_by_ids_and_count(tmp_path):
     assert [r["id"] for r in subsample(records, None, [5, "9"])] == ["5", "9"]
     drawn = subsample(records, 10, None, seed=1)
     assert len(drawn) == 10 and drawn == subsample(records, 10, None, seed=1) != subsample(records, 10, None, seed=2)
+
+
+def test_fields_of_the_wrong_type_name_the_field(tmp_path):
+    """null, empty or non-text values are refused at parse time, naming the field (not trained on as "None")."""
+    from omegaconf import OmegaConf
+
+    from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
+    from minigpt.datasets.builders.vqa_builders import VQABuilder
+
+    question = [{"from": "human", "value": "<image>\nWhat?"}]
+    with pytest.raises(AnnotationError, match=r"record 3 \(id 'x'\): conversations\[1\]\.value must be a non-empty string, got None"):
+        parse_conversation([*question, {"from": "gpt", "value": None}], "f.json", 3, "x")
+    with pytest.raises(AnnotationError, match=r"conversations\[1\]\.value must be a non-empty string, got ' '"):
+        parse_conversation([*question, {"from": "gpt", "value": " "}], "f.json", 3, "x")
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps([{"id": "m", "image": ["a.jpg", "b.jpg"], "conversations": [*question, {"from": "gpt", "value": "x"}]}]))
+    with pytest.raises(AnnotationError, match=r"record 0 \(id 'm'\): field 'image' must be one file name"):
+        parse_sharegpt_records(str(path))
+
+    vqa = tmp_path / "vqa.json"
+    builder = VQABuilder("ok_vqa", OmegaConf.create({"builder": "ok_vqa", "layout": None, "build_info": {"ann_path": str(vqa)}}))
+    def parsed(answer):
+        vqa.write_text(json.dumps([{"question_id": 7, "image": "a.jpg", "question": "How many?", "answer": answer}]))
+        return builder.parse(vqa)[0]["answers"]
+    assert parsed(2) == ["2"] and parsed(["2", "two"]) == ["2", "two"]
+    with pytest.raises(AnnotationError, match=r"record 0 \(id 7\): field 'answer' must be a non-empty string, got None"):
+        parsed(None)
+    with pytest.raises(AnnotationError, match=r"record 0: field 'answer\[1\]' must be a non-empty string, got None"):
+        parsed(["2", None])
+    with pytest.raises(AnnotationError, match=r"field 'answer' has no answer"):
+        parsed([])

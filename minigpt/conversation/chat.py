@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.processors.image import to_rgb
 
 
 @dataclass
@@ -29,9 +30,9 @@ class GenerationOptions:
 
 def load_image(image: str | Path | Image.Image) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     try:
-        return Image.open(image).convert("RGB")
+        return to_rgb(Image.open(image))
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot read image {image}: {error}") from None
 

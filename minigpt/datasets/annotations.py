@@ -42,6 +42,30 @@ def require(record: dict, name: str, path: str | Path, index: int) -> Any:
     return record[name]
 
 
+def text_value(value: Any, name: str, path: str | Path, index: int, record_id: Any = None) -> str:
+    """A field that must hold text: a non-empty string (a JSON number is taken as its text, as answers
+    like 2 are); null, a list or an empty string is an error naming the field."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise AnnotationError(path, index, f"field '{name}' must be a non-empty string, got {value!r}", record_id)
+    return value
+
+
+def require_text(record: dict, name: str, path: str | Path, index: int) -> str:
+    """record[name] as text (see text_value)."""
+    return text_value(require(record, name, path, index), name, path, index, record.get("id", record.get("question_id")))
+
+
+def optional_image(record: dict, path: str | Path, index: int, record_id: Any = None) -> str | None:
+    """The record's one image file name, or None for a text-only record."""
+    image = record.get("image")
+    if image is not None and not isinstance(image, str):
+        raise AnnotationError(path, index, f"field 'image' must be one file name (one image per record), got {image!r}",
+                              record_id)
+    return image
+
+
 def load_json(path: str | Path, key: str | None = None) -> Any:
     """A whole .json document; a syntax error names the record of the top-level list (or of the list
     under `key`) that it falls in."""
@@ -138,7 +162,10 @@ def parse_conversation(conversations: Any, path: str | Path, index: int, record_
         role = ROLES.get(turn["from"])
         if role is None:
             raise AnnotationError(path, index, f"{where}.from is {turn['from']!r}, expected human or gpt", record_id)
-        text = str(turn["value"])
+        text = turn["value"]
+        if not isinstance(text, str) or (role == ASSISTANT and not text.strip()):
+            raise AnnotationError(path, index, f"{where}.value must be a{' non-empty' if role == ASSISTANT else ''} string, "
+                                               f"got {text!r}", record_id)
         markers = text.count(IMAGE_MARKER)
         if markers and (turn_index > 0 or role != USER):
             notes.append(f"{where}: <image> marker outside the first human turn")

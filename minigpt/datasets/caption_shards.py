@@ -20,6 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from minigpt.common.config import resolve_path, shard_paths
 from minigpt.conversation.template import ASSISTANT
+from minigpt.processors.image import to_rgb
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -89,7 +90,7 @@ class CaptionShardDataset(IterableDataset):
                 raise ValueError(f"caption is {caption!r}, not a non-empty string")
             if self.text_processor is not None:
                 caption = self.text_processor(caption)
-            image = Image.open(io.BytesIO(record[image_key])).convert("RGB")
+            image = to_rgb(Image.open(io.BytesIO(record[image_key])))
         except Exception as error:  # a corrupt image or record is skipped and reported, never fatal
             if self.strict:
                 raise ValueError(f"{self.name}: bad sample {key}: {error}") from error

@@ -16,12 +16,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from minigpt.common.config import resolve_path
+from minigpt.processors.image import to_rgb
 
 def read_image(path: Path) -> Image.Image:
     """Opens and fully decodes, so a truncated file fails here and not inside a worker's transform."""
     with Image.open(path) as image:
         image.load()
-        return image.convert("RGB")
+        return to_rgb(image)
 
 
 MakeSample = Callable[[dict, random.Random], dict]  # record, rng -> {"turns": [...], "task": ...}

@@ -1,6 +1,7 @@
 """Image preprocessing: bicubic resize to a square, then CLIP normalisation (as EVA-CLIP was trained)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms
@@ -9,6 +10,15 @@ from minigpt.common.registry import register_processor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB. convert("RGB") clips 16-bit grey levels at 255 (a 16-bit scan turns
+    white), so those are scaled to 8 bits first."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey (PNG, TIFF) as PIL reads it
+        levels = np.asarray(image, dtype=np.int64).clip(0, 65535) >> 8
+        image = Image.fromarray(levels.astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 @register_processor("blip2_image_train", "blip2_image_eval")
@@ -29,4 +39,4 @@ class Blip2ImageProcessor:
         ])
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.transform(image.convert("RGB"))
+        return self.transform(to_rgb(image))

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from minigpt.conversation.chat import GenerationOptions, generate_answers, stream_answer
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.processors.image import to_rgb
 
 
 class RequestError(ValueError):
@@ -81,7 +82,7 @@ def read_image(url: str, served: ServedModel, param: str) -> Image.Image:
     try:
         with Image.open(source) as image:
             image.load()
-            return image.convert("RGB")
+            return to_rgb(image)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise RequestError(f"not a readable image: {error}", param) from None
 

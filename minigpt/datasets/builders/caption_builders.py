@@ -10,7 +10,7 @@ from typing import Optional
 from minigpt.common.registry import register_builder
 from minigpt.common.schema import DatasetConfig
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.annotations import load_records, require
+from minigpt.datasets.annotations import load_records, require, require_text, text_value
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, DatasetBuilder, eval_item, fixed_question
 from minigpt.datasets.caption_shards import CaptionShardDataset
 from minigpt.datasets.instructions import SHORT_CAPTION, phrase
@@ -48,7 +48,7 @@ class CCSBUAlignBuilder(AnnotationBuilder):
         records = []
         for index, record in enumerate(load_records(ann_path, key="annotations")):
             image_id = str(require(record, "image_id", ann_path, index))
-            caption = require(record, "caption", ann_path, index)
+            caption = require_text(record, "caption", ann_path, index)
             records.append({"id": image_id, "image": f"{image_id}.jpg", "turns": [(ASSISTANT, caption)]})
         return records
 
@@ -72,7 +72,7 @@ class COCOCaptionBuilder(AnnotationBuilder):
         records = []
         keep = self.cfg.image_path_contains
         for index, record in enumerate(load_records(ann_path)):
-            image = require(record, "image", ann_path, index)
+            image = require_text(record, "image", ann_path, index)
             if keep and keep not in image:
                 continue
             captions = require(record, "caption", ann_path, index)
@@ -82,7 +82,7 @@ class COCOCaptionBuilder(AnnotationBuilder):
                 continue
             for number, caption in enumerate(captions):
                 records.append({"id": f"{image_id}-{index}-{number}", "image_id": image_id, "image": image,
-                                "caption": caption})
+                                "caption": text_value(caption, f"caption[{number}]", ann_path, index, image_id)})
         return records
 
     def make_sample(self, record: dict, rng: random.Random) -> dict:
@@ -110,7 +110,7 @@ class TextCapsBuilder(COCOCaptionBuilder):
         records = []
         for index, record in enumerate(load_records(ann_path, key="data")):
             image_id = require(record, "image_id", ann_path, index)
-            caption = require(record, "caption_str", ann_path, index)
+            caption = require_text(record, "caption_str", ann_path, index)
             records.append({"id": str(record.get("caption_id", f"{image_id}-{index}")), "image_id": str(image_id),
                             "image": f"{image_id}.jpg", "caption": caption})
         return records

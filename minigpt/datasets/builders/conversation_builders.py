@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from minigpt.common.registry import register_builder
-from minigpt.datasets.annotations import load_records, parse_conversation, require
+from minigpt.datasets.annotations import load_records, optional_image, parse_conversation, require
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
 
 
@@ -25,7 +25,7 @@ def parse_sharegpt_records(ann_path: str) -> list[dict]:
     for index, record in enumerate(load_records(ann_path)):
         record_id = str(require(record, "id", ann_path, index))
         turns, notes = parse_conversation(require(record, "conversations", ann_path, index), ann_path, index, record_id)
-        records.append({"id": record_id, "image": record.get("image"), "turns": turns, "task": record.get("task"),
+        records.append({"id": record_id, "image": optional_image(record, ann_path, index, record_id), "turns": turns, "task": record.get("task"),
                         "notes": notes, **({"box": record["box"]} if "box" in record else {})})
     return records
 

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.annotations import AnnotationError, load_records, parse_conversation, require
+from minigpt.datasets.annotations import AnnotationError, load_records, parse_conversation, require, require_text
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
 
 UNSECTIONED = "unsectioned"  # section of ShareGPT4V-layout records that name none
@@ -51,7 +51,7 @@ class FaceAnnotationBuilder(AnnotationBuilder):
         records = []
         for index, record in enumerate(load_records(ann_path)):
             record_id = str(require(record, "id", ann_path, index))
-            image = require(record, "image", ann_path, index)
+            image = require_text(record, "image", ann_path, index)
             if "conversations" in record:
                 turns, notes = parse_conversation(record["conversations"], ann_path, index, record_id)
                 section = record.get("section", UNSECTIONED)

@@ -26,7 +26,7 @@ from typing import List, Optional
 from minigpt.common.config import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require
+from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require, require_text, text_value
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, eval_item, fixed_question
 from minigpt.datasets.instructions import VQA, phrase
 
@@ -59,8 +59,8 @@ def answer_text(answer, ann_path, index: int, field_name: str) -> str:
     if isinstance(answer, dict):
         if "answer" not in answer:
             raise AnnotationError(ann_path, index, f"field '{field_name}' has no 'answer'")
-        return str(answer["answer"])
-    return str(answer)
+        return text_value(answer["answer"], f"{field_name}.answer", ann_path, index)
+    return text_value(answer, field_name, ann_path, index)
 
 
 def vqa_sample(question: str, answers: list[str], rng) -> dict:
@@ -109,12 +109,13 @@ class VQABuilder(VQAEvaluation, AnnotationBuilder):
             raise AnnotationError(ann_path, None, "expected a list of questions, or an object keyed by question id")
         records = []
         for index, record in enumerate(data):
-            question = require(record, "question", ann_path, index)
+            question = require_text(record, "question", ann_path, index)
             answers = require(record, answer_field, ann_path, index)
-            answers = [answers] if isinstance(answers, str) else [answer_text(answer, ann_path, index, f"{answer_field}[{number}]")
-                                                                  for number, answer in enumerate(answers)]
-            if not answers or not all(a.strip() for a in answers):
-                raise AnnotationError(ann_path, index, f"field '{answer_field}' has an empty answer", record.get("question_id"))
+            if not isinstance(answers, list):
+                answers = [text_value(answers, answer_field, ann_path, index, record.get("question_id"))]
+            if not answers:
+                raise AnnotationError(ann_path, index, f"field '{answer_field}' has no answer", record.get("question_id"))
+            answers = [answer_text(answer, ann_path, index, f"{answer_field}[{number}]") for number, answer in enumerate(answers)]
             records.append({"id": str(record.get("question_id", index)), "image": image_of(record, ann_path, index),
                             "question": question, "answers": answers})
         return records
