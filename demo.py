@@ -93,6 +93,8 @@ def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, 
     sizes: dict[str, tuple[int, int]] = {}
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
+        needed = {record["image"] for record, *_ in chunk}  # a big file's images are not all kept in memory
+        images = {name: tensor for name, tensor in images.items() if name in needed}
         samples = []
         for record, index, question, _ in chunk:
             if record["image"] not in images:

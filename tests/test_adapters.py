@@ -133,6 +133,10 @@ def test_adapter_config_errors(shapes_dir):
     assert "model.adapter: 'ocr' is not auto, none" in error("model.adapter=ocr")
     assert "replace the single LLM LoRA" in error("model.lora_r=8")
     assert "must name the adapter it trains" in error("datasets.grounding.adapter=null")
+    # cached image features would be those of whichever adapter encoded the image first
+    assert "adapter 'vqa' puts LoRA in the vision encoder" in error("model.feature_cache_gb=0.1")
+    vision_free = [f"model.adapters.{name}.vision_blocks=0" for name in ("vqa", "grounding")]
+    assert load_config(CONFIG, adapter_options(shapes_dir) + vision_free + ["model.feature_cache_gb=0.1"]).model.feature_cache_gb == 0.1
 
 
 @pytest.mark.slow

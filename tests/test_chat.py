@@ -103,3 +103,21 @@ def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
     assert choose_answers(chat.model, short, samples) == expected
     with pytest.raises(ValueError, match="sample 'open': no 'choices'"):
         choose_answers(chat.model, chat.collator, [{"id": "open", "image": chat.image, "turns": [(USER, "Hi")]}])
+
+
+def test_answers_stop_where_the_llms_context_is_full(chat, monkeypatch):
+    """max_context_len (3800 by default) never passes the LLM's positions (256 in the tiny model); an answer
+    gets the room that is left, and a prompt that leaves none is refused."""
+    model = chat.model
+    assert model.max_context_len == model.llama_model.config.max_position_embeddings == 256
+    batch = chat.collator.generation_batch([{"id": "s", "image": chat.image, "turns": [(USER, "Which colors do you see?")]}])
+    prompt_tokens = batch["input_ids"].shape[1]
+    asked = []
+    generate = model.llama_model.generate
+    monkeypatch.setattr(model.llama_model, "generate", lambda **kwargs: asked.append(kwargs["max_new_tokens"]) or generate(**kwargs))
+    model.generate(batch, max_new_tokens=1000)
+    model.generate(batch, max_new_tokens=5)
+    assert asked == [256 - prompt_tokens, 5]
+    monkeypatch.setattr(model, "max_context_len", prompt_tokens)
+    with pytest.raises(ValueError, match=f"prompt of {prompt_tokens} tokens leaves no room for an answer"):
+        model.generate(batch, max_new_tokens=5)

@@ -46,6 +46,16 @@ def test_shape_mismatch_names_the_key(tmp_path):
         load_weights(Tiny(width=5), path)
 
 
+def test_a_checkpoint_that_matches_nothing_is_refused(tmp_path):
+    """A checkpoint saved with a prefix (or of another model) would otherwise load nothing, silently."""
+    prefixed = {f"module.{name}": value for name, value in weights(Tiny()).items()}
+    path = save_checkpoint(tmp_path, 1, prefixed, {})
+    with pytest.raises(ValueError, match=r"none of its 2 weights is a parameter of this model \(first: module.llama_proj"):
+        load_weights(Tiny(), path)
+    path = save_checkpoint(tmp_path, 2, {**weights(Tiny()), "extra.weight": torch.zeros(2, 2)}, {})
+    assert load_weights(Tiny(), path)["unexpected"] == ["extra.weight"]  # something loaded: reported, not fatal
+
+
 def test_released_pth_layout_loads_weights_only(tmp_path):
     model = Tiny()
     torch.save({"model": weights(model), "epoch": 3}, tmp_path / "minigpt4.pth")

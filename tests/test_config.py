@@ -170,6 +170,20 @@ def test_original_stage2_config_loads_with_paths_filled(tmp_path, fake_files):
     assert config.model.prompt_template == "###Human: {} ###Assistant: "
 
 
+def test_checkpoint_paths_are_found_from_any_working_directory(tmp_path, fake_files, monkeypatch):
+    """A relative model.ckpt / run.resume_ckpt_path is found as validation finds it (the working directory,
+    then the repository), and the config holds where: the run reads it later."""
+    (tmp_path / "runs" / "stage1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(write(tmp_path, ORIGINAL_STAGE2), [
+        f"model.llama_model={fake_files['llm']}", "model.ckpt=runs/stage1", "run.resume_ckpt_path=runs/stage1",
+        f"datasets.cc_sbu_align.build_info.storage={fake_files['align']}"])
+    assert config.model.ckpt == config.run.resume_ckpt_path == str(tmp_path / "runs" / "stage1")
+    in_repo = load_config(Path(__file__).parents[1] / "eval_configs/tiny_eval.yaml",
+                          ["model.ckpt=eval_configs", "model.tokenizer=/"], for_training=False)
+    assert in_repo.model.ckpt == str(Path(__file__).parents[1] / "eval_configs")  # not in tmp_path: the repository's
+
+
 def test_original_eval_config_loads_without_dataset_paths(tmp_path, fake_files):
     config = load_config(write(tmp_path, ORIGINAL_LLAMA2_EVAL), [
         f"model.llama_model={fake_files['llm']}", f"model.ckpt={fake_files['ckpt']}"], for_training=False)
@@ -213,6 +227,20 @@ def test_wrong_type_names_key_and_file(tmp_path):
         load_config(path, for_training=False)
     assert error.value.key == "run.max_epoch" and error.value.source == str(path)
     assert "many" in str(error.value)
+
+
+@pytest.mark.parametrize("option, problem", [
+    ("run.max_grad_norm=-1", "must be > 0, got -1"), ("run.iters_per_epoch=0", "must be > 0, got 0"),
+    ("run.iters_per_epoch=-3", "must be > 0, got -3"), ("run.ckpt_freq=0", "must be > 0"),
+    ("run.warmup_steps=-1", "must be >= 0, got -1"), ("run.weight_decay=-0.1", "must be >= 0"),
+    ("run.num_workers=-2", "must be >= 0"), ("run.beta2=1.5", r"must be in \[0, 1\), got 1.5"),
+    ("datasets.laion.batch_size=0", "must be > 0, got 0")])
+def test_out_of_range_numbers_name_the_key(tmp_path, fake_files, option, problem):
+    """Caught before any model is built: a negative clipping norm would flip every gradient, an
+    iters_per_epoch of -3 would train nothing and exit as if done."""
+    with pytest.raises(ConfigError, match=rf"{option.split('=')[0]}: {problem}"):
+        load_config(write(tmp_path, "datasets:\n  laion:\n    batch_size: 2\n"),
+                    [f"model.llama_model={fake_files['llm']}", f"datasets.laion.build_info.storage={fake_files['shards']}", option])
 
 
 def test_options_override_file_and_defaults(tmp_path, fake_files):

@@ -47,6 +47,33 @@ def test_killed_run_resumes_to_the_same_loss_curve(shapes_dir, tmp_path):
     assert all(torch.allclose(final_expected[k], final_got[k], atol=1e-6) for k in final_expected)
 
 
+def test_resume_keeps_the_data_position_and_takes_the_configs_optimiser_settings(shapes_dir, tmp_path):
+    """Another accumulation or batch size would make the saved step mean other samples, so it is refused;
+    changed weight decay, betas and lr_mult are this run's, not the checkpoint's (Adam's moments are kept)."""
+    from minigpt.common.config import load_config
+    from minigpt.runners.train_recipe import TrainRecipe
+
+    def recipe(*extra):
+        made = TrainRecipe(load_config(REPO / STAGE2, options(shapes_dir, tmp_path, "run.iters_per_epoch=2", *extra)))
+        made.setup()
+        return made
+
+    first = recipe()
+    first.train()
+    first.close()
+    resume = ["run.resume_ckpt_path=latest", "run.max_epoch=2"]
+    for changed, message in (("run.accum_grad_iters=2", "accum_grad_iters 1 -> 2"),
+                             ("datasets.sharegpt4v.batch_size=4", "batch_sizes {'sharegpt4v': 8} -> {'sharegpt4v': 4}")):
+        with pytest.raises(ValueError, match=rf"checkpoint_0000002 was trained with other batches \({message}\)"):
+            recipe(*resume, changed)
+    resumed = recipe(*resume, "run.weight_decay=0.5", "run.beta2=0.95", "model.parts.projector.lr_mult=3")
+    groups = resumed.engine.optimizer.param_groups
+    assert {g["weight_decay"] for g in groups} == {0.5, 0.0} and {g["betas"] for g in groups} == {(0.9, 0.95)}
+    assert {g["lr_mult"] for g in groups if g["part"] == "projector"} == {3.0}
+    assert all(resumed.engine.optimizer.state[p]["step"] == 2 for g in groups for p in g["params"])
+    resumed.close()
+
+
 def test_non_finite_loss_stops_with_step_and_sample_ids(shapes_dir, tmp_path):
     from minigpt.common.config import load_config
     from minigpt.runners.train_recipe import TrainRecipe

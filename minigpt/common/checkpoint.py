@@ -110,6 +110,9 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
             raise ValueError(f"{path}: {key}: checkpoint shape {tuple(value.shape)} does not match the model's "
                              f"{tuple(own[target].shape)} (was it trained with another LLM size or config?)")
         renamed[target] = value
+    if weights and not renamed.keys() & own.keys():
+        raise ValueError(f"{path}: none of its {len(weights)} weights is a parameter of this model (first: "
+                         f"{next(iter(weights))}); is it a checkpoint of another architecture, or saved with a prefix?")
     result = model.load_state_dict(renamed, strict=False)
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
     return {"unexpected": list(result.unexpected_keys) + unused, "missing_trainable": sorted(trainable - set(renamed))}

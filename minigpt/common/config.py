@@ -119,6 +119,11 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
     config = OmegaConf.create({"model": model, "datasets": datasets, "run": run, "evaluation_datasets": evaluation})
     config = OmegaConf.merge(config, {})  # detach from sources
     _apply_legacy_switches(config.model)
+    # Checkpoints are read long after the config: found now, as validation finds them, from any working directory.
+    for section, key in (("model", "ckpt"), ("run", "resume_ckpt_path")):
+        found = resolve_path(config[section][key]) if config[section][key] not in (None, "", "latest") else None
+        if found is not None and found.exists():  # (a missing one stays as written, for validation to name)
+            config[section][key] = str(found.absolute())
     from minigpt.common import validation  # it imports this module
 
     validation.validate(config, sources, for_training)

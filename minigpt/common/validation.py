@@ -36,6 +36,11 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
         fail("model.feature_cache_gb", f"{model.feature_cache_gb}: a size in GiB (> 0 turns the cache on), and only "
                                        "frozen vision encoders (parts.vision_encoder.mode and every extra_encoders "
                                        "mode: frozen) have features to cache")
+    in_vision = [name for name, adapter in model.adapters.items() if adapter.vision_blocks > 0]
+    if model.feature_cache_gb > 0 and in_vision:  # the features would depend on which adapter is active
+        fail("model.feature_cache_gb", f"adapter '{in_vision[0]}' puts LoRA in the vision encoder (vision_blocks: "
+                                       f"{model.adapters[in_vision[0]].vision_blocks}), so its features cannot be cached; "
+                                       "set feature_cache_gb: 0 or vision_blocks: 0")
     if model.attn_implementation not in ("sdpa", "flash_attention_2", "eager"):
         fail("model.attn_implementation", f"'{model.attn_implementation}' is not one of sdpa, flash_attention_2, eager")
     if model.vit_precision not in ("fp16", "fp32", "bf16"):
@@ -58,9 +63,15 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
         fail("run.runner", f"unknown runner '{run.runner}'; known: {', '.join(registry.names('runner'))}")
     if run.amp_dtype not in ("bfloat16", "float16"):
         fail("run.amp_dtype", f"'{run.amp_dtype}' is not bfloat16 or float16")
-    for key in ("accum_grad_iters", "max_epoch", "log_freq"):
-        if run[key] < 1:
-            fail(f"run.{key}", f"must be >= 1, got {run[key]}")
+    for key in ("accum_grad_iters", "max_epoch", "log_freq", "iters_per_epoch", "ckpt_freq", "batch_size_train",
+                "batch_size_eval", "max_grad_norm"):
+        if run[key] is not None and run[key] <= 0:  # (a negative clipping norm would flip every gradient)
+            fail(f"run.{key}", f"must be > 0, got {run[key]}")
+    for key in ("warmup_steps", "num_workers", "weight_decay", "init_lr", "min_lr", "warmup_lr"):
+        if run[key] < 0:
+            fail(f"run.{key}", f"must be >= 0, got {run[key]}")
+    if not 0 <= run.beta2 < 1:
+        fail("run.beta2", f"must be in [0, 1), got {run.beta2}")
     if run.resume_ckpt_path and run.resume_ckpt_path != "latest":
         check_path("run.resume_ckpt_path", run.resume_ckpt_path)
 
@@ -75,6 +86,8 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
         raise ConfigError(sources[0][0], "datasets", "no dataset to train on")
     for name, dataset in config.datasets.items():
         key = f"datasets.{name}"
+        if dataset.batch_size is not None and dataset.batch_size < 1:
+            fail(f"{key}.batch_size", f"must be > 0, got {dataset.batch_size}")
         if dataset.batch_size is None and run.batch_size_train is None:
             fail(f"{key}.batch_size", "no batch size (set it here or run.batch_size_train)")
         if dataset.sample_ratio <= 0:

@@ -50,7 +50,10 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
     model = registry.get("model", model_cfg.arch).from_config(model_cfg, device, compute_dtype,
                                                               llm_on_cpu=bool(device_map))
     if model_cfg.ckpt:
-        load_weights(model, model_cfg.ckpt)
+        report = load_weights(model, model_cfg.ckpt)
+        if report["unexpected"]:  # weights the model has no place for, e.g. LoRA weights under lora_r: 0
+            print(f"{model_cfg.ckpt}: {len(report['unexpected'])} weights not used by this model "
+                  f"(first: {', '.join(report['unexpected'][:3])})", file=sys.stderr)
     if model_cfg.low_resource and not model_cfg.llama_model:
         quantize_linear_layers(model.llama_model, model_cfg.low_resource_bits, compute_dtype)
     if device_map:

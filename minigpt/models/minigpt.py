@@ -99,7 +99,9 @@ class MiniGPT(nn.Module):
         self.tokenizer = tokenizer
         self.template = template
         self.max_txt_len = max_txt_len
-        self.max_context_len = max_context_len
+        # Prompt + answer tokens a chat may hold: never past the positions the LLM was trained on
+        # (Vicuna v0: 2048; the default 3800 is Llama-2's MiniGPT-v2 limit).
+        self.max_context_len = min(max_context_len, llama_model.config.max_position_embeddings)
         self.vision_dtype = vision_dtype
         self.part_modes = {part: "full" for part in self.part_modules()}
         self.pretrained_parts: set[str] = set()  # parts whose weights come from files outside our checkpoints
@@ -358,14 +360,17 @@ class MiniGPT(nn.Module):
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
                  top_p: float = 0.9, repetition_penalty: float = 1.05, do_sample: bool = False,
                  streamer=None, stopping_criteria: list | None = None) -> list[str]:
-        """Answers for a left-padded generation batch (see ConversationCollator.generation_batch).
-        `streamer` and `stopping_criteria` go to transformers' generate (see chat.stream_answer)."""
+        """Answers for a left-padded generation batch (see ConversationCollator.generation_batch); an
+        answer stops where the context is full. `streamer` and `stopping_criteria` go to transformers'
+        generate (see chat.stream_answer)."""
         device = self.device
         images = batch["images"].to(device) if batch["images"] is not None else None
         inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
-        if inputs_embeds.shape[1] + max_new_tokens > self.max_context_len:
-            raise ValueError(f"prompt of {inputs_embeds.shape[1]} tokens + {max_new_tokens} new tokens exceeds "
+        room = self.max_context_len - inputs_embeds.shape[1]
+        if room < 1:
+            raise ValueError(f"prompt of {inputs_embeds.shape[1]} tokens leaves no room for an answer in "
                              f"max_context_len={self.max_context_len}; reset the conversation")
+        max_new_tokens = min(max_new_tokens, room)
         end_sym = self.template.end_sym
         stop = {} if end_sym == self.tokenizer.eos_token else {"stop_strings": [end_sym], "tokenizer": self.tokenizer}
         sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}

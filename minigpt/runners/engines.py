@@ -72,7 +72,11 @@ class PlainEngine:
 
     def load_state_dict(self, state: dict, folder: Path) -> None:
         check_same_engine(state, {"engine": "plain"}, folder)
+        configured = [{key: group[key] for key in ("weight_decay", "betas", "lr_mult") if key in group}
+                      for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            group.update(settings)  # this run's config wins over the checkpoint's (moments and step stay)
         self.scaler.load_state_dict(state["scaler"])
 
     def save(self, folder: Path) -> None:

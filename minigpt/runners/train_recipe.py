@@ -88,6 +88,12 @@ class TrainRecipe:
         self.step = 0
         if resume:
             state = load_training_state(resume)
+            saved, ours = state.get("data_layout"), self._data_layout()
+            if saved is not None and saved != ours:  # a step would mean other samples: some skipped, some repeated
+                changed = ", ".join(f"{key} {saved.get(key)} -> {ours[key]}" for key in ours if saved.get(key) != ours[key])
+                raise ValueError(f"run.resume_ckpt_path: {resume} was trained with other batches ({changed}); resume "
+                                 f"with the same batch sizes, run.accum_grad_iters and number of ranks, or start a "
+                                 f"new run from its weights with model.ckpt")
             self.engine.load_state_dict(state, Path(resume))
             self.step = state["step"]
             self.print(f"resumed from {resume} at step {self.step}")
@@ -119,6 +125,11 @@ class TrainRecipe:
                                         self.dist.world_size, run.num_workers, run.group_by_length)
             ratios[name] = dataset_cfg.sample_ratio
         return MixedBatches(streams, ratios, run.seed)
+
+    def _data_layout(self) -> dict:
+        """What decides which samples each step draws; a resumed run must keep it to go on where it stopped."""
+        return {"accum_grad_iters": self.run.accum_grad_iters, "world_size": self.dist.world_size,
+                "batch_sizes": {name: stream.batch_size for name, stream in self.batches.streams.items()}}
 
     def _one_pass_steps(self) -> int:
         streams = list(self.batches.streams.values())
@@ -215,7 +226,7 @@ class TrainRecipe:
         with self.engine.gathered(list(self.model.parameters())):
             weights = self.model.checkpoint_weights()
         if self.dist.is_main:
-            state = {**self.engine.state_dict(), "step": self.step}
+            state = {**self.engine.state_dict(), "step": self.step, "data_layout": self._data_layout()}
             path = save_checkpoint(self.output_dir, self.step, weights, state, self.config, staging=staging)
             self.print(f"saved {path}")
         barrier()
