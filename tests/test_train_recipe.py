@@ -74,6 +74,30 @@ def test_resume_keeps_the_data_position_and_takes_the_configs_optimiser_settings
     resumed.close()
 
 
+def test_accumulation_trains_as_one_big_batch(shapes_dir, tmp_path):
+    """Batch 8 x 2 micro-batches gives the loss curve and weights of batch 16: every answer token weighs
+    the same, although the two halves hold different numbers of answer tokens."""
+    from minigpt.common.config import load_config
+    from minigpt.runners.train_recipe import TrainRecipe
+
+    def trained(name, batch_size, accum):
+        no_dropout = ["model.qformer_config.hidden_dropout_prob=0.0", "model.qformer_config.attention_probs_dropout_prob=0.0"]
+        recipe = TrainRecipe(load_config(REPO / STAGE2, options(shapes_dir, tmp_path / name, "run.iters_per_epoch=4", *no_dropout,
+                                                               f"datasets.sharegpt4v.batch_size={batch_size}",
+                                                               f"run.accum_grad_iters={accum}")))
+        recipe.setup()
+        halves = [next(recipe.batches.iterate(start_micro_step=micro))[1] for micro in range(2)]
+        recipe.train()
+        recipe.close()
+        return losses(tmp_path / name), read_weights(tmp_path / name), halves
+
+    big_losses, big_weights, _ = trained("big", 16, 1)
+    accumulated_losses, accumulated_weights, halves = trained("accumulated", 8, 2)
+    assert len({int((half["labels"] != -100).sum()) for half in halves}) == 2  # the halves differ in answer tokens
+    assert list(accumulated_losses.values()) == pytest.approx(list(big_losses.values()), rel=1e-4)
+    assert all(torch.allclose(big_weights[key], accumulated_weights[key], atol=1e-5) for key in big_weights)
+
+
 def test_non_finite_loss_stops_with_step_and_sample_ids(shapes_dir, tmp_path):
     from minigpt.common.config import load_config
     from minigpt.runners.train_recipe import TrainRecipe

@@ -155,14 +155,20 @@ class TrainRecipe:
             lr = self.schedule.lr_at(self.step)
             for group in self.engine.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            for micro in range(accum):
-                name, batch = next(data)
+            micro_batches = [next(data) for _ in range(accum)]
+            # Every answer token of the step counts the same, as in one big batch, however the tokens fall
+            # across micro-batches and ranks (a mean of each batch's mean would favour short answers): a
+            # micro-batch's mean loss is weighted by its tokens over the mean tokens per rank, since DDP
+            # and DeepSpeed average the ranks' gradients.
+            answer_tokens = [int((batch["labels"][:, 1:] != -100).sum()) for _, batch in micro_batches]
+            tokens_per_rank = all_reduce_mean(torch.tensor(float(sum(answer_tokens)), device=self.device)).item()
+            for micro, ((name, batch), tokens) in enumerate(zip(micro_batches, answer_tokens)):
                 if self.model.adapters:
                     self.model.adapters.use(self.adapter_of[name])
                 accounting.add(batch)
                 mix[name] += len(batch["ids"])
                 with self.engine.accumulating(last_micro=micro == accum - 1):
-                    loss = self._micro_step(batch) / accum
+                    loss = self._micro_step(batch) * (tokens / max(tokens_per_rank, 1.0))
                     self.engine.backward(loss)
                 supervised = (batch["labels"] != -100).sum().item()
                 window["loss"] += loss.item()
