@@ -98,6 +98,20 @@ def test_accumulation_trains_as_one_big_batch(shapes_dir, tmp_path):
     assert all(torch.allclose(big_weights[key], accumulated_weights[key], atol=1e-5) for key in big_weights)
 
 
+def test_an_epoch_of_one_pass_says_what_it_holds_when_accumulation_does_not_divide_it(shapes_dir, tmp_path, capsys):
+    from minigpt.common.config import load_config
+    from minigpt.runners.train_recipe import TrainRecipe
+
+    recipe = TrainRecipe(load_config(REPO / STAGE2, options(shapes_dir, tmp_path, "run.iters_per_epoch=null",
+                                                           "run.accum_grad_iters=7")))
+    recipe.setup()
+    batches = recipe.batches.streams["sharegpt4v"].batches_per_pass()
+    recipe.close()
+    assert batches % 7 and recipe.iters_per_epoch == batches // 7
+    assert f"one pass over the data is {batches} batches, not a multiple of accum_grad_iters 7: an epoch is " \
+           f"{batches // 7} steps" in capsys.readouterr().out
+
+
 def test_non_finite_loss_stops_with_step_and_sample_ids(shapes_dir, tmp_path):
     from minigpt.common.config import load_config
     from minigpt.runners.train_recipe import TrainRecipe

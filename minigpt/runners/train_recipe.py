@@ -135,7 +135,13 @@ class TrainRecipe:
         streams = list(self.batches.streams.values())
         if len(streams) != 1 or streams[0].streamed:
             raise ValueError("run.iters_per_epoch: required for streamed or mixed data sets")
-        return max(1, streams[0].batches_per_pass() // self.run.accum_grad_iters)
+        batches, accum = streams[0].batches_per_pass(), self.run.accum_grad_iters
+        steps = max(1, batches // accum)
+        if batches % accum:  # nothing is dropped: the data stream runs on across epochs
+            self.print(f"one pass over the data is {batches} batches, not a multiple of accum_grad_iters {accum}: an "
+                       f"epoch is {steps} steps ({steps * accum} batches), the data running on into the next epoch "
+                       f"(set run.iters_per_epoch to choose)")
+        return steps
 
     # ---- train ----------------------------------------------------------------------------------
     def train(self) -> None:
