@@ -122,6 +122,8 @@ def check_config(config, limit: int | None = None) -> list[Report]:
         else:
             report.records = len(dataset)
             check_records(report, dataset, collator, limit)
+        if report.records == 0:  # training would stop on it: fewer samples than one batch
+            report.add("-", "no records", "the data set yields no sample (an empty file, or every record filtered out)")
     return reports
 
 

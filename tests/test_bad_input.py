@@ -92,3 +92,9 @@ def test_check_dataset_reports_problems_with_record_ids(tmp_path, shapes_dir, fo
     assert check_dataset_main(["--cfg-path", str(clean)]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("laion")}
     assert rows["laion"][1:4] == ["12", "12", "0"]
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    _, path = dataset_config(tmp_path, shapes_dir, {"sharegpt4v": {"build_info": {"ann_path": str(empty),
+                                                                                  "image_path": str(tmp_path)}}})
+    assert check_dataset_main(["--cfg-path", str(path)]) == 1
+    assert "record -: no records: the data set yields no sample" in capsys.readouterr().out
