@@ -25,6 +25,7 @@ from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
 from minigpt.common.registry import register_runner
 from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
+from minigpt.datasets.collator import IGNORE_INDEX
 from minigpt.datasets.loader import BatchStream, MixedBatches
 from minigpt.runners.engines import DeepSpeedEngine, PlainEngine, deepspeed_settings
 
@@ -166,7 +167,7 @@ class TrainRecipe:
             # across micro-batches and ranks (a mean of each batch's mean would favour short answers): a
             # micro-batch's mean loss is weighted by its tokens over the mean tokens per rank, since DDP
             # and DeepSpeed average the ranks' gradients.
-            answer_tokens = [int((batch["labels"][:, 1:] != -100).sum()) for _, batch in micro_batches]
+            answer_tokens = [int((batch["labels"] != IGNORE_INDEX).sum()) for _, batch in micro_batches]
             tokens_per_rank = all_reduce_mean(torch.tensor(float(sum(answer_tokens)), device=self.device)).item()
             for micro, ((name, batch), tokens) in enumerate(zip(micro_batches, answer_tokens)):
                 if self.model.adapters:
@@ -176,10 +177,9 @@ class TrainRecipe:
                 with self.engine.accumulating(last_micro=micro == accum - 1):
                     loss = self._micro_step(batch) * (tokens / max(tokens_per_rank, 1.0))
                     self.engine.backward(loss)
-                supervised = (batch["labels"] != -100).sum().item()
                 window["loss"] += loss.item()
                 window["samples"] += len(batch["ids"])
-                window["supervised"] += supervised
+                window["supervised"] += tokens
                 window["tokens"] += batch["attention_mask"].sum().item()
             grad_norm = self.engine.step()
             self.step += 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require
+from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require, require_text
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
 from minigpt.datasets.builders.vqa_builders import VQAEvaluation
 
@@ -52,8 +52,8 @@ class LabelledBuilder(FixedWordingBuilder):
             label = require(record, "label", ann_path, index)
             if label not in (0, 1):
                 raise AnnotationError(ann_path, index, f"field 'label' must be 0 or 1, got {label!r}", record.get("id"))
-            records.append({"id": str(record.get("id", index)), "image": require(record, self.image_field, ann_path, index),
-                            "question": require(record, self.text_field, ann_path, index),
+            records.append({"id": str(record.get("id", index)), "image": require_text(record, self.image_field, ann_path, index),
+                            "question": require_text(record, self.text_field, ann_path, index),
                             "answers": [self.label_answers[0] if label == 1 else self.label_answers[1]]})
         return records
 
@@ -109,7 +109,7 @@ class IconQABuilder(FixedWordingBuilder):
                 raise AnnotationError(ann_path, index, f"field 'answer' must be one of the choices {choices}, got "
                                       f"{answer!r}", problem_id)
             records.append({"id": problem_id, "image": f"{problem_id}/image.png",
-                            "question": require(problem, "question", ann_path, index),
+                            "question": require_text(problem, "question", ann_path, index),
                             "answers": [str(choices[answer] if released else answer)],
                             "choices": [str(choice) for choice in choices]})
         return records

@@ -58,9 +58,7 @@ class FaceAnnotationBuilder(AnnotationBuilder):
                 parsed = {"id": record_id, "image": image, "turns": turns, "notes": notes, "section": section}
             else:
                 section = require(record, "section", ann_path, index)
-                answer = require(record, "answer", ann_path, index)
-                if not isinstance(answer, str) or not answer.strip():
-                    raise AnnotationError(ann_path, index, "field 'answer' is empty", record_id)
+                answer = require_text(record, "answer", ann_path, index)
                 parsed = {"id": record_id, "image": image, "section": section, "question": record.get("question"),
                           "answer": answer.strip()}
             records.append(parsed)
