@@ -29,11 +29,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "dataset"))
 
 from example_formats import write_examples  # noqa: E402
-from minigpt.common.config import load_config  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
 from minigpt.common import registry  # noqa: E402
+from minigpt.config.loader import load_config  # noqa: E402
+from minigpt.conversation.collator import collator_for  # noqa: E402
 from minigpt.datasets.builders.base import build_dataset  # noqa: E402
 from minigpt.datasets.loader import BatchStream  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 TINY = REPO / "train_configs" / "tiny_stage2.yaml"
 
@@ -69,7 +71,7 @@ def training_rate(config, batch_size: int, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     name, section = next(iter(config.datasets.items()))
     dataset = build_dataset(name, section)
-    batches = BatchStream(name, dataset, batch_size, model.collator(), seed=0).batches()
+    batches = BatchStream(name, dataset, batch_size, collator_for(model, config.model.max_txt_len), seed=0).batches()
     times = []
     for step in range(steps + 2):
         batch = next(batches)
@@ -101,7 +103,7 @@ def main() -> None:
                  grounding_test_images=0)
         sections = write_examples(folder / "formats", images=args.images, shards=4)
         config = tiny_config(folder, folder / "shapes" / "tokenizer", sections, args.image_size, args.batch_size)
-        collator = registry.get("model", config.model.arch).from_config(config.model).collator()
+        collator = collator_for(registry.get("model", config.model.arch).from_config(config.model), config.model.max_txt_len)
         rows = []
         for name, section in config.datasets.items():
             dataset = build_dataset(name, section)

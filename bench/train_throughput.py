@@ -30,10 +30,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (H100_BF16_FLOPS, LLAMA2_7B, REPO, blip2_baseline, report, run_child,  # noqa: E402
-                          small_tokenizer, write_result)
+from bench.common import (  # noqa: E402
+    H100_BF16_FLOPS,
+    LLAMA2_7B,
+    REPO,
+    blip2_baseline,
+    report,
+    run_child,
+    small_tokenizer,
+    write_result,
+)
 from minigpt.common import registry  # noqa: E402
-from minigpt.common.config import load_config  # noqa: E402
+from minigpt.config.loader import load_config  # noqa: E402
+from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER  # noqa: E402
 from minigpt.models.inference import peak_memory_gib  # noqa: E402
 
@@ -67,7 +76,7 @@ def batches(model, image_size: int, stage: str, batch_size: int, words: int, cou
             answer = " ".join(vocabulary[int(i)] for i in torch.randint(len(vocabulary), (length,), generator=generator))
             samples.append({"id": str(index), "image": torch.randn(3, image_size, image_size, generator=generator),
                             "turns": [(USER, question), (ASSISTANT, answer)]})
-        result.append(model.collator()(samples))
+        result.append(collator_for(model)(samples))
     return result
 
 

@@ -73,7 +73,7 @@ def dataset_config(tmp_path: Path, data_dir: Path, datasets: dict, base: str = "
     """The tiny stage-2 model with `datasets` ({name: section}) instead of its own, written and loaded."""
     from omegaconf import OmegaConf
 
-    from minigpt.common.config import load_config
+    from minigpt.config.loader import load_config
 
     config = OmegaConf.load(REPO / base)
     config.model.tokenizer = str(data_dir / "tokenizer")

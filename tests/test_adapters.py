@@ -11,7 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from conftest import REPO, run_script
 from minigpt.common import registry
-from minigpt.common.config import ConfigError, load_config
+from minigpt.common.errors import ConfigError
+from minigpt.config.loader import load_config
+from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 
 CONFIG = REPO / "train_configs/tiny_v2_adapters.yaml"
@@ -43,7 +45,7 @@ def batch(model):
     samples = [{"id": str(i), "image": torch.randn(3, *size), "turns": [(USER, q), (ASSISTANT, a)], "task": t}
                for i, (q, a, t) in enumerate([("the red square", "{<10><20><30><40>}", "refer"),
                                               ("What colors are in the image?", "red and blue", "vqa")])]
-    return model.collator()(samples)
+    return collator_for(model)(samples)
 
 
 def logits(model, inputs) -> torch.Tensor:
@@ -171,7 +173,7 @@ def test_training_one_adapter_leaves_the_others_and_the_base_unchanged(shapes_di
             "--options", f"model.tokenizer={shapes_dir}/tokenizer"]
     adapted = [json.loads(line) for line in run_script(demo + [f"model.ckpt={out}"]).stdout.splitlines()]
     assert [a["adapter"] for a in adapted] == ["grounding"] * 4
-    run_script(["-m", "minigpt.export", "--cfg-path", "eval_configs/tiny_v2_adapters_eval.yaml",
+    run_script(["-m", "minigpt", "export", "--cfg-path", "eval_configs/tiny_v2_adapters_eval.yaml",
                 "--adapter", "grounding", "--out", str(tmp_path / "merged"),
                 "--options", f"model.tokenizer={shapes_dir}/tokenizer", f"model.ckpt={out}"])
     merged_demo = [a if a != "eval_configs/tiny_v2_adapters_eval.yaml" else str(tmp_path / "merged" / "config.yaml")

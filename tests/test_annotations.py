@@ -5,8 +5,14 @@ import pickle
 
 import pytest
 
-from minigpt.datasets.annotations import (AnnotationError, load_plain_pickle, load_records, parse_conversation,
-                                          require, subsample)
+from minigpt.datasets.annotations import (
+    AnnotationError,
+    load_plain_pickle,
+    load_records,
+    parse_conversation,
+    require,
+    subsample,
+)
 
 
 def test_malformed_json_names_file_and_record(tmp_path):

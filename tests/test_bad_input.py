@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from conftest import dataset_config, run_script
-from minigpt.check_dataset import main as check_dataset_main
+from minigpt.cli.main import main as minigpt_main
 from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
 
@@ -78,7 +78,7 @@ def test_check_dataset_reports_problems_with_record_ids(tmp_path, shapes_dir, fo
     datasets = {"sharegpt4v": broken_sharegpt, "gqa": formats["gqa"],
                 "ok_vqa": {"build_info": {"ann_path": str(bad_json), "image_path": str(tmp_path)}}}
     _, path = dataset_config(tmp_path, shapes_dir, datasets)
-    assert check_dataset_main(["--cfg-path", str(path)]) == 1
+    assert minigpt_main(["check-data", "--cfg-path", str(path)]) == 1
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in datasets}
     assert rows["gqa"].split()[1:4] == ["12", "12", "0"] and rows["gqa"].endswith("none")
@@ -89,12 +89,12 @@ def test_check_dataset_reports_problems_with_record_ids(tmp_path, shapes_dir, fo
     assert "bad.json: record 1: malformed JSON" in out
     # a resampled stream (as stage-1 configs set) is endless in training; the check reads each shard once
     _, clean = dataset_config(tmp_path, shapes_dir, {"gqa": formats["gqa"], "laion": {**formats["laion"], "resampled": True}})
-    assert check_dataset_main(["--cfg-path", str(clean)]) == 0
+    assert minigpt_main(["check-data", "--cfg-path", str(clean)]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("laion")}
     assert rows["laion"][1:4] == ["12", "12", "0"]
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
     _, path = dataset_config(tmp_path, shapes_dir, {"sharegpt4v": {"build_info": {"ann_path": str(empty),
                                                                                   "image_path": str(tmp_path)}}})
-    assert check_dataset_main(["--cfg-path", str(path)]) == 1
+    assert minigpt_main(["check-data", "--cfg-path", str(path)]) == 1
     assert "record -: no records: the data set yields no sample" in capsys.readouterr().out

@@ -61,14 +61,10 @@ def test_iou_and_drawing():
 
 
 def test_demo_saves_a_copy_with_the_answer_boxes_drawn(tmp_path):
-    import importlib.util
     from types import SimpleNamespace
 
-    from conftest import REPO
+    from minigpt.cli import chat as demo
 
-    spec = importlib.util.spec_from_file_location("demo", REPO / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
     chat = SimpleNamespace(raw_image=Image.new("RGB", (200, 100), "white"))
     answer = "<p>the red square</p> {<10><20><50><80>} and {<1><2><3>}"
     path = demo.save_boxes(chat, answer, str(tmp_path / "drawn"))

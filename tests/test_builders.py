@@ -8,9 +8,9 @@ import re
 import pytest
 
 from conftest import dataset_config
+from minigpt.conversation.collator import IGNORE_INDEX, ConversationCollator
 from minigpt.conversation.template import ASSISTANT, PromptTemplate
 from minigpt.datasets.builders.base import build_dataset
-from minigpt.datasets.collator import IGNORE_INDEX, ConversationCollator
 from minigpt.models.tokenizer import load_tokenizer
 
 LLAMA2_V2 = PromptTemplate("[INST] {} [/INST] ", "</s>", task_identifiers=True)

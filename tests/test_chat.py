@@ -13,8 +13,9 @@ from minigpt.conversation.template import ASSISTANT, USER
 @pytest.fixture(scope="module")
 def chat(shapes_dir) -> Chat:
     """The tiny MiniGPT-4 (random weights, Vicuna v0 template ending answers with ###) about a red square."""
-    from minigpt.common.config import load_config
-    from minigpt.models.inference import image_processor_for, load_for_inference
+    from minigpt.cli.options import image_processor_for
+    from minigpt.config.loader import load_config
+    from minigpt.models.inference import load_for_inference
 
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"],
                          for_training=False)
@@ -72,7 +73,7 @@ def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
     in the conversation), computed here from one pair at a time; the chosen answer is the choice with the
     lowest, whatever the choices' order, and a prompt longer than max_txt_len is not cut."""
     from minigpt.conversation.chat import choose_answers
-    from minigpt.datasets.collator import ConversationCollator
+    from minigpt.conversation.collator import ConversationCollator
 
     samples = [{"id": "colours", "image": chat.image, "turns": [(USER, "Which colors do you see?")],
                 "choices": ["red", "blue and green", "a yellow circle at the top left", "purple"]},

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from minigpt.common.checkpoint import latest_checkpoint, load_training_state, load_weights, read_weights, save_checkpoint
+from minigpt.common.checkpoint import latest_checkpoint, load_training_state, read_weights, save_checkpoint
+from minigpt.conversation.collator import collator_for
+from minigpt.models.weights import load_weights
 
 
 class Tiny(nn.Module):
@@ -85,10 +87,10 @@ def test_malicious_pickle_is_refused(tmp_path):
 
 
 def test_export_merges_the_llm_lora_and_gives_the_same_logits(shapes_dir, tmp_path):
-    """A LoRA model saved by training, exported by `python -m minigpt.export`, loads as a plain model."""
+    """A LoRA model saved by training, exported by `minigpt export`, loads as a plain model."""
     from conftest import REPO, run_script
     from minigpt.common import registry
-    from minigpt.common.config import load_config
+    from minigpt.config.loader import load_config
     from minigpt.conversation.template import ASSISTANT, USER
     from minigpt.models.inference import load_for_inference
 
@@ -99,14 +101,14 @@ def test_export_merges_the_llm_lora_and_gives_the_same_logits(shapes_dir, tmp_pa
     size = config.model.image_size
     samples = [{"id": "0", "image": torch.randn(3, size, size), "task": "vqa",
                 "turns": [(USER, "What colors are in the image?"), (ASSISTANT, "red and blue")]}]
-    batch = model.collator()(samples)
+    batch = collator_for(model)(samples)
     with torch.no_grad():
         base = model(batch)["logits"]
     for key, param in model.named_parameters():
         if "lora_B" in key:  # zero at init, which would make the merge trivially exact
             nn.init.normal_(param, std=0.05)
     save_checkpoint(tmp_path / "run", 1, model.checkpoint_weights(), {"step": 1})
-    run_script(["-m", "minigpt.export", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *options,
+    run_script(["-m", "minigpt", "export", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *options,
                 f"model.ckpt={tmp_path}/run", "--out", str(tmp_path / "merged")])
 
     exported = load_config(tmp_path / "merged" / "config.yaml", [], for_training=False)

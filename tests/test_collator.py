@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from minigpt.conversation.collator import IGNORE_INDEX, ConversationCollator, UnsupervisedSampleError
 from minigpt.conversation.template import ASSISTANT, USER, PromptTemplate
-from minigpt.datasets.collator import IGNORE_INDEX, ConversationCollator, UnsupervisedSampleError
 from minigpt.models.tokenizer import load_tokenizer
 
 VICUNA = PromptTemplate("###Human: {} ###Assistant: ", "###")

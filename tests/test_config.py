@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from minigpt.common.config import ConfigError, load_config, parse_options
+from minigpt.common.errors import ConfigError
+from minigpt.config.loader import load_config, parse_options
 
 REPO = Path(__file__).resolve().parents[1]
 

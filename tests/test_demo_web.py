@@ -1,4 +1,4 @@
-"""demo_web.py: its callbacks directly, and the whole page driven from headless Chromium."""
+"""The web demo (minigpt web, demo_web.py): its callbacks directly, and the whole page driven from headless Chromium."""
 import re
 import shutil
 import socket
@@ -13,9 +13,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO))
-from demo_web import Session, WebChat  # noqa: E402
+from minigpt.serving import web_demo
+from minigpt.serving.web_demo import Session, WebChat
 
 QUESTION = "Which colors do you see?"
 
@@ -30,8 +29,9 @@ def red_square(path):
 @pytest.fixture(scope="module")
 def tiny(shapes_dir):
     """(config options, model, image processor) of the tiny MiniGPT-4 with the demo's random weights."""
-    from minigpt.common.config import load_config
-    from minigpt.models.inference import image_processor_for, load_for_inference
+    from minigpt.cli.options import image_processor_for
+    from minigpt.config.loader import load_config
+    from minigpt.models.inference import load_for_inference
 
     options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"]
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", options, for_training=False)
@@ -65,10 +65,9 @@ def test_asking_streams_keeps_each_sessions_history_and_adds_the_task(tiny, tmp_
 
 
 def test_boxes_in_an_answer_are_drawn_on_the_image(tiny, tmp_path, monkeypatch):
-    import demo_web
 
     # The random tiny model names no boxes, so the answer is a MiniGPT-v2 grounding answer of our own.
-    monkeypatch.setattr(demo_web, "stream_answer", lambda *args: iter(["<p>the red square</p> ", "{<12><12><62><62>}"]))
+    monkeypatch.setattr(web_demo, "stream_answer", lambda *args: iter(["<p>the red square</p> ", "{<12><12><62><62>}"]))
     web = WebChat(tiny[1], tiny[2], max_image_mb=20)
     session = web.upload(str(red_square(tmp_path / "red.png")))[0]
     session, chat, shown, _, status = list(web.ask(session, "the red square", "refer", 1, 0.0, 16))[-1]

@@ -10,7 +10,8 @@ import torch
 
 from conftest import REPO, losses, stage2_options
 from minigpt.common.checkpoint import read_weights
-from minigpt.common.config import ConfigError, load_config
+from minigpt.common.errors import ConfigError
+from minigpt.config.loader import load_config
 
 STAGE2 = "train_configs/tiny_stage2.yaml"
 BIN = os.path.dirname(sys.executable)

@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import REPO, run_script
 from minigpt.common import registry
-from minigpt.common.config import ConfigError, load_config
+from minigpt.common.errors import ConfigError
+from minigpt.config.loader import load_config
 from minigpt.conversation.template import ASSISTANT, USER
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from minigpt.common import registry
-from minigpt.common.config import load_config
+from minigpt.config.loader import load_config
+from minigpt.conversation.collator import collator_for
 from minigpt.models.inference import load_for_inference, plan_device_map, split_llm
 
 
@@ -74,7 +75,7 @@ def test_a_dispatched_llm_answers_as_the_whole_one(shapes_dir, tmp_path):
     model = load_for_inference(config, torch.device("cpu"))
     sample = {"id": "q", "image": torch.randn(3, 32, 32), "task": "vqa",
               "turns": [("user", "Which colors do you see?")]}
-    batch = model.collator().generation_batch([sample])
+    batch = collator_for(model).generation_batch([sample])
     expected = model.generate(batch, max_new_tokens=8, repetition_penalty=1.0)
 
     device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.norm": "cpu",

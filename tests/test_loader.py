@@ -71,7 +71,6 @@ def test_shards_are_split_by_rank_without_overlap(shapes_dir):
 
 def test_corrupt_shard_image_is_reported_not_fatal(tmp_path):
     import webdataset as wds
-
     from PIL import Image
 
     encoded = io.BytesIO()

@@ -1,7 +1,6 @@
 """Memory and speed switches must not change the maths: gradient checkpointing, fused attention."""
 import pytest
 import torch
-
 from test_model import batch_for, build, tiny_config
 
 NO_DROPOUT = ["model.qformer_config.hidden_dropout_prob=0.0", "model.qformer_config.attention_probs_dropout_prob=0.0",
@@ -78,7 +77,7 @@ def test_feature_cache_stays_within_its_size_and_keys_on_the_weights(shapes_dir)
 
 
 def test_feature_cache_needs_a_frozen_vision_encoder(shapes_dir):
-    from minigpt.common.config import ConfigError
+    from minigpt.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.feature_cache_gb.*frozen vision encoder"):
         tiny_config(shapes_dir, "model.feature_cache_gb=1", "model.parts.vision_encoder.mode=full")

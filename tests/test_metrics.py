@@ -3,8 +3,16 @@ import math
 
 import pytest
 
-from minigpt.evaluation.metrics import (METRICS, caption_tokens, exact_match, grounding_iou, normalize_answer,
-                                        score_captions, score_refer, vqa_accuracy)
+from minigpt.evaluation.metrics import (
+    METRICS,
+    caption_tokens,
+    exact_match,
+    grounding_iou,
+    normalize_answer,
+    score_captions,
+    score_refer,
+    vqa_accuracy,
+)
 
 
 @pytest.mark.parametrize("text, normalised", [

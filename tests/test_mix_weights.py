@@ -7,10 +7,12 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from minigpt.cli.main import main as minigpt_main
 from minigpt.common import registry
-from minigpt.common.checkpoint import load_weights, save_checkpoint
-from minigpt.common.config import load_config
-from minigpt.mix_weights import main, mix_checkpoints
+from minigpt.common.checkpoint import save_checkpoint
+from minigpt.config.loader import load_config
+from minigpt.models.weights import load_weights
+from minigpt.tools.mix_weights import mix_checkpoints
 
 
 def finetuned(shapes_dir, tmp_path, name, seed, *options):
@@ -48,7 +50,7 @@ def test_alpha_0_and_1_reproduce_the_inputs_exactly(two_domains, tmp_path):
 def test_half_way_is_the_mean_and_loads_as_a_checkpoint(two_domains, tmp_path):
     a, b, model, config = two_domains
     out = tmp_path / "mixed"
-    main(["--ckpt", str(a), "--ckpt", str(b), "--alpha", "0.5", "--out", str(out)])
+    assert minigpt_main(["mix-weights", "--ckpt", str(a), "--ckpt", str(b), "--alpha", "0.5", "--out", str(out)]) == 0
     first, second, mixed = (load_file(path / "model.safetensors") for path in (a, b, out))
     key = "llama_model.model.layers.0.mlp.up_proj.weight"
     torch.testing.assert_close(mixed[key], (first[key] + second[key]) / 2)
@@ -94,12 +96,12 @@ def test_lora_factors_are_refused(two_domains, tmp_path):
         weights = load_file(path / "model.safetensors")
         weights["llama_model.model.layers.0.self_attn.q_proj.lora_A.weight"] = torch.randn(4, 128)
         save_file(weights, path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"LoRA weights .*python -m minigpt.export"):
+    with pytest.raises(ValueError, match=r"LoRA weights .*minigpt export"):
         mix_checkpoints(a, b, 0.5, tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 
-def test_integer_tensors_must_agree_and_bad_arguments_fail_clearly(two_domains, tmp_path):
+def test_integer_tensors_must_agree_and_bad_arguments_fail_clearly(two_domains, tmp_path, capsys):
     a, b, _, _ = two_domains
     weights = load_file(b / "model.safetensors")
     weights["step_counter"] = torch.tensor([8])
@@ -111,7 +113,7 @@ def test_integer_tensors_must_agree_and_bad_arguments_fail_clearly(two_domains, 
     with pytest.raises(ValueError, match=r"--alpha 1.5: must lie in \[0, 1\]"):
         mix_checkpoints(a, a, 1.5, tmp_path / "never")
     (tmp_path / "taken").mkdir()
-    with pytest.raises(SystemExit, match="exists; choose a new folder"):
-        main(["--ckpt", str(a), "--ckpt", str(a), "--out", str(tmp_path / "taken")])
+    assert minigpt_main(["mix-weights", "--ckpt", str(a), "--ckpt", str(a), "--out", str(tmp_path / "taken")]) == 2
+    assert "exists; choose a new folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--ckpt", str(a), "--out", str(tmp_path / "one")])
+        minigpt_main(["mix-weights", "--ckpt", str(a), "--out", str(tmp_path / "one")])

@@ -7,7 +7,8 @@ import torch
 
 from conftest import REPO, stage2_options
 from minigpt.common import registry
-from minigpt.common.config import load_config
+from minigpt.config.loader import load_config
+from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 
 
@@ -23,7 +24,7 @@ def build(config):
 def batch_for(model, images, questions=("What color is the circle?",), answers=("red",)):
     samples = [{"id": str(i), "image": image, "turns": [(USER, q), (ASSISTANT, a)]}
                for i, (image, q, a) in enumerate(zip(images, questions, answers))]
-    return model.collator()(samples)
+    return collator_for(model)(samples)
 
 
 def test_forward_shapes_and_part_modes(shapes_dir):
@@ -175,7 +176,7 @@ def test_minigpt_v2_arch_uses_its_defaults(shapes_dir):
     assert trainable == {"visual_encoder", "ln_vision", "llama_proj", "llama_model"}
     assert all("lora_" in name for name, p in model.llama_model.named_parameters() if p.requires_grad)
     sample = {"id": "0", "image": torch.zeros(3, size, size), "task": "vqa", "turns": [(USER, "Which color?"), (ASSISTANT, "red")]}
-    batch = model.collator()([sample])
+    batch = collator_for(model)([sample])
     prompt = model.tokenizer.decode(batch["input_ids"][0][~batch["image_slots"][0]])
     assert prompt.replace(" ", "") == "<s>[INST]<Img></Img>[vqa]Whichcolor?[/INST]red</s>"
 

@@ -5,11 +5,12 @@ import torch
 
 from conftest import REPO, stage2_options
 from minigpt.common import registry
-from minigpt.common.checkpoint import load_weights
-from minigpt.common.config import load_config
+from minigpt.config.loader import load_config
+from minigpt.conversation.collator import collator_for
 from minigpt.models.llm import build_llm
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.vision_encoder import build_vision_encoder
+from minigpt.models.weights import load_weights
 
 TINY_VIT = dict(patch_size=14, embed_dim=32, depth=2, num_heads=2)
 
@@ -155,6 +156,7 @@ def llama_folder(shapes_dir, folder):
 def edit_shard(folder, edit) -> None:
     """Apply `edit` to the weights of the shard that holds model.layers.1.mlp.up_proj.weight."""
     import json
+
     from safetensors.torch import load_file, save_file
 
     shard = folder / json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]["model.layers.1.mlp.up_proj.weight"]
@@ -228,7 +230,7 @@ def test_llama_folder_code_runs_only_when_the_config_trusts_it(shapes_dir, tmp_p
 
 
 def test_weight_urls_and_missing_files_are_refused_before_building(shapes_dir, tmp_path):
-    from minigpt.common.config import ConfigError
+    from minigpt.common.errors import ConfigError
 
     url = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
     with pytest.raises(ConfigError, match="model.vit_weights.*URL"):
@@ -264,7 +266,7 @@ def test_released_v2_eval_config_chats_with_checkpoint_lora_on_an_8bit_llm(shape
     assert type(q_proj.base_layer).__name__ == "Linear8bitLt" and torch.equal(q_proj.lora_B.default.weight,
                                                                              released["llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"])
     assert torch.equal(low.llama_proj.weight, released["llama_proj.weight"])
-    batch = low.collator().generation_batch([{"id": "q", "image": torch.randn(3, 56, 56), "turns": [("user", "[vqa] what colour?")]}])
+    batch = collator_for(low).generation_batch([{"id": "q", "image": torch.randn(3, 56, 56), "turns": [("user", "[vqa] what colour?")]}])
     with torch.no_grad():
         expected = full.llama_model(inputs_embeds=full.embed_inputs(batch["input_ids"], batch["image_slots"], batch["images"])).logits
         got = low.llama_model(inputs_embeds=low.embed_inputs(batch["input_ids"], batch["image_slots"], batch["images"])).logits

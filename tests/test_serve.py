@@ -67,9 +67,10 @@ def expected_answer(server):
     """What the chat engine answers in this process, with the same seed and config as the server."""
     import torch
 
-    from minigpt.common.config import load_config
+    from minigpt.cli.options import image_processor_for
+    from minigpt.config.loader import load_config
     from minigpt.conversation.chat import Chat, GenerationOptions
-    from minigpt.models.inference import image_processor_for, load_for_inference
+    from minigpt.models.inference import load_for_inference
 
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", server[2], for_training=False)
     torch.manual_seed(config.run.seed)

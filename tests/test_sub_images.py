@@ -5,7 +5,9 @@ import torch
 from omegaconf import OmegaConf
 
 from minigpt.common import registry
-from minigpt.common.config import ConfigError, load_config
+from minigpt.common.errors import ConfigError
+from minigpt.config.loader import load_config
+from minigpt.conversation.collator import collator_for
 from minigpt.models.minigpt import image_token_count
 from minigpt.models.sub_images import join_views, split_views, tokens_per_image
 
@@ -61,7 +63,7 @@ def test_token_counts_and_order_in_the_image_slot(shapes_dir, layout, grid):
     model, config = build(shapes_dir, cfg_path, grid, *options)
     expected = per_view if grid == 1 else (1 + grid * grid) * (per_view + 1)
     assert model.num_image_tokens == expected == image_token_count(config.model) == tokens_per_image(per_view, grid)
-    assert model.collator().num_image_tokens == expected
+    assert collator_for(model).num_image_tokens == expected
 
     model.eval()
     size = config.model.image_size
@@ -83,10 +85,10 @@ def test_token_counts_and_order_in_the_image_slot(shapes_dir, layout, grid):
 
 
 def test_the_prompt_holds_every_image_token_and_the_budget_counts_them(shapes_dir):
-    model, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 2)
+    model, config = build(shapes_dir, "train_configs/tiny_v2.yaml", 2)
     sample = {"id": "a", "image": torch.zeros(3, 64, 64), "task": "vqa",
               "turns": [("user", "What color is it?"), ("assistant", "red")]}
-    batch = model.collator()([sample])
+    batch = collator_for(model, config.model.max_txt_len)([sample])
     assert batch["image_slots"].sum().item() == 5 * 17
     model.train()
     model(batch)["loss"].backward()
@@ -94,15 +96,15 @@ def test_the_prompt_holds_every_image_token_and_the_budget_counts_them(shapes_di
 
     # 90 tokens hold the prompt with one view's 16 image tokens, not with the 85 of 2 x 2 sub-images.
     plain, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 1, "model.max_txt_len=90")
-    assert not plain.collator()([{**sample, "image": torch.zeros(3, 32, 32)}])["skipped"]
+    assert not collator_for(plain, 90)([{**sample, "image": torch.zeros(3, 32, 32)}])["skipped"]
     tight, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 2, "model.max_txt_len=90")
-    assert tight.collator()([sample])["skipped"]
+    assert collator_for(tight, 90)([sample])["skipped"]
 
 
 def test_text_only_batches_train_with_sub_images(shapes_dir):
     model, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 2)
     model.train()
-    batch = model.collator()([{"id": "t", "image": None, "task": None,
+    batch = collator_for(model)([{"id": "t", "image": None, "task": None,
                                "turns": [("user", "Say red."), ("assistant", "red")]}])
     model(batch)["loss"].backward()
     assert model.view_separator.grad is not None  # reached through the masked-out blank image

@@ -10,6 +10,7 @@ import torch
 
 from conftest import REPO, dataset_config
 from minigpt.common import registry
+from minigpt.conversation.collator import collator_for
 from minigpt.datasets.loader import BatchStream
 
 
@@ -27,7 +28,7 @@ def half_text_only(tmp_path, formats):
 def test_text_only_batch_gives_every_trainable_part_a_gradient(tmp_path, shapes_dir, formats):
     config, _ = dataset_config(tmp_path, shapes_dir, {"sharegpt4v": half_text_only(tmp_path, formats)})
     model = registry.get("model", config.model.arch).from_config(config.model)
-    collator = model.collator()
+    collator = collator_for(model, config.model.max_txt_len)
     from minigpt.datasets.builders.base import build_dataset
 
     dataset = build_dataset("sharegpt4v", config.datasets.sharegpt4v)

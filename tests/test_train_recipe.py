@@ -50,7 +50,7 @@ def test_killed_run_resumes_to_the_same_loss_curve(shapes_dir, tmp_path):
 def test_resume_keeps_the_data_position_and_takes_the_configs_optimiser_settings(shapes_dir, tmp_path):
     """Another accumulation or batch size would make the saved step mean other samples, so it is refused;
     changed weight decay, betas and lr_mult are this run's, not the checkpoint's (Adam's moments are kept)."""
-    from minigpt.common.config import load_config
+    from minigpt.config.loader import load_config
     from minigpt.runners.train_recipe import TrainRecipe
 
     def recipe(*extra):
@@ -77,7 +77,7 @@ def test_resume_keeps_the_data_position_and_takes_the_configs_optimiser_settings
 def test_accumulation_trains_as_one_big_batch(shapes_dir, tmp_path):
     """Batch 8 x 2 micro-batches gives the loss curve and weights of batch 16: every answer token weighs
     the same, although the two halves hold different numbers of answer tokens."""
-    from minigpt.common.config import load_config
+    from minigpt.config.loader import load_config
     from minigpt.runners.train_recipe import TrainRecipe
 
     def trained(name, batch_size, accum):
@@ -99,7 +99,7 @@ def test_accumulation_trains_as_one_big_batch(shapes_dir, tmp_path):
 
 
 def test_an_epoch_of_one_pass_says_what_it_holds_when_accumulation_does_not_divide_it(shapes_dir, tmp_path, capsys):
-    from minigpt.common.config import load_config
+    from minigpt.config.loader import load_config
     from minigpt.runners.train_recipe import TrainRecipe
 
     recipe = TrainRecipe(load_config(REPO / STAGE2, options(shapes_dir, tmp_path, "run.iters_per_epoch=null",
@@ -113,7 +113,7 @@ def test_an_epoch_of_one_pass_says_what_it_holds_when_accumulation_does_not_divi
 
 
 def test_non_finite_loss_stops_with_step_and_sample_ids(shapes_dir, tmp_path):
-    from minigpt.common.config import load_config
+    from minigpt.config.loader import load_config
     from minigpt.runners.train_recipe import TrainRecipe
 
     config = load_config(REPO / STAGE2, options(shapes_dir, tmp_path, "run.iters_per_epoch=3"))
@@ -137,7 +137,7 @@ def test_wandb_offline_run_logs_beside_the_local_log(shapes_dir, tmp_path):
 
 def test_feature_cache_gives_the_same_loss_curve(shapes_dir, tmp_path, capsys):
     """Two passes over 40 images (5 batches of 8): the second pass is served from the cache."""
-    from minigpt.common.config import load_config
+    from minigpt.config.loader import load_config
     from minigpt.runners.train_recipe import TrainRecipe
 
     curves = {}

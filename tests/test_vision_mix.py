@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from minigpt.common import registry
-from minigpt.common.config import ConfigError, load_config
+from minigpt.common.errors import ConfigError
+from minigpt.config.loader import load_config
 from minigpt.models.vision_mix import ExtraEncoder, build_extra_encoder, load_timm_weights
 
 VIT = "{timm_model: vit_small_patch14_dinov2, timm_config: {patch_size: 4, embed_dim: 32, depth: 1, num_heads: 2}}"
@@ -167,7 +168,7 @@ def test_tiny_mix_config_trains_and_its_checkpoint_reloads(shapes_dir, tmp_path)
     """train_configs/tiny_mix.yaml through the training recipe: the loss falls, the trained ConvNeXt and
     the MLP projector are saved, and a model built from the config answers alike from the checkpoint."""
     from conftest import REPO, losses, stage2_options
-    from minigpt.common.checkpoint import load_weights
+    from minigpt.models.weights import load_weights
     from minigpt.runners.train_recipe import TrainRecipe
 
     config = load_config(REPO / "train_configs/tiny_mix.yaml", [

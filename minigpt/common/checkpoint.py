@@ -18,14 +18,21 @@ import shutil
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from minigpt.common.config import save_config
-from minigpt.models.adapters import canonical_key
-from minigpt.models.key_names import released_key
+from minigpt.common.errors import CheckpointError
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
+
+
+class RefusedPickleError(CheckpointError, pickle.UnpicklingError):
+    """A .pth file holding objects other than tensors: loading it would run code, so it is refused."""
+
+
+def save_config(config: DictConfig, path: str | Path) -> None:
+    OmegaConf.save(config, path, resolve=True)
 
 
 def staging_folder(output_dir: str | Path, step: int) -> Path:
@@ -72,7 +79,7 @@ def weights_file(path: str | Path) -> Path:
     if path.is_dir() and not (path / "model.safetensors").exists():
         latest = latest_checkpoint(path)  # a run's output_dir: take its newest checkpoint
         if latest is None:
-            raise FileNotFoundError(f"{path}: neither a checkpoint nor a folder of checkpoints")
+            raise CheckpointError(f"{path}: neither a checkpoint nor a folder of checkpoints")
         path = latest
     return path / "model.safetensors" if path.is_dir() else path
 
@@ -81,38 +88,18 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A checkpoint folder (or a run folder: its newest checkpoint), a .safetensors file, or a MiniGPT-4
     .pth ({"model": state_dict}, loaded weights only)."""
     path = weights_file(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
-        return load_file(path)
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as error:  # a truncated or corrupt file: safetensors does not say which
+            raise CheckpointError(f"{path}: not a readable safetensors file ({error}); was it cut short while "
+                                  "being written or copied?") from error
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # also what weights_only raises for objects other than tensors
-        raise pickle.UnpicklingError(f"{path}: refused, not a file of plain tensors: {error}") from error
+        raise RefusedPickleError(f"{path}: refused, not a file of plain tensors: {error}") from error
+    except (RuntimeError, EOFError, OSError) as error:  # torch's "PytorchStreamReader failed ..." on a cut file
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({error})") from error
     return state.get("model", state) if isinstance(state, dict) else state
-
-
-def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Load what a checkpoint holds into `model`; a shape mismatch is an error naming the key.
-
-    Returns the report: `unexpected` keys the model lacks, and `missing_trainable` parameters that
-    train in this run but were not in the checkpoint (fine when a stage starts training a new part).
-    """
-    weights = read_weights(path)
-    own = model.state_dict()
-    model_key = {canonical_key(key): key for key in own}  # checkpoints use canonical names
-    renamed, unused = {}, []
-    for key, value in weights.items():
-        ours = released_key(key)  # LAVIS Q-Former and peft 0.2.0 LoRA names -> ours
-        if ours is None:
-            unused.append(key)
-            continue
-        target = model_key.get(canonical_key(ours), ours)
-        if target in own and own[target].shape != value.shape:
-            raise ValueError(f"{path}: {key}: checkpoint shape {tuple(value.shape)} does not match the model's "
-                             f"{tuple(own[target].shape)} (was it trained with another LLM size or config?)")
-        renamed[target] = value
-    if weights and not renamed.keys() & own.keys():
-        raise ValueError(f"{path}: none of its {len(weights)} weights is a parameter of this model (first: "
-                         f"{next(iter(weights))}); is it a checkpoint of another architecture, or saved with a prefix?")
-    result = model.load_state_dict(renamed, strict=False)
-    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-    return {"unexpected": list(result.unexpected_keys) + unused, "missing_trainable": sorted(trainable - set(renamed))}

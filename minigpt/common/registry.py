@@ -1,7 +1,9 @@
 """A thin name -> class registry, so that YAML configs can name models, builders and schedulers.
 
 Each kind is a plain dict. `register_model("minigpt4")` is a decorator that stores the class;
-`get_model("minigpt4")` looks it up and lists the known names when it is missing.
+`get("model", "minigpt4")` looks it up and lists the known names when it is missing. A class is
+known once its module is imported: the config loader (minigpt.config.loader) imports every plugin
+package.
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ def register(kind: str, *names: str) -> Callable[[T], T]:
 
 
 def get(kind: str, name: str) -> type:
-    _import_all()
     try:
         return _REGISTRY[kind][name]
     except KeyError:
@@ -37,13 +38,11 @@ def get(kind: str, name: str) -> type:
 
 
 def names(kind: str) -> list[str]:
-    _import_all()
     return sorted(_REGISTRY[kind])
 
 
 def names_of(kind: str, cls: type) -> list[str]:
     """Every name `cls` is registered under, in registration order."""
-    _import_all()
     return [name for name, known in _REGISTRY[kind].items() if known is cls]
 
 
@@ -66,10 +65,3 @@ def register_lr_scheduler(*names: str):
 def register_runner(*names: str):
     return register("runner", *names)
 
-
-def _import_all() -> None:
-    """Import the modules that register classes, so lookups work from any entry point."""
-    import minigpt.datasets.builders  # noqa: F401
-    import minigpt.models  # noqa: F401
-    import minigpt.processors  # noqa: F401
-    import minigpt.runners  # noqa: F401

@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
+from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.processors.image import to_rgb
 
@@ -47,7 +48,7 @@ class Chat:
     turns: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self):
-        self.collator = self.model.collator()
+        self.collator = collator_for(self.model)
 
     def set_image(self, image: str | Path | Image.Image) -> None:
         """A new image starts a new conversation."""

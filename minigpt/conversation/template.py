@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from minigpt.common.paths import resolve_path
+
 IMAGE_PLACEHOLDER = "<ImageHere>"
 IMAGE_PROMPT = "<Img><ImageHere></Img>"
 USER, ASSISTANT = "user", "assistant"
@@ -32,8 +34,6 @@ class PromptTemplate:
     def from_model_config(cls, model_config) -> "PromptTemplate":
         prompts: list[str] = []
         if model_config.prompt_path:
-            from minigpt.common.config import resolve_path
-
             lines = resolve_path(model_config.prompt_path).read_text().splitlines()
             prompts = [line.strip() for line in lines if IMAGE_PLACEHOLDER in line]
         return cls(model_config.prompt_template, model_config.end_sym, prompts, model_config.task_identifiers)

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from minigpt.common.config import resolve_path
+from minigpt.common.paths import resolve_path
 from minigpt.conversation.template import ASSISTANT, USER
 
 IMAGE_MARKER = "<image>"

@@ -18,7 +18,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from minigpt.common.config import resolve_path, shard_paths
+from minigpt.common.paths import resolve_path, shard_paths
 from minigpt.conversation.template import ASSISTANT
 from minigpt.processors.image import to_rgb
 

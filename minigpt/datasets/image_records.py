@@ -15,8 +15,9 @@ from typing import Callable
 from PIL import Image
 from torch.utils.data import Dataset
 
-from minigpt.common.config import resolve_path
+from minigpt.common.paths import resolve_path
 from minigpt.processors.image import to_rgb
+
 
 def read_image(path: Path) -> Image.Image:
     """Opens and fully decodes, so a truncated file fails here and not inside a worker's transform."""

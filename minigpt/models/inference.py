@@ -1,7 +1,7 @@
 """Load a model for inference from an eval config: build, load `ckpt`, optionally quantise to 8 or 4 bits."""
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import resource
 import sys
 
@@ -9,11 +9,8 @@ import torch
 from omegaconf import DictConfig
 
 from minigpt.common import registry
-from minigpt.common.checkpoint import load_weights
-from minigpt.datasets.builders.base import build_processor
 from minigpt.models.llm import quantize_linear_layers
-from minigpt.models.minigpt import input_image_size
-from minigpt.processors.image import Blip2ImageProcessor
+from minigpt.models.weights import load_weights
 
 
 def pick_device(gpu_id: int | None) -> torch.device:
@@ -65,8 +62,6 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
 
 def check_device_map(device_map: str, device: torch.device, low_resource: bool | None) -> None:
     """Refuse a split that cannot run, saying why."""
-    import importlib.util
-
     if importlib.util.find_spec("accelerate") is None:
         raise ImportError("a device map needs accelerate, which is not installed: pip install 'minigpt[gpu]'")
     if torch.cuda.device_count() == 0:
@@ -123,46 +118,3 @@ def peak_memory_gib(device: torch.device) -> float:
 def report_peak_memory(device: torch.device, when: str) -> None:
     kind = "GPU" if device.type == "cuda" else "resident"
     print(f"peak {kind} memory {peak_memory_gib(device):.2f} GiB after {when}", file=sys.stderr)
-
-
-def image_processor_for(config: DictConfig):
-    """The eval image transform: the first data set's `vis_processor.eval` (or `.train`, as MiniGPT-4's
-    eval configs write it), else a plain resize to the model's image size."""
-    for dataset in config.datasets.values():
-        processor = build_processor(dataset.vis_processor, "eval")
-        if processor is not None:
-            return processor
-    return Blip2ImageProcessor(image_size=input_image_size(config.model))
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every entry point that serves a model shares (demo_web.py, serve.py)."""
-    parser.add_argument("--cfg-path", required=True, help="eval config YAML")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides: key=value")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--max-image-mb", type=float, default=20, help="largest image accepted")
-    parser.add_argument("--gpu-id", type=int, default=0)
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is visible")
-    parser.add_argument("--low-resource", action="store_true", default=None, help="LLM in 8-bit (or --bits 4)")
-    parser.add_argument("--bits", type=int, choices=(8, 4))
-    add_device_map_arguments(parser)
-
-
-def add_device_map_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device-map", choices=("auto", "sequential"),
-                        help="split the LLM across the visible GPUs (accelerate): auto balances its layers, "
-                             "sequential fills the first GPU first; the vision side stays on --gpu-id")
-    parser.add_argument("--max-gpu-memory", help="with --device-map: most each GPU may hold, e.g. 20GiB")
-
-
-def load_from_arguments(args: argparse.Namespace) -> tuple[DictConfig, torch.nn.Module]:
-    """-> (config, model) as add_model_arguments' options say; random parts seeded from run.seed, as in eval.py."""
-    from minigpt.common.config import load_config  # the config module imports the registry, which imports models
-
-    config = load_config(args.cfg_path, args.options, for_training=False)
-    device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
-    torch.manual_seed(config.run.seed)
-    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits,
-                               device_map=args.device_map, max_gpu_memory=args.max_gpu_memory)
-    report_peak_memory(device, "loading")
-    return config, model

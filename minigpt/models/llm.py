@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from minigpt.common.config import resolve_path
+from minigpt.common.paths import resolve_path
 from minigpt.models.pretrained import LoadReport, summarize
 from minigpt.models.tokenizer import load_tokenizer
 

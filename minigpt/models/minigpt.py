@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, StoppingCriteriaList
 
-from minigpt.common.config import resolve_path
+from minigpt.common.paths import resolve_path
 from minigpt.common.schema import PART_NAMES
+from minigpt.conversation.collator import IGNORE_INDEX
 from minigpt.conversation.template import PromptTemplate
-from minigpt.datasets.collator import IGNORE_INDEX, ConversationCollator
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.llm import build_llm
@@ -41,7 +41,8 @@ CONCAT_TOKENS = 4  # neighbouring visual tokens concatenated by the no-Q-Former 
 
 
 def image_token_count(cfg) -> int:
-    """Image-slot tokens per image for a `model:` config, without building the model (for budget checks)."""
+    """Image-slot tokens per image for a `model:` config: the one count the model, its collator and the
+    config checks use (the Q-Former's queries, or a quarter of the patches, per view)."""
     if cfg.has_qformer:
         per_view = cfg.num_query_token
     else:
@@ -53,6 +54,11 @@ def image_token_count(cfg) -> int:
 def input_image_size(cfg) -> int:
     """Pixels per side of the images a `model:` config takes: image_size, times the sub-image grid."""
     return cfg.image_size * cfg.sub_image_grid
+
+
+def vit_dtype(cfg) -> torch.dtype:
+    """The precision of a frozen vision encoder on a GPU (`vit_precision`)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.vit_precision, torch.float32)
 
 
 def build_projector(in_width: int, llm_width: int, proj_type: str = "linear") -> nn.Module:
@@ -69,8 +75,8 @@ class MiniGPT(nn.Module):
     default_configs: dict[str, str] = {}
 
     def __init__(self, visual_encoder: nn.Module, ln_vision: nn.Module, llama_model: nn.Module, tokenizer,
-                 template: PromptTemplate, qformer: nn.Module | None = None, num_query_token: int = 32,
-                 max_txt_len: int = 160, max_context_len: int = 3800, vision_dtype: torch.dtype = torch.float32,
+                 template: PromptTemplate, num_image_tokens: int, input_size: int, qformer: nn.Module | None = None,
+                 num_query_token: int = 32, max_context_len: int = 3800, vision_dtype: torch.dtype = torch.float32,
                  extra_encoders: list[nn.Module] | None = None, proj_type: str = "linear", sub_image_grid: int = 1):
         super().__init__()
         self.visual_encoder = visual_encoder
@@ -82,23 +88,20 @@ class MiniGPT(nn.Module):
             self.query_tokens = nn.Parameter(torch.zeros(1, num_query_token, qformer.config.hidden_size))
             nn.init.normal_(self.query_tokens, std=0.02)
             self.llama_proj = build_projector(qformer.config.hidden_size, llm_width, proj_type)
-            tokens_per_view = num_query_token
         else:
             self.query_tokens = None
             self.llama_proj = build_projector(mixed_width(visual_encoder, self.extra_encoders) * CONCAT_TOKENS,
                                               llm_width, proj_type)
-            tokens_per_view = num_patches(visual_encoder) // CONCAT_TOKENS
         self.sub_image_grid = sub_image_grid
         self.view_separator = None  # with sub-images: the learned embedding after each view's tokens
         if sub_image_grid > 1:
             self.view_separator = nn.Parameter(torch.zeros(llm_width))
             nn.init.normal_(self.view_separator, std=0.02)
-        self.num_image_tokens = tokens_per_image(tokens_per_view, sub_image_grid)
-        self.input_size = visual_encoder.patch_embed.img_size[0] * sub_image_grid  # pixels of an input image
+        self.num_image_tokens = num_image_tokens  # image-slot tokens per image (image_token_count)
+        self.input_size = input_size  # pixels per side of an input image (input_image_size)
         self.llama_model = llama_model
         self.tokenizer = tokenizer
         self.template = template
-        self.max_txt_len = max_txt_len
         # Prompt + answer tokens a chat may hold: never past the positions the LLM was trained on
         # (Vicuna v0: 2048; the default 3800 is Llama-2's MiniGPT-v2 limit).
         self.max_context_len = min(max_context_len, llama_model.config.max_position_embeddings)
@@ -112,12 +115,25 @@ class MiniGPT(nn.Module):
     @classmethod
     def from_config(cls, cfg, device: str | torch.device = "cpu", compute_dtype: torch.dtype = torch.float32,
                     llm_on_cpu: bool = False) -> "MiniGPT":
-        """Build every part from the `model:` config section; frozen parts run in `compute_dtype` on GPU.
+        """Build every part from the `model:` config section, load the pretrained files it names, set each
+        part's mode, then place the parts; frozen parts run in `compute_dtype` on a GPU.
         `llm_on_cpu`: the LLM stays on the CPU in `compute_dtype`, for inference.split_llm to place."""
         on_gpu = torch.device(device).type == "cuda"
-        half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.vit_precision, torch.float32)
-        vision_frozen = cfg.parts.vision_encoder.mode == "frozen"
-        vision_dtype = half if (on_gpu and vision_frozen) else torch.float32
+        model = cls._build_parts(cfg, on_gpu, compute_dtype, llm_on_cpu)
+        model._load_pretrained_parts(cfg)
+        modes = {part: cfg.parts[part].mode for part in PART_NAMES}
+        modes.update({f"extra_encoder_{index}": extra.mode for index, extra in enumerate(cfg.extra_encoders)})
+        model.set_part_modes(modes, cfg)
+        model._place(cfg, device, keep_llm=llm_on_cpu or cfg.low_resource and bool(cfg.llama_model))
+        if cfg.adapters:
+            model.attach_adapters(cfg.adapters, cfg.adapter)
+        if cfg.feature_cache_gb > 0:
+            model.feature_cache = FeatureCache(int(cfg.feature_cache_gb * 2**30))
+        return model
+
+    @classmethod
+    def _build_parts(cls, cfg, on_gpu: bool, compute_dtype: torch.dtype, llm_on_cpu: bool) -> "MiniGPT":
+        """The modules, with random weights (or, for an LLM folder, its own), composed into the model."""
         visual_encoder, ln_vision = build_vision_encoder(cfg.vit_model, cfg.image_size, cfg.drop_path_rate,
                                                          cfg.use_grad_checkpoint, dict(cfg.vit_config))
         extra_encoders = [build_extra_encoder(extra, cfg.image_size) for extra in cfg.extra_encoders]
@@ -139,36 +155,38 @@ class MiniGPT(nn.Module):
                 llama_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg),
-                    qformer=qformer, num_query_token=cfg.num_query_token, max_txt_len=cfg.max_txt_len,
-                    max_context_len=cfg.max_context_len, vision_dtype=vision_dtype, extra_encoders=extra_encoders,
-                    proj_type=cfg.proj_type, sub_image_grid=cfg.sub_image_grid)
+        vision_frozen = cfg.parts.vision_encoder.mode == "frozen"
+        return cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg),
+                   num_image_tokens=image_token_count(cfg), input_size=input_image_size(cfg), qformer=qformer,
+                   num_query_token=cfg.num_query_token, max_context_len=cfg.max_context_len,
+                   vision_dtype=vit_dtype(cfg) if (on_gpu and vision_frozen) else torch.float32,
+                   extra_encoders=extra_encoders, proj_type=cfg.proj_type, sub_image_grid=cfg.sub_image_grid)
+
+    def _load_pretrained_parts(self, cfg) -> None:
+        """The EVA ViT and Q-Former files; parts loaded from files stay out of our checkpoints."""
         if cfg.llama_model:
-            model.pretrained_parts.add("llm")
+            self.pretrained_parts.add("llm")
         if cfg.vit_weights:
-            print(load_eva_vit(model.visual_encoder, resolve_path(cfg.vit_weights)), file=sys.stderr)
-            model.pretrained_parts.add("vision_encoder")
+            print(load_eva_vit(self.visual_encoder, resolve_path(cfg.vit_weights)), file=sys.stderr)
+            self.pretrained_parts.add("vision_encoder")
         for index, extra in enumerate(cfg.extra_encoders):
             if extra.weights:  # loaded by build_extra_encoder
-                model.pretrained_parts.add(f"extra_encoder_{index}")
+                self.pretrained_parts.add(f"extra_encoder_{index}")
         if cfg.has_qformer and cfg.q_former_model:
-            print(load_blip2_qformer(model, resolve_path(cfg.q_former_model)), file=sys.stderr)
-            model.pretrained_parts.add("qformer")
-        modes = {part: cfg.parts[part].mode for part in PART_NAMES}
-        modes.update({f"extra_encoder_{index}": extra.mode for index, extra in enumerate(cfg.extra_encoders)})
-        model.set_part_modes(modes, cfg)
-        llm = model.llama_model
-        model.llama_model = None  # a quantised LLM already sits where bitsandbytes placed it
-        model.to(device)
-        model.llama_model = llm if (quantize_bits or llm_on_cpu) else llm.to(device)
-        model.visual_encoder.to(vision_dtype)
-        for extra, extra_cfg in zip(model.extra_encoders, cfg.extra_encoders):
-            extra.model.to(half if (on_gpu and extra_cfg.mode == "frozen") else torch.float32)
-        if cfg.adapters:
-            model.attach_adapters(cfg.adapters, cfg.adapter)
-        if cfg.feature_cache_gb > 0:
-            model.feature_cache = FeatureCache(int(cfg.feature_cache_gb * 2**30))
-        return model
+            print(load_blip2_qformer(self, resolve_path(cfg.q_former_model)), file=sys.stderr)
+            self.pretrained_parts.add("qformer")
+
+    def _place(self, cfg, device: str | torch.device, keep_llm: bool) -> None:
+        """Every part to `device`, the frozen vision side in its half precision on a GPU. `keep_llm`: the LLM
+        stays where it is (a quantised one sits where bitsandbytes placed it; a split one is placed later)."""
+        on_gpu = torch.device(device).type == "cuda"
+        llm = self.llama_model
+        self.llama_model = None
+        self.to(device)
+        self.llama_model = llm if keep_llm else llm.to(device)
+        self.visual_encoder.to(self.vision_dtype)
+        for extra, extra_cfg in zip(self.extra_encoders, cfg.extra_encoders):
+            extra.model.to(vit_dtype(cfg) if (on_gpu and extra_cfg.mode == "frozen") else torch.float32)
 
     def attach_adapters(self, configs: dict, selection: str = "auto") -> TaskAdapters:
         """Add task adapters (frozen until `adapters.set_trainable`); the base keeps its part modes."""
@@ -248,9 +266,6 @@ class MiniGPT(nn.Module):
                 for item in items for p in ([item] if isinstance(item, nn.Parameter) else item.parameters())}
         return {canonical_key(name): param.detach().contiguous() for name, param in self.named_parameters()
                 if param.requires_grad or id(param) in keep or is_adapter_weight(name)}
-
-    def collator(self, strict: bool = False) -> ConversationCollator:
-        return ConversationCollator(self.tokenizer, self.template, self.num_image_tokens, self.max_txt_len, strict)
 
     @property
     def device(self) -> torch.device:

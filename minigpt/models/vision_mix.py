@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.common import checkpoint  # module import: checkpoint.py imports models/ in turn
-from minigpt.common.config import resolve_path
+from minigpt.common.paths import resolve_path
 from minigpt.models.pretrained import LoadReport, load_into, resample_pos_embed
 from minigpt.models.vision_encoder import FP32LayerNorm
 from minigpt.processors.image import CLIP_MEAN, CLIP_STD

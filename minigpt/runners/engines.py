@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from minigpt.common.config import resolve_path
 from minigpt.common.dist import DistInfo, barrier
+from minigpt.common.paths import resolve_path
 
 DEEPSPEED_TAG = "deepspeed"  # the subfolder of a checkpoint that holds DeepSpeed's files
 

@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from minigpt.common import registry
-from minigpt.common.config import resolve_path, save_config
+from minigpt.common.checkpoint import save_config
 from minigpt.common.dist import DistInfo, barrier, setup_distributed
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
+from minigpt.common.paths import resolve_path
 from minigpt.conversation.chat import GenerationOptions, choose_answers, generate_answers
+from minigpt.conversation.collator import collator_for
 from minigpt.datasets.builders.base import build_processor
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
@@ -164,7 +166,7 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
     out = resolve_path(run.save_path or run.output_dir)
     torch.manual_seed(run.seed)  # parts without weights files get the same random weights on every rank and run
     model = load_for_inference(config, dist.device)
-    collator = model.collator()
+    collator = collator_for(model, config.model.max_txt_len)
     logger = None
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -17,16 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from minigpt.common import registry
-from minigpt.common.checkpoint import (latest_checkpoint, load_training_state, load_weights, save_checkpoint,
-                                       staging_folder)
-from minigpt.common.config import save_config
+from minigpt.common.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    save_checkpoint,
+    save_config,
+    staging_folder,
+)
 from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
 from minigpt.common.registry import register_runner
+from minigpt.conversation.collator import IGNORE_INDEX, collator_for
 from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
-from minigpt.datasets.collator import IGNORE_INDEX
 from minigpt.datasets.loader import BatchStream, MixedBatches
+from minigpt.models.weights import load_weights
 from minigpt.runners.engines import DeepSpeedEngine, PlainEngine, deepspeed_settings
 
 
@@ -117,7 +122,7 @@ class TrainRecipe:
 
     def _build_data(self) -> MixedBatches:
         run = self.run
-        collate = self.collate = self.model.collator(strict=run.strict)
+        collate = self.collate = collator_for(self.model, self.config.model.max_txt_len, strict=run.strict)
         streams, ratios = {}, {}
         for name, dataset_cfg in self.config.datasets.items():
             dataset = build_dataset(name, dataset_cfg, "train", strict=run.strict)

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from minigpt.conversation.chat import GenerationOptions, generate_answers, stream_answer
+from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.processors.image import to_rgb
 
@@ -51,7 +52,7 @@ class ServedModel:
     max_image_bytes: int = 20 * 2**20
 
     def __post_init__(self):
-        self.collator = self.model.collator()
+        self.collator = collator_for(self.model)
         self.lock = threading.Lock()
 
 

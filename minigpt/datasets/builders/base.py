@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
@@ -20,6 +20,7 @@ from minigpt.common.schema import DatasetConfig
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import subsample
 from minigpt.datasets.image_records import ImageRecordDataset
+from minigpt.processors.image import Blip2ImageProcessor
 
 
 def build_processor(section: DictConfig, split: str) -> Callable | None:
@@ -29,6 +30,16 @@ def build_processor(section: DictConfig, split: str) -> Callable | None:
         return None
     options = dict(options)
     return registry.get("processor", options.pop("name"))(**options)
+
+
+def inference_image_processor(sections: Iterable[DictConfig], image_size: int) -> Callable:
+    """The eval image transform: the first data set's `vis_processor.eval` (or `.train`, as MiniGPT-4's
+    eval configs write it), else a plain resize to `image_size`."""
+    for section in sections:
+        processor = build_processor(section.vis_processor, "eval")
+        if processor is not None:
+            return processor
+    return Blip2ImageProcessor(image_size=image_size)
 
 
 def build_dataset(name: str, cfg: DictConfig, split: str = "train", strict: bool = False) -> Dataset:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minigpt.common.config import resolve_path
+from minigpt.common.paths import resolve_path
 from minigpt.common.registry import register_builder
+from minigpt.conversation.boxes import xywh_box_tokens
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import AnnotationError, load_json, load_plain_pickle, load_records, require
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig, eval_item, fixed_question
-from minigpt.conversation.boxes import xywh_box_tokens
 from minigpt.datasets.instructions import IDENTIFY, REFER, phrase
 
 DEFAULT_SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocop": "unc", "refcocog": "umd"}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from minigpt.common.config import resolve_path
+from minigpt.common.paths import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import AnnotationError, load_json, load_records, require, require_text, text_value

@@ -1,6 +1,6 @@
 """Check every data set of a training config before training on it.
 
-    python -m minigpt.check_dataset --cfg-path train_configs/X.yaml [--options ...] [--limit N]
+    minigpt check-data --cfg-path train_configs/X.yaml [--options ...] [--limit N]
 
 For each data set: the annotation file parses (schema and fields), each record's image exists and
 decodes, conversation turns alternate, the `<image>` marker sits at the start or end of the first
@@ -10,18 +10,16 @@ record could not be trained on (truncation and marker placement are warnings).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import statistics
-import sys
 from dataclasses import dataclass, field
 
 from torch.utils.data import IterableDataset
 from tqdm import tqdm
 
-from minigpt.common.config import ConfigError, load_config, resolve_path
+from minigpt.common.paths import resolve_path
+from minigpt.conversation.collator import ConversationCollator, UnsupervisedSampleError
 from minigpt.conversation.template import ConversationError, PromptTemplate
-from minigpt.datasets.collator import ConversationCollator, UnsupervisedSampleError
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.image_records import read_image
 from minigpt.models.minigpt import image_token_count
@@ -142,24 +140,3 @@ def print_reports(reports: list[Report], show: int) -> None:
             print(f"\n{r.name}: first problems")
             for record_id, kind, detail in r.problems[:show]:
                 print(f"  record {record_id}: {kind}: {detail}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg-path", required=True, help="train config YAML")
-    parser.add_argument("--options", nargs="+", default=[], help="overrides: key=value")
-    parser.add_argument("--limit", type=int, help="check at most this many records per data set")
-    parser.add_argument("--show", type=int, default=10, help="problems listed per data set")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.cfg_path, args.options)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
-    reports = check_config(config, args.limit)
-    print_reports(reports, args.show)
-    return 1 if any(r.errors for r in reports) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

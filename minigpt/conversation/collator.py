@@ -37,8 +37,16 @@ class EncodedSample:
     truncated: bool
 
 
+def collator_for(model, max_txt_len: int | None = None, strict: bool = False) -> "ConversationCollator":
+    """The collator of a built model (anything with `tokenizer`, `template` and `num_image_tokens`)."""
+    return ConversationCollator(model.tokenizer, model.template, model.num_image_tokens, max_txt_len, strict)
+
+
 class ConversationCollator:
-    def __init__(self, tokenizer, template: PromptTemplate, num_image_tokens: int, max_txt_len: int,
+    """Prompts for one model: its tokenizer, its template and how many image-slot tokens an image takes.
+    `max_txt_len` bounds training sequences (None: no bound); generation and scoring prompts are never cut."""
+
+    def __init__(self, tokenizer, template: PromptTemplate, num_image_tokens: int, max_txt_len: int | None = None,
                  strict: bool = False):
         self.tokenizer = tokenizer
         self.template = template
@@ -79,7 +87,7 @@ class ConversationCollator:
             user_ids = [self.tokenizer.bos_token_id] + user_ids
             user_slots = [False] + user_slots
             answer_ids = [] if answer is None else self._tokenize(answer + self.template.end_sym)[0]
-            room = self.max_txt_len - len(ids)
+            room = (self.max_txt_len if self.max_txt_len is not None else float("inf")) - len(ids)
             if not for_generation and len(user_ids) + len(answer_ids) > room:
                 truncated = True
                 if index > 0 or len(user_ids) >= room:

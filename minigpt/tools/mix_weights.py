@@ -1,6 +1,6 @@
 """Mix two finetuned checkpoints of one architecture, as SPHINX mixes models tuned on different domains:
 
-    python -m minigpt.mix_weights --ckpt A --ckpt B --alpha 0.5 --out C
+    minigpt mix-weights --ckpt A --ckpt B --alpha 0.5 --out C
 
 Every floating-point weight becomes (1 - alpha) * A + alpha * B, computed in float32 and stored in the
 checkpoint's dtype; alpha 0 and 1 return A and B as they are. Other tensors (integer buffers) must be
@@ -9,11 +9,10 @@ written as a checkpoint folder (model.safetensors, A's config.yaml, mix.json) th
 
 Refused before anything is written: other weight names, shapes or dtypes, configs whose model shape
 differs, and LoRA weights. Mixing LoRA factors A and B separately does not mix the updates B @ A they
-stand for, so fold them in first (`python -m minigpt.export`) and mix the merged checkpoints.
+stand for, so fold them in first (`minigpt export`) and mix the merged checkpoints.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from minigpt.common.checkpoint import read_weights, weights_file
+from minigpt.common.errors import InputError
 from minigpt.models.adapters import is_adapter_weight
 
 # `model:` keys that decide a checkpoint's weight shapes and how they are used.
@@ -34,7 +34,7 @@ ARCHITECTURE_KEYS = ("arch", "vit_model", "vit_config", "image_size", "has_qform
 ENCODER_SHAPE_KEYS = ("timm_model", "timm_config", "image_size", "mean", "std")  # of each extra encoder
 
 
-class MixError(ValueError):
+class MixError(InputError):
     """Two checkpoints that cannot be mixed."""
 
 
@@ -57,7 +57,7 @@ def check_compatible(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], nam
     if lora:
         raise MixError(f"cannot mix {names[0]} and {names[1]}: they hold LoRA weights ({len(lora)}, e.g. {lora[0]}), "
                        "whose A and B factors do not mix linearly; fold them into the weights first "
-                       "(python -m minigpt.export) and mix the merged checkpoints")
+                       "(minigpt export) and mix the merged checkpoints")
     only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
     if only_a or only_b:
         first = f"{only_a[0]} only in {names[0]}" if only_a else f"{only_b[0]} only in {names[1]}"
@@ -122,22 +122,3 @@ def mix_checkpoints(ckpt_a: str | Path, ckpt_b: str | Path, alpha: float, out: s
         shutil.rmtree(staging, ignore_errors=True)  # a failed write leaves nothing behind
         raise
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", action="append", required=True, help="a checkpoint; give exactly two")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the second checkpoint, in [0, 1]")
-    parser.add_argument("--out", required=True, help="the new checkpoint folder")
-    args = parser.parse_args(argv)
-    if len(args.ckpt) != 2:
-        parser.error(f"--ckpt: give exactly two checkpoints, got {len(args.ckpt)}")
-    try:
-        out = mix_checkpoints(args.ckpt[0], args.ckpt[1], args.alpha, args.out)
-    except (MixError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
-    print(f"wrote {out}: (1 - {args.alpha}) * {args.ckpt[0]} + {args.alpha} * {args.ckpt[1]}")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,15 +2,32 @@
 --options) that set the value and the dotted key, and says what would be right."""
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import re
 from collections.abc import Sequence
 
+import timm
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common import registry
-from minigpt.common.config import ConfigError, source_of, resolve_path, shard_paths
+from minigpt.common.errors import ConfigError
+from minigpt.common.paths import resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
+from minigpt.datasets.builders.base import AnnotationBuilder
+from minigpt.evaluation.metrics import METRICS
+from minigpt.models.minigpt import image_token_count
+from minigpt.models.vision_encoder import PRESETS
+from minigpt.runners.engines import deepspeed_settings
+
+
+def source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
+    """The last file that set `dotted_key` (the one whose value is in force)."""
+    for source, config in reversed(sources):
+        if OmegaConf.select(config, dotted_key, default=None) is not None:
+            return source
+    return "defaults"
 
 
 def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_training: bool) -> None:
@@ -119,9 +136,6 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
 def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]],
                         names: Sequence[str] | None = None) -> None:
     """The named `evaluation_datasets` sections (all by default), as eval.py will read them."""
-    from minigpt.datasets.builders.base import AnnotationBuilder
-    from minigpt.evaluation.metrics import METRICS
-
     def fail(key: str, problem: str) -> None:
         raise ConfigError(source_of(sources, key), key, problem)
 
@@ -154,10 +168,6 @@ def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]
 
 
 def _validate_deepspeed(config: DictConfig, fail) -> None:
-    import importlib.util
-
-    from minigpt.runners.engines import deepspeed_settings  # the runners import this module
-
     if importlib.util.find_spec("deepspeed") is None:
         fail("run.deepspeed_config", "needs DeepSpeed, which is not installed: pip install 'minigpt[gpu]'")
     run = config.run
@@ -169,8 +179,6 @@ def _validate_deepspeed(config: DictConfig, fail) -> None:
 
 
 def _validate_adapters(model: DictConfig, fail) -> None:
-    from minigpt.models.vision_encoder import PRESETS  # models import this module
-
     if model.adapter not in ("auto", "none", *model.adapters):
         fail("model.adapter", f"'{model.adapter}' is not auto, none or an adapter name "
                               f"(known: {', '.join(model.adapters) or 'none'})")
@@ -200,8 +208,6 @@ def _validate_adapters(model: DictConfig, fail) -> None:
 
 def _validate_mixing(model: DictConfig, fail) -> None:
     """proj_type, extra_encoders and sub_image_grid (SPHINX-style mixing)."""
-    import timm
-
     if model.proj_type not in ("linear", "mlp"):
         fail("model.proj_type", f"'{model.proj_type}' is not linear or mlp")
     if model.sub_image_grid < 1:
@@ -221,8 +227,6 @@ def _validate_mixing(model: DictConfig, fail) -> None:
             fail(f"{key}.weights", f"'{extra.weights}' is a URL; nothing is downloaded: fetch the file and give its local path")
         if extra.weights and not resolve_path(extra.weights).exists():
             fail(f"{key}.weights", f"path '{extra.weights}' does not exist")
-    from minigpt.models.minigpt import image_token_count  # models import this module
-
     if model.sub_image_grid >= 1 and image_token_count(model) >= model.max_txt_len:
         grid = f" ({model.sub_image_grid} x {model.sub_image_grid} sub-images)" if model.sub_image_grid > 1 else ""
         fail("model.max_txt_len", f"{model.max_txt_len}, but one image takes {image_token_count(model)} tokens{grid}: "
@@ -235,8 +239,6 @@ def _validate_mixing(model: DictConfig, fail) -> None:
 
 def _check_input_size(processor: DictConfig, key: str, model: DictConfig, fail) -> None:
     """Images must come at the size the model splits and encodes."""
-    import inspect
-
     expected = model.image_size * model.sub_image_grid
     size = processor.get("image_size")
     if size is None:  # the processor's own default
@@ -253,8 +255,6 @@ def _check_input_size(processor: DictConfig, key: str, model: DictConfig, fail) 
 
 
 def _check_processor(processor: DictConfig, key: str, fail) -> None:
-    import inspect
-
     if "name" not in processor:
         fail(f"{key}.name", "missing processor name")
     try:

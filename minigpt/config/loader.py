@@ -1,5 +1,6 @@
 """Load a config: defaults, then the user's YAML, then `--options`, validated before anything is built
-(the checks are in validation.py).
+(the checks are in validation.py). Importing this module registers every model, data set builder,
+processor, schedule and runner, so that a config may name any of them.
 
 Order of precedence (later wins), each source merged on its own so that an error can name its file:
   1. the model's default YAML for its `model_type` (minigpt/configs/models/),
@@ -11,38 +12,43 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import braceexpand
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import minigpt.datasets.builders  # noqa: F401  (the plugin packages fill the registry as they are imported)
+import minigpt.models  # noqa: F401
+import minigpt.processors  # noqa: F401
+import minigpt.runners  # noqa: F401
 from minigpt.common import registry
+from minigpt.common.errors import ConfigError
+from minigpt.common.paths import PACKAGE_ROOT, resolve_path
 from minigpt.common.schema import PART_NAMES, EvalOptions, ModelConfig, RunConfig
+from minigpt.config import validation
+from minigpt.config.validation import source_of
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-REPO_ROOT = PACKAGE_ROOT.parent
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "evaluation_datasets")
+SHIPPED_FOLDERS = ("train_configs", "eval_configs")  # in the package: configs addressable by name
 
 
-class ConfigError(ValueError):
-    """A config problem, always naming the file (or --options) and the dotted key."""
-
-    def __init__(self, source: str, key: str, problem: str):
-        super().__init__(f"{source}: {key}: {problem}")
-        self.source, self.key, self.problem = source, key, problem
+def shipped_configs() -> dict[str, Path]:
+    """Name -> file of every config shipped with the package (`minigpt configs` lists them)."""
+    return {path.stem: path for folder in SHIPPED_FOLDERS for path in sorted((PACKAGE_ROOT / folder).glob("*.yaml"))}
 
 
-def resolve_path(path: str) -> Path:
-    """Relative paths are tried against the working directory, then the repository root."""
-    candidate = Path(os.path.expanduser(path))
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    in_repo = REPO_ROOT / candidate
-    return in_repo if in_repo.exists() else candidate
+def find_config(name_or_path: str | Path) -> Path:
+    """A config file by path (relative paths also from the checkout or the package), or a shipped config
+    by name (`tiny_stage1`, `tiny_stage1.yaml`)."""
+    path = resolve_path(name_or_path)
+    if path.is_file():
+        return path
+    name = Path(name_or_path).name.removesuffix(".yaml")
+    if name in shipped_configs() and Path(name_or_path).parent in (Path("."), *map(Path, SHIPPED_FOLDERS)):
+        return shipped_configs()[name]
+    raise ConfigError(str(name_or_path), "-", "file not found, and not the name of a shipped config "
+                                              "(`minigpt configs` lists them)")
 
 
 def parse_options(options: Sequence[str] | None) -> DictConfig:
@@ -90,7 +96,7 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
     """Read, merge and validate a config. `for_training=False` (demo, eval) skips the `datasets` paths;
     `for_evaluation` builds the `evaluation_datasets` sections (otherwise kept as written) and checks
     those named in `evaluation_names` (all by default): eval.py --datasets needs only its own files."""
-    cfg_path = Path(cfg_path)
+    cfg_path = find_config(cfg_path)
     user = _load_yaml(cfg_path)
     overrides = parse_options(options)
     sources = [(str(cfg_path), user), ("--options", overrides)]
@@ -124,8 +130,6 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
         found = resolve_path(config[section][key]) if config[section][key] not in (None, "", "latest") else None
         if found is not None and found.exists():  # (a missing one stays as written, for validation to name)
             config[section][key] = str(found.absolute())
-    from minigpt.common import validation  # it imports this module
-
     validation.validate(config, sources, for_training)
     if for_evaluation:
         validation.validate_evaluation(config, sources, evaluation_names)
@@ -208,24 +212,3 @@ def _apply_legacy_switches(model: DictConfig) -> None:
         model.parts.qformer.mode = "frozen" if model.freeze_qformer else "full"
     if model.lora_r > 0 and model.parts.llm.mode == "frozen":
         model.parts.llm.mode = "lora"
-
-
-def source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
-    """The last file that set `dotted_key` (the one whose value is in force)."""
-    for source, config in reversed(sources):
-        if OmegaConf.select(config, dotted_key, default=None) is not None:
-            return source
-    return "defaults"
-
-
-def shard_paths(pattern: str) -> list[str]:
-    """Expand a webdataset brace pattern (`/data/{00000..00099}.tar`) or a glob into files."""
-    paths: list[str] = []
-    for expanded in braceexpand.braceexpand(pattern):
-        matches = sorted(glob.glob(expanded)) if any(c in expanded for c in "*?[") else [expanded]
-        paths.extend(matches)
-    return paths
-
-
-def save_config(config: DictConfig, path: str | Path) -> None:
-    OmegaConf.save(config, path, resolve=True)

@@ -1,0 +1,45 @@
+"""`minigpt <command> ...`: train, chat, serve and evaluate MiniGPT-4 / MiniGPT-v2 style models.
+
+An error in what was given (a config, a data file, a checkpoint) ends the command with its one-line
+message and exit status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from minigpt.cli import chat, check_data, configs, evaluate, export, mix_weights, serve, train, web
+from minigpt.common.errors import InputError
+
+COMMANDS: dict[str, ModuleType] = {
+    "train": train, "chat": chat, "web": web, "serve": serve, "eval": evaluate, "export": export,
+    "check-data": check_data, "mix-weights": mix_weights, "configs": configs,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minigpt", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, module in COMMANDS.items():
+        summary, _, details = (module.__doc__ or "").strip().partition("\n")
+        sub = commands.add_parser(name, help=summary, description=f"{summary}\n{details}",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except InputError as error:
+        print(f"minigpt {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def entry_point() -> None:
+    """The `minigpt` console command."""
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Chat about an image in the browser (Gradio), over the same chat engine as `minigpt chat`.
+
+    minigpt web --cfg-path eval_configs/X.yaml [--port 7860] [--share] [--options key=value ...]
+
+Each browser tab has its own conversation. It listens on 127.0.0.1 unless --host says otherwise;
+--share asks Gradio for a public link. Needs the `web` extra (gradio).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from minigpt.cli.options import (
+    add_config_arguments,
+    add_model_arguments,
+    add_server_arguments,
+    image_processor_for,
+    load_from_arguments,
+)
+from minigpt.serving.web_demo import WebChat, build_ui
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, "eval config")
+    add_model_arguments(parser)
+    add_server_arguments(parser, port=7860)
+    parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
+
+
+def run(args: argparse.Namespace) -> int:
+    config, model = load_from_arguments(args)
+    ui = build_ui(WebChat(model, image_processor_for(config), args.max_image_mb), f"MiniGPT: {Path(args.cfg_path).stem}")
+    ui.queue(default_concurrency_limit=1)  # one answer at a time per model; other tabs wait their turn
+    ui.launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0

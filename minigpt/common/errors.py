@@ -1,0 +1,23 @@
+"""Errors in what a user gave us (a config, a data file, a checkpoint), as opposed to bugs.
+
+The command line prints an InputError as its one-line message and exits with 2; any other exception
+is a bug and keeps its traceback. Each message names the file and, where there is one, the record and
+the field.
+"""
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input from the user: the message says which file, record or key, and what would be right."""
+
+
+class ConfigError(InputError):
+    """A config problem, always naming the file (or --options) and the dotted key."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source, self.key, self.problem = source, key, problem
+
+
+class CheckpointError(InputError):
+    """A weights or checkpoint file that cannot be read or does not fit the model."""

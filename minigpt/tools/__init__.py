@@ -1,0 +1,1 @@
+"""Tools over trained checkpoints and data: check a config's data sets, export merged weights, mix checkpoints."""
