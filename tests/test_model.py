@@ -158,7 +158,7 @@ def test_qformer_weights_that_are_not_a_checkpoint_are_refused_naming_the_file(s
 
 @pytest.mark.parametrize("options", [[], ["model.has_qformer=false"], ["model.has_qformer=false", "model.vit_config.patch_size=8"]])
 def test_image_token_count_from_config_matches_the_built_model(shapes_dir, options):
-    from minigpt.models.minigpt import image_token_count
+    from minigpt.models.image_tokens import image_token_count
 
     config = tiny_config(shapes_dir, *options)
     assert image_token_count(config.model) == build(config).num_image_tokens

@@ -8,7 +8,7 @@ from minigpt.common import registry
 from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
-from minigpt.models.minigpt import image_token_count
+from minigpt.models.image_tokens import image_token_count
 from minigpt.models.sub_images import join_views, split_views, tokens_per_image
 
 

@@ -50,10 +50,14 @@ def save_checkpoint(output_dir: str | Path, step: int, weights: dict[str, torch.
         temporary = final.with_name(f".{final.name}.tmp{os.getpid()}")
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-    save_file(weights, temporary / "model.safetensors")
-    torch.save(training_state, temporary / "training_state.pt")
-    if config is not None:
-        save_config(config, temporary / "config.yaml")
+    try:
+        save_file(weights, temporary / "model.safetensors")
+        torch.save(training_state, temporary / "training_state.pt")
+        if config is not None:
+            save_config(config, temporary / "config.yaml")
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)  # a half-written folder would hold the space for nothing
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)

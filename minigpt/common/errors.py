@@ -6,6 +6,8 @@ the field.
 """
 from __future__ import annotations
 
+DISTRIBUTION = "minigpt-lab"  # the name to pip install (the import name is minigpt)
+
 
 class InputError(ValueError):
     """Bad input from the user: the message says which file, record or key, and what would be right."""
@@ -21,3 +23,10 @@ class ConfigError(InputError):
 
 class CheckpointError(InputError):
     """A weights or checkpoint file that cannot be read or does not fit the model."""
+
+
+class MissingExtraError(InputError, ImportError):
+    """An optional dependency a setting needs is not installed; the message names the extra to install."""
+
+    def __init__(self, needed_by: str, module: str, extra: str):
+        super().__init__(f"{needed_by} needs {module}, which is not installed: pip install '{DISTRIBUTION}[{extra}]'")

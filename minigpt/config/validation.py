@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common import registry
-from minigpt.common.errors import ConfigError
+from minigpt.common.errors import DISTRIBUTION, ConfigError
 from minigpt.common.paths import resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
 from minigpt.datasets.builders.base import AnnotationBuilder
+from minigpt.datasets.builders.caption_builders import CaptionShardBuilder
 from minigpt.evaluation.metrics import METRICS
-from minigpt.models.minigpt import image_token_count
+from minigpt.models.image_tokens import image_token_count, input_image_size
 from minigpt.models.vision_encoder import PRESETS
-from minigpt.runners.engines import deepspeed_settings
+from minigpt.runners.engines import deepspeed_micro_batch, deepspeed_settings
 
 
 def source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
@@ -31,8 +34,8 @@ def source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
 
 
 def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_training: bool) -> None:
-    """The model and run sections, and with `for_training` every data set; raises ConfigError."""
-    model, run = config.model, config.run
+    """The model and run sections, and with `for_training` every data set and the output folder; raises
+    ConfigError naming the file that set the offending key."""
 
     def fail(key: str, problem: str) -> None:
         raise ConfigError(source_of(sources, key), key, problem)
@@ -41,6 +44,23 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
         if value and not resolve_path(value).exists():
             fail(key, f"path '{value}' does not exist")
 
+    _validate_model(config.model, fail, check_path)
+    _validate_adapters(config.model, fail)
+    _validate_mixing(config.model, fail)
+    _validate_run(config.run, fail, check_path)
+    if not for_training:
+        _validate_inference_transform(config, fail)
+        return
+    if not config.datasets:
+        raise ConfigError(sources[0][0], "datasets", "no dataset to train on")
+    for name, dataset in config.datasets.items():
+        _validate_dataset(f"datasets.{name}", dataset, config, fail, check_path)
+    if config.run.deepspeed_config:
+        _validate_deepspeed(config, fail)
+    _validate_output_dir(config.run, fail)
+
+
+def _validate_model(model: DictConfig, fail, check_path) -> None:
     for part, part_config in model.parts.items():
         if part_config.mode not in PART_MODES:
             fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
@@ -71,9 +91,8 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
             fail(f"model.{key}", f"'{model[key]}' is a URL; nothing is downloaded: fetch the file and give its local path")
         check_path(f"model.{key}", model[key])
 
-    _validate_adapters(model, fail)
-    _validate_mixing(model, fail)
 
+def _validate_run(run: DictConfig, fail, check_path) -> None:
     if run.lr_sched not in registry.names("lr_scheduler"):
         fail("run.lr_sched", f"unknown schedule '{run.lr_sched}'; known: {', '.join(registry.names('lr_scheduler'))}")
     if run.runner not in registry.names("runner"):
@@ -91,46 +110,60 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
         fail("run.beta2", f"must be in [0, 1), got {run.beta2}")
     if run.resume_ckpt_path and run.resume_ckpt_path != "latest":
         check_path("run.resume_ckpt_path", run.resume_ckpt_path)
+    if run.wandb_log and importlib.util.find_spec("wandb") is None:
+        fail("run.wandb_log", f"needs wandb, which is not installed: pip install '{DISTRIBUTION}[wandb]'")
 
-    if not for_training:
-        for name, dataset in config.datasets.items():  # the transform demo.py and serve.py use (inference.py)
-            split = "eval" if "eval" in dataset.vis_processor else "train"
-            if split in dataset.vis_processor:
-                _check_input_size(dataset.vis_processor[split], f"datasets.{name}.vis_processor.{split}", model, fail)
-                break
-        return
-    if not config.datasets:
-        raise ConfigError(sources[0][0], "datasets", "no dataset to train on")
+
+def _validate_inference_transform(config: DictConfig, fail) -> None:
+    """The image transform chat and serve take (the first data set's) must give the model's input size."""
     for name, dataset in config.datasets.items():
-        key = f"datasets.{name}"
-        if dataset.batch_size is not None and dataset.batch_size < 1:
-            fail(f"{key}.batch_size", f"must be > 0, got {dataset.batch_size}")
-        if dataset.batch_size is None and run.batch_size_train is None:
-            fail(f"{key}.batch_size", "no batch size (set it here or run.batch_size_train)")
-        if dataset.sample_ratio <= 0:
-            fail(f"{key}.sample_ratio", f"must be > 0, got {dataset.sample_ratio}")
-        info = dataset.build_info
-        if info.storage:
-            paths = shard_paths(info.storage) if ".tar" in info.storage else [info.storage]
-            missing = [p for p in paths if not resolve_path(p).exists()]
-            if missing or not paths:
-                fail(f"{key}.build_info.storage", f"path '{missing[0] if missing else info.storage}' does not exist")
-        if dataset.data_type == "images" and not dataset.vis_processor:
-            fail(f"{key}.vis_processor", "missing: set vis_processor.train (name, image_size)")
-        if dataset.adapter is not None and dataset.adapter not in model.adapters:
-            fail(f"{key}.adapter", f"no adapter '{dataset.adapter}' in model.adapters "
-                                   f"(known: {', '.join(model.adapters) or 'none'})")
-        if model.adapters and dataset.adapter is None and all(p.mode == "frozen" for p in model.parts.values()):
-            fail(f"{key}.adapter", "every part is frozen, so this data set must name the adapter it trains")
-        check_path(f"{key}.build_info.ann_path", info.ann_path)
-        check_path(f"{key}.build_info.image_path", info.image_path)
-        for kind in ("vis_processor", "text_processor"):
-            for split, processor in dataset[kind].items():
-                _check_processor(processor, f"{key}.{kind}.{split}", fail)
-                if kind == "vis_processor":
-                    _check_input_size(processor, f"{key}.{kind}.{split}", model, fail)
-    if run.deepspeed_config:
-        _validate_deepspeed(config, fail)
+        split = "eval" if "eval" in dataset.vis_processor else "train"
+        if split in dataset.vis_processor:
+            _check_input_size(dataset.vis_processor[split], f"datasets.{name}.vis_processor.{split}", config.model, fail)
+            return
+
+
+def _validate_dataset(key: str, dataset: DictConfig, config: DictConfig, fail, check_path) -> None:
+    model, run = config.model, config.run
+    if dataset.batch_size is not None and dataset.batch_size < 1:
+        fail(f"{key}.batch_size", f"must be > 0, got {dataset.batch_size}")
+    if dataset.batch_size is None and run.batch_size_train is None:
+        fail(f"{key}.batch_size", "no batch size (set it here or run.batch_size_train)")
+    if dataset.sample_ratio <= 0:
+        fail(f"{key}.sample_ratio", f"must be > 0, got {dataset.sample_ratio}")
+    info = dataset.build_info
+    if info.storage:
+        paths = shard_paths(info.storage) if ".tar" in info.storage else [info.storage]
+        missing = [p for p in paths if not resolve_path(p).exists()]
+        if missing or not paths:
+            fail(f"{key}.build_info.storage", f"path '{missing[0] if missing else info.storage}' does not exist")
+        if issubclass(registry.get("builder", dataset.builder), CaptionShardBuilder) and resolve_path(info.storage).is_dir():
+            fail(f"{key}.build_info.storage", f"'{info.storage}' is a folder; name its webdataset shards, e.g. "
+                                              f"'{info.storage.rstrip('/')}/{{00000..00099}}.tar' or '{info.storage.rstrip('/')}/*.tar'")
+    if dataset.data_type == "images" and not dataset.vis_processor:
+        fail(f"{key}.vis_processor", "missing: set vis_processor.train (name, image_size)")
+    if dataset.adapter is not None and dataset.adapter not in model.adapters:
+        fail(f"{key}.adapter", f"no adapter '{dataset.adapter}' in model.adapters "
+                               f"(known: {', '.join(model.adapters) or 'none'})")
+    if model.adapters and dataset.adapter is None and all(p.mode == "frozen" for p in model.parts.values()):
+        fail(f"{key}.adapter", "every part is frozen, so this data set must name the adapter it trains")
+    check_path(f"{key}.build_info.ann_path", info.ann_path)
+    check_path(f"{key}.build_info.image_path", info.image_path)
+    for kind in ("vis_processor", "text_processor"):
+        for split, processor in dataset[kind].items():
+            _check_processor(processor, f"{key}.{kind}.{split}", fail)
+            if kind == "vis_processor":
+                _check_input_size(processor, f"{key}.{kind}.{split}", model, fail)
+
+
+def _validate_output_dir(run: DictConfig, fail) -> None:
+    """Checkpoints and logs must be writable: found now, not after minutes of building a 7B model."""
+    folder = Path(os.path.expanduser(run.output_dir)).absolute()
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        fail("run.output_dir", f"'{run.output_dir}': {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail("run.output_dir", f"'{run.output_dir}': {existing} is not writable (read-only, or not yours)")
 
 
 def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]],
@@ -169,11 +202,10 @@ def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]
 
 def _validate_deepspeed(config: DictConfig, fail) -> None:
     if importlib.util.find_spec("deepspeed") is None:
-        fail("run.deepspeed_config", "needs DeepSpeed, which is not installed: pip install 'minigpt[gpu]'")
+        fail("run.deepspeed_config", f"needs DeepSpeed, which is not installed: pip install '{DISTRIBUTION}[gpu]'")
     run = config.run
-    micro_batch = next(iter(config.datasets.values())).batch_size or run.batch_size_train  # as the recipe takes it
     try:
-        deepspeed_settings(run, micro_batch, run.device.startswith("cuda") and torch.cuda.is_available())
+        deepspeed_settings(run, deepspeed_micro_batch(config), run.device.startswith("cuda") and torch.cuda.is_available())
     except (ValueError, OSError) as error:
         fail("run.deepspeed_config", str(error))
 
@@ -239,7 +271,7 @@ def _validate_mixing(model: DictConfig, fail) -> None:
 
 def _check_input_size(processor: DictConfig, key: str, model: DictConfig, fail) -> None:
     """Images must come at the size the model splits and encodes."""
-    expected = model.image_size * model.sub_image_grid
+    expected = input_image_size(model)
     size = processor.get("image_size")
     if size is None:  # the processor's own default
         try:

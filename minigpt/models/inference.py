@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from minigpt.common import registry
+from minigpt.common.errors import InputError, MissingExtraError
 from minigpt.models.llm import quantize_linear_layers
 from minigpt.models.weights import load_weights
 
@@ -63,14 +64,14 @@ def load_for_inference(config: DictConfig, device: torch.device, low_resource: b
 def check_device_map(device_map: str, device: torch.device, low_resource: bool | None) -> None:
     """Refuse a split that cannot run, saying why."""
     if importlib.util.find_spec("accelerate") is None:
-        raise ImportError("a device map needs accelerate, which is not installed: pip install 'minigpt[gpu]'")
+        raise MissingExtraError("a device map", "accelerate", "gpu")
     if torch.cuda.device_count() == 0:
-        raise ValueError(f"device map '{device_map}': no CUDA GPU is visible to split the LLM across")
+        raise InputError(f"device map '{device_map}': no CUDA GPU is visible to split the LLM across")
     if device.type != "cuda":
-        raise ValueError(f"device map '{device_map}': the vision side is on {device}; split the LLM across GPUs "
+        raise InputError(f"device map '{device_map}': the vision side is on {device}; split the LLM across GPUs "
                          "with the vision side on one of them (leave out --cpu)")
     if low_resource:
-        raise ValueError("a device map splits a half-precision LLM across GPUs; low_resource (8 or 4 bits) "
+        raise InputError("a device map splits a half-precision LLM across GPUs; low_resource (8 or 4 bits) "
                          "instead fits it on one: choose one of the two")
 
 

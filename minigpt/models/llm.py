@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from minigpt.common.errors import MissingExtraError
 from minigpt.common.paths import resolve_path
 from minigpt.models.pretrained import LoadReport, summarize
 from minigpt.models.tokenizer import load_tokenizer
@@ -83,8 +84,7 @@ def require_bitsandbytes(bits: int):
     try:
         import bitsandbytes
     except ImportError as error:
-        raise ImportError(f"model.low_resource: {bits}-bit loading needs bitsandbytes, which is not installed: "
-                          "pip install 'minigpt[gpu]' (or bitsandbytes alone)") from error
+        raise MissingExtraError(f"model.low_resource: {bits}-bit loading", "bitsandbytes", "gpu") from error
     return bitsandbytes
 
 

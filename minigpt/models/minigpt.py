@@ -31,29 +31,12 @@ from minigpt.conversation.collator import IGNORE_INDEX
 from minigpt.conversation.template import PromptTemplate
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.feature_cache import FeatureCache
+from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
 from minigpt.models.llm import build_llm
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
-from minigpt.models.sub_images import join_views, split_views, tokens_per_image
-from minigpt.models.vision_encoder import PRESETS, build_vision_encoder, num_patches
+from minigpt.models.sub_images import join_views, split_views
+from minigpt.models.vision_encoder import build_vision_encoder, num_patches
 from minigpt.models.vision_mix import build_extra_encoder, mixed_width
-
-CONCAT_TOKENS = 4  # neighbouring visual tokens concatenated by the no-Q-Former projector
-
-
-def image_token_count(cfg) -> int:
-    """Image-slot tokens per image for a `model:` config: the one count the model, its collator and the
-    config checks use (the Q-Former's queries, or a quarter of the patches, per view)."""
-    if cfg.has_qformer:
-        per_view = cfg.num_query_token
-    else:
-        patch_size = {**PRESETS[cfg.vit_model], **dict(cfg.vit_config)}["patch_size"]
-        per_view = (cfg.image_size // patch_size) ** 2 // CONCAT_TOKENS
-    return tokens_per_image(per_view, cfg.sub_image_grid)
-
-
-def input_image_size(cfg) -> int:
-    """Pixels per side of the images a `model:` config takes: image_size, times the sub-image grid."""
-    return cfg.image_size * cfg.sub_image_grid
 
 
 def vit_dtype(cfg) -> torch.dtype:

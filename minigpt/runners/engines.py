@@ -176,6 +176,16 @@ def weights_only_checkpoint_engine():
     return WeightsOnlyCheckpointEngine()
 
 
+def batch_size_of(dataset_cfg: DictConfig, run: DictConfig) -> int:
+    """A data set's batch size per rank and micro-step: its own, else run.batch_size_train."""
+    return dataset_cfg.batch_size or run.batch_size_train
+
+
+def deepspeed_micro_batch(config: DictConfig) -> int:
+    """The micro-batch DeepSpeed is told of: the first data set's batch size."""
+    return batch_size_of(next(iter(config.datasets.values())), config.run)
+
+
 def deepspeed_settings(run: DictConfig, micro_batch_size: int, on_gpu: bool) -> dict:
     """The DeepSpeed config for this run: `run.deepspeed_config` (a JSON or YAML file, or inline), with
     accumulation, clipping, micro-batch size and precision filled in from the run section. A value set

@@ -34,8 +34,8 @@ from minigpt.conversation.collator import collator_for
 from minigpt.datasets.builders.base import build_processor
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
+from minigpt.models.image_tokens import input_image_size
 from minigpt.models.inference import load_for_inference
-from minigpt.models.minigpt import input_image_size
 from minigpt.processors.image import Blip2ImageProcessor
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from minigpt.common.checkpoint import (
     staging_folder,
 )
 from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
+from minigpt.common.errors import CheckpointError, InputError
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
 from minigpt.common.registry import register_runner
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
@@ -32,7 +34,13 @@ from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.loader import BatchStream, MixedBatches
 from minigpt.models.weights import load_weights
-from minigpt.runners.engines import DeepSpeedEngine, PlainEngine, deepspeed_settings
+from minigpt.runners.engines import (
+    DeepSpeedEngine,
+    PlainEngine,
+    batch_size_of,
+    deepspeed_micro_batch,
+    deepspeed_settings,
+)
 
 
 @register_runner("runner_base", "runner_iter")
@@ -43,69 +51,93 @@ class TrainRecipe:
 
     # ---- setup ----------------------------------------------------------------------------------
     def setup(self) -> None:
+        """The steps in order: output folder, model, data, optimiser, engine, then resume."""
         run = self.run
         self.dist = setup_distributed(run.device)
         self.device = self.dist.device
         torch.manual_seed(run.seed)  # the same initial weights on every rank
+        self._setup_output()
+        self._setup_model()
+        self.batches = self._setup_data()
+        optimizer = self._setup_optimizer()
+        resume = latest_checkpoint(run.output_dir) if run.resume_ckpt_path == "latest" else run.resume_ckpt_path
+        if resume:
+            load_weights(self.model, resume)  # before the engine: ZeRO-3 partitions the weights it is given
+        self._setup_engine(optimizer)
+        self.step = 0
+        if resume:
+            self._resume(Path(resume))
+        self._setup_logging()
+
+    def _setup_output(self) -> None:
+        """The output folder exists and takes files before anything slow is built."""
+        self.output_dir = Path(self.run.output_dir)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.output_dir):
+                pass
+        except OSError as error:
+            raise InputError(f"run.output_dir: '{self.output_dir}' cannot be written: {error.strerror}") from None
+
+    def _setup_model(self) -> None:
+        run = self.run
         use_amp = run.amp and self.device.type == "cuda"
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[run.amp_dtype]
+        self.use_fp16_scaling = use_amp and self.amp_dtype == torch.float16
         self.autocast = (lambda: torch.autocast("cuda", dtype=self.amp_dtype)) if use_amp else contextlib.nullcontext
         compute_dtype = self.amp_dtype if use_amp else torch.float32
-
-        model_class = registry.get("model", self.config.model.arch)
-        self.model = model_class.from_config(self.config.model, self.device, compute_dtype)
+        self.model = registry.get("model", self.config.model.arch).from_config(self.config.model, self.device, compute_dtype)
         if self.config.model.ckpt:
             report = load_weights(self.model, self.config.model.ckpt)
             self.print(f"loaded {self.config.model.ckpt}: {len(report['unexpected'])} unexpected keys, "
                        f"trainable parameters not in it: {len(report['missing_trainable'])}")
 
-        self.batches = self._build_data()
+    def _setup_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the trainable parts (each with its lr_mult), and the schedule over the run's steps."""
+        run = self.run
         # Task adapters: each data set's batches go through the adapter it names, which then trains.
         self.adapter_of = {name: cfg.adapter for name, cfg in self.config.datasets.items()}
         if self.model.adapters:
             self.model.adapters.set_trainable({a for a in self.adapter_of.values() if a})
         self.iters_per_epoch = run.iters_per_epoch or self._one_pass_steps()
         self.total_steps = run.max_epoch * self.iters_per_epoch
-
         lr_mults = {part: cfg.lr_mult for part, cfg in self.config.model.parts.items()}
         lr_mults.update({f"extra_encoder_{i}": extra.lr_mult for i, extra in enumerate(self.config.model.extra_encoders)})
         groups = self.model.param_groups(run.weight_decay, lr_mults)
         self.trainable = [p for group in groups for p in group["params"]]
         if not self.trainable:
-            raise ValueError("nothing to train: every part of the model is frozen (see model.parts)")
-        optimizer = torch.optim.AdamW(groups, lr=run.init_lr, betas=(0.9, run.beta2))
+            raise InputError("nothing to train: every part of the model is frozen (see model.parts)")
         self.schedule = registry.get("lr_scheduler", run.lr_sched)(
             run.init_lr, run.min_lr, run.warmup_lr, run.warmup_steps, self.total_steps, self.iters_per_epoch,
             run.lr_decay_rate)
+        return torch.optim.AdamW(groups, lr=run.init_lr, betas=(0.9, run.beta2))
 
-        resume = run.resume_ckpt_path
-        if resume == "latest":
-            resume = latest_checkpoint(run.output_dir)
-        if resume:
-            load_weights(self.model, resume)  # before the engine: ZeRO-3 partitions the weights it is given
+    def _setup_engine(self, optimizer: torch.optim.Optimizer) -> None:
+        run = self.run
         if run.deepspeed_config:
-            micro_batch = next(iter(self.batches.streams.values())).batch_size
-            self.engine = DeepSpeedEngine(self.model, optimizer, deepspeed_settings(run, micro_batch, self.device.type == "cuda"))
+            settings = deepspeed_settings(run, deepspeed_micro_batch(self.config), self.device.type == "cuda")
+            self.engine = DeepSpeedEngine(self.model, optimizer, settings)
         else:
             # With several adapters in play, each step leaves the inactive ones without gradients.
             routed = len(set(self.adapter_of.values())) > 1 and bool(self.model.adapters)
             self.engine = PlainEngine(self.model, optimizer, self.dist, run.max_grad_norm,
-                                      fp16_scaling=use_amp and self.amp_dtype == torch.float16, find_unused_parameters=routed)
-        self.step = 0
-        if resume:
-            state = load_training_state(resume)
-            saved, ours = state.get("data_layout"), self._data_layout()
-            if saved is not None and saved != ours:  # a step would mean other samples: some skipped, some repeated
-                changed = ", ".join(f"{key} {saved.get(key)} -> {ours[key]}" for key in ours if saved.get(key) != ours[key])
-                raise ValueError(f"run.resume_ckpt_path: {resume} was trained with other batches ({changed}); resume "
-                                 f"with the same batch sizes, run.accum_grad_iters and number of ranks, or start a "
-                                 f"new run from its weights with model.ckpt")
-            self.engine.load_state_dict(state, Path(resume))
-            self.step = state["step"]
-            self.print(f"resumed from {resume} at step {self.step}")
+                                      fp16_scaling=self.use_fp16_scaling, find_unused_parameters=routed)
 
-        self.output_dir = Path(run.output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+    def _resume(self, checkpoint: Path) -> None:
+        """Optimiser state and step from `checkpoint` (its weights are already in), if the data layout matches."""
+        state = load_training_state(checkpoint)
+        saved, ours = state.get("data_layout"), self._data_layout()
+        if saved is not None and saved != ours:  # a step would mean other samples: some skipped, some repeated
+            changed = ", ".join(f"{key} {saved.get(key)} -> {ours[key]}" for key in ours if saved.get(key) != ours[key])
+            raise InputError(f"run.resume_ckpt_path: {checkpoint} was trained with other batches ({changed}); resume "
+                             "with the same batch sizes, run.accum_grad_iters and number of ranks, or start a new run "
+                             "from its weights with model.ckpt")
+        self.engine.load_state_dict(state, checkpoint)
+        self.step = state["step"]
+        self.print(f"resumed from {checkpoint} at step {self.step}")
+
+    def _setup_logging(self) -> None:
+        run = self.run
         self.logger = None
         if self.dist.is_main:
             save_config(self.config, self.output_dir / "config.yaml")
@@ -116,17 +148,17 @@ class TrainRecipe:
             self.logger = MultiLogger(loggers)
         num_trainable = sum(p.numel() for p in self.trainable)
         adapters = f", adapters trained {sorted(self.model.adapters.trainable)}" if self.model.adapters else ""
-        self.print(f"{model_class.__name__}: {num_trainable:,} trainable parameters, parts "
+        self.print(f"{type(self.model).__name__}: {num_trainable:,} trainable parameters, parts "
                    f"{dict(self.model.part_modes)}{adapters}; {self.total_steps} steps from step {self.step}; "
                    f"world size {self.dist.world_size} on {self.device}")
 
-    def _build_data(self) -> MixedBatches:
+    def _setup_data(self) -> MixedBatches:
         run = self.run
         collate = self.collate = collator_for(self.model, self.config.model.max_txt_len, strict=run.strict)
         streams, ratios = {}, {}
         for name, dataset_cfg in self.config.datasets.items():
             dataset = build_dataset(name, dataset_cfg, "train", strict=run.strict)
-            batch_size = dataset_cfg.batch_size or run.batch_size_train
+            batch_size = batch_size_of(dataset_cfg, run)
             streams[name] = BatchStream(name, dataset, batch_size, collate, run.seed, self.dist.rank,
                                         self.dist.world_size, run.num_workers, run.group_by_length)
             ratios[name] = dataset_cfg.sample_ratio
@@ -140,7 +172,7 @@ class TrainRecipe:
     def _one_pass_steps(self) -> int:
         streams = list(self.batches.streams.values())
         if len(streams) != 1 or streams[0].streamed:
-            raise ValueError("run.iters_per_epoch: required for streamed or mixed data sets")
+            raise InputError("run.iters_per_epoch: required for streamed or mixed data sets")
         batches, accum = streams[0].batches_per_pass(), self.run.accum_grad_iters
         steps = max(1, batches // accum)
         if batches % accum:  # nothing is dropped: the data stream runs on across epochs
@@ -151,73 +183,91 @@ class TrainRecipe:
 
     # ---- train ----------------------------------------------------------------------------------
     def train(self) -> None:
-        run, accum = self.run, self.run.accum_grad_iters
+        run = self.run
         self.model.train()
-        data = self.batches.iterate(start_micro_step=self.step * accum)
-        accounting = SampleAccounting(list(self.batches.streams), self.output_dir / f"skipped-rank{self.dist.rank}.jsonl",
-                                      printer=tqdm.write, device=self.device)
-        counted_from = self.step  # after a resume, the current epoch's counts start here
-        window, mix = collections.defaultdict(float), collections.Counter()
-        window_start = time.perf_counter()
+        data = self.batches.iterate(start_micro_step=self.step * run.accum_grad_iters)
+        self.accounting = SampleAccounting(list(self.batches.streams),
+                                           self.output_dir / f"skipped-rank{self.dist.rank}.jsonl",
+                                           printer=tqdm.write, device=self.device)
+        self.counted_from = self.step  # after a resume, the current epoch's counts start here
+        self._reset_window()
         progress = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.is_main, desc="train",
                         dynamic_ncols=True)
         while self.step < self.total_steps:
-            # Dropout draws depend on (seed, step, rank) only: a resumed run repeats them exactly.
-            torch.manual_seed(run.seed + 1_000_003 * self.dist.rank + 7_919 * (self.step + 1))
-            lr = self.schedule.lr_at(self.step)
-            for group in self.engine.param_groups:
-                group["lr"] = lr * group["lr_mult"]
-            micro_batches = [next(data) for _ in range(accum)]
-            # Every answer token of the step counts the same, as in one big batch, however the tokens fall
-            # across micro-batches and ranks (a mean of each batch's mean would favour short answers): a
-            # micro-batch's mean loss is weighted by its tokens over the mean tokens per rank, since DDP
-            # and DeepSpeed average the ranks' gradients.
-            answer_tokens = [int((batch["labels"] != IGNORE_INDEX).sum()) for _, batch in micro_batches]
-            tokens_per_rank = all_reduce_mean(torch.tensor(float(sum(answer_tokens)), device=self.device)).item()
-            for micro, ((name, batch), tokens) in enumerate(zip(micro_batches, answer_tokens)):
-                if self.model.adapters:
-                    self.model.adapters.use(self.adapter_of[name])
-                accounting.add(batch)
-                mix[name] += len(batch["ids"])
-                with self.engine.accumulating(last_micro=micro == accum - 1):
-                    loss = self._micro_step(batch) * (tokens / max(tokens_per_rank, 1.0))
-                    self.engine.backward(loss)
-                window["loss"] += loss.item()
-                window["samples"] += len(batch["ids"])
-                window["supervised"] += tokens
-                window["tokens"] += batch["attention_mask"].sum().item()
-            grad_norm = self.engine.step()
-            self.step += 1
-            window["steps"] += 1
+            lr, grad_norm = self._train_step(data)
             progress.update(1)
-
             if self.step % run.log_freq == 0 or self.step == self.total_steps:
-                elapsed = time.perf_counter() - window_start
-                loss_mean = all_reduce_mean(torch.tensor(window["loss"] / window["steps"], device=self.device)).item()
-                metrics = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
-                           "samples_per_s": window["samples"] * self.dist.world_size / elapsed,
-                           "supervised_fraction": window["supervised"] / max(window["tokens"], 1),
-                           "epoch": (self.step - 1) // self.iters_per_epoch,
-                           "samples_by_dataset_rank0": dict(mix)}  # each micro-step draws one data set on all ranks
-                progress.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}")
-                if self.logger:
-                    self.logger.log(metrics, self.step)
-                window, mix, window_start = collections.defaultdict(float), collections.Counter(), time.perf_counter()
-
+                loss = self._log_window(lr, grad_norm)
+                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             epoch_end = self.step % self.iters_per_epoch == 0
             if epoch_end:
-                epoch = self.step // self.iters_per_epoch - 1
-                samples = accounting.end_epoch()
-                first_step = max(counted_from, epoch * self.iters_per_epoch)
-                since = f" (from step {first_step}, where this run resumed)" if first_step > epoch * self.iters_per_epoch else ""
-                self.print(f"epoch {epoch} samples{since}: {SampleAccounting.describe(samples)}")
-                if self.model.feature_cache is not None:
-                    self.print(f"epoch {epoch} {self.model.feature_cache.describe()} (rank 0)")
-                if self.logger:
-                    self.logger.log({"epoch": epoch, "epoch_samples": samples, "counted_from_step": first_step}, self.step)
+                self._end_epoch()
             if epoch_end or (run.ckpt_freq and self.step % run.ckpt_freq == 0):
                 self.save()
         progress.close()
+
+    def _train_step(self, data) -> tuple[float, float]:
+        """One optimiser step over accum_grad_iters micro-batches; -> (learning rate, gradient norm)."""
+        run, accum = self.run, self.run.accum_grad_iters
+        # Dropout draws depend on (seed, step, rank) only: a resumed run repeats them exactly.
+        torch.manual_seed(run.seed + 1_000_003 * self.dist.rank + 7_919 * (self.step + 1))
+        lr = self.schedule.lr_at(self.step)
+        for group in self.engine.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        micro_batches = [next(data) for _ in range(accum)]
+        # Every answer token of the step counts the same, as in one big batch, however the tokens fall
+        # across micro-batches and ranks (a mean of each batch's mean would favour short answers): a
+        # micro-batch's mean loss is weighted by its tokens over the mean tokens per rank, since DDP
+        # and DeepSpeed average the ranks' gradients.
+        answer_tokens = [int((batch["labels"] != IGNORE_INDEX).sum()) for _, batch in micro_batches]
+        tokens_per_rank = all_reduce_mean(torch.tensor(float(sum(answer_tokens)), device=self.device)).item()
+        for micro, ((name, batch), tokens) in enumerate(zip(micro_batches, answer_tokens)):
+            if self.model.adapters:
+                self.model.adapters.use(self.adapter_of[name])
+            self.accounting.add(batch)
+            self.mix[name] += len(batch["ids"])
+            with self.engine.accumulating(last_micro=micro == accum - 1):
+                loss = self._micro_step(batch) * (tokens / max(tokens_per_rank, 1.0))
+                self.engine.backward(loss)
+            self.window["loss"] += loss.item()
+            self.window["samples"] += len(batch["ids"])
+            self.window["supervised"] += tokens
+            self.window["tokens"] += batch["attention_mask"].sum().item()
+        grad_norm = self.engine.step()
+        self.step += 1
+        self.window["steps"] += 1
+        return lr, grad_norm
+
+    def _reset_window(self) -> None:
+        """Sums over the steps since the last log line."""
+        self.window, self.mix, self.window_start = collections.defaultdict(float), collections.Counter(), time.perf_counter()
+
+    def _log_window(self, lr: float, grad_norm: float) -> float:
+        """Log the window's means (loss averaged over ranks) and start a new window; -> the mean loss."""
+        window = self.window
+        elapsed = time.perf_counter() - self.window_start
+        loss_mean = all_reduce_mean(torch.tensor(window["loss"] / window["steps"], device=self.device)).item()
+        metrics = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
+                   "samples_per_s": window["samples"] * self.dist.world_size / elapsed,
+                   "supervised_fraction": window["supervised"] / max(window["tokens"], 1),
+                   "epoch": (self.step - 1) // self.iters_per_epoch,
+                   "samples_by_dataset_rank0": dict(self.mix)}  # each micro-step draws one data set on all ranks
+        if self.logger:
+            self.logger.log(metrics, self.step)
+        self._reset_window()
+        return loss_mean
+
+    def _end_epoch(self) -> None:
+        """Report the epoch's sample accounting (seen, skipped, truncated per data set)."""
+        epoch = self.step // self.iters_per_epoch - 1
+        samples = self.accounting.end_epoch()
+        first_step = max(self.counted_from, epoch * self.iters_per_epoch)
+        since = f" (from step {first_step}, where this run resumed)" if first_step > epoch * self.iters_per_epoch else ""
+        self.print(f"epoch {epoch} samples{since}: {SampleAccounting.describe(samples)}")
+        if self.model.feature_cache is not None:
+            self.print(f"epoch {epoch} {self.model.feature_cache.describe()} (rank 0)")
+        if self.logger:
+            self.logger.log({"epoch": epoch, "epoch_samples": samples, "counted_from_step": first_step}, self.step)
 
     def _micro_step(self, batch: dict) -> torch.Tensor:
         weight = 1.0
@@ -233,19 +283,28 @@ class TrainRecipe:
     # ---- save -----------------------------------------------------------------------------------
     def save(self) -> None:
         """Every rank writes its share into a staging folder (DeepSpeed's optimiser partitions), rank 0
-        the rest; then rank 0 renames it into place, so a checkpoint is either whole or absent."""
+        the rest; then rank 0 renames it into place, so a checkpoint is either whole or absent. A write
+        that fails (a full disk) removes the staging folder and names the last whole checkpoint."""
         staging = staging_folder(self.output_dir, self.step)
-        if self.dist.is_main:
+        try:
+            if self.dist.is_main:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            barrier()
+            self.engine.save(staging)
+            with self.engine.gathered(list(self.model.parameters())):
+                weights = self.model.checkpoint_weights()
+            if self.dist.is_main:
+                state = {**self.engine.state_dict(), "step": self.step, "data_layout": self._data_layout()}
+                path = save_checkpoint(self.output_dir, self.step, weights, state, self.config, staging=staging)
+                self.print(f"saved {path}")
+        except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        barrier()
-        self.engine.save(staging)
-        with self.engine.gathered(list(self.model.parameters())):
-            weights = self.model.checkpoint_weights()
-        if self.dist.is_main:
-            state = {**self.engine.state_dict(), "step": self.step, "data_layout": self._data_layout()}
-            path = save_checkpoint(self.output_dir, self.step, weights, state, self.config, staging=staging)
-            self.print(f"saved {path}")
+            last = latest_checkpoint(self.output_dir)
+            raise CheckpointError(f"step {self.step}: the checkpoint could not be written ({error.strerror or error}); "
+                                  f"its partial folder {staging} is removed. The last whole checkpoint is "
+                                  f"{last or 'none (nothing saved yet)'}; once there is room, resume with "
+                                  "run.resume_ckpt_path=latest") from error
         barrier()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from minigpt.conversation.collator import ConversationCollator, UnsupervisedSamp
 from minigpt.conversation.template import ConversationError, PromptTemplate
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.image_records import read_image
-from minigpt.models.minigpt import image_token_count
+from minigpt.models.image_tokens import image_token_count
 from minigpt.models.tokenizer import load_tokenizer
 
 WARNINGS = ("truncated", "<image> marker")
