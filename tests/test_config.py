@@ -139,6 +139,8 @@ def fake_files(tmp_path):
     """Stand-ins for the files a user points the original configs at."""
     llm = tmp_path / "vicuna"
     llm.mkdir()
+    for name in ("config.json", "tokenizer.model"):  # what a Hugging Face LLM folder must hold
+        (llm / name).write_text("{}")
     shards = tmp_path / "shards"
     shards.mkdir()
     for index in range(3):
@@ -181,7 +183,7 @@ def test_checkpoint_paths_are_found_from_any_working_directory(tmp_path, fake_fi
         f"datasets.cc_sbu_align.build_info.storage={fake_files['align']}"])
     assert config.model.ckpt == config.run.resume_ckpt_path == str(tmp_path / "runs" / "stage1")
     in_repo = load_config(Path(__file__).parents[1] / "eval_configs/tiny_eval.yaml",
-                          ["model.ckpt=eval_configs", "model.tokenizer=/"], for_training=False)
+                          ["model.ckpt=eval_configs", f"model.tokenizer={fake_files['llm']}"], for_training=False)
     assert in_repo.model.ckpt == str(Path(__file__).parents[1] / "eval_configs")  # not in tmp_path: the repository's
 
 

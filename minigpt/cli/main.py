@@ -6,6 +6,7 @@ message and exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from types import ModuleType
 
@@ -42,4 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry_point() -> None:
     """The `minigpt` console command."""
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `minigpt configs | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

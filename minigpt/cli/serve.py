@@ -2,7 +2,7 @@
 
     minigpt serve --cfg-path eval_configs/X.yaml [--port 8000] [--options key=value ...]
 
-Any OpenAI client then talks to it (docs/demos.md has an example). Images come as data URLs, or as
+Any OpenAI client then talks to it (docs/demos-and-serving.md has an example). Images come as data URLs, or as
 file paths under --image-root. It listens on 127.0.0.1 unless --host says otherwise; there is no
 authentication, so expose it only behind something that has.
 """

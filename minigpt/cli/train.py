@@ -1,15 +1,22 @@
 """Train a model: the config's data sets, its model parts, its run settings.
 
     minigpt train --cfg-path tiny_stage1
-    torchrun --nproc-per-node N -m minigpt train --cfg-path train_configs/X.yaml [--options key=value ...]
-    deepspeed --num_gpus N -m minigpt train --cfg-path ... --options run.deepspeed_config=train_configs/deepspeed/zero2.json
+    minigpt train --nproc-per-node N --cfg-path train_configs/X.yaml [--options key=value ...]
+    torchrun --nproc-per-node N -m minigpt train --cfg-path train_configs/X.yaml
+    deepspeed --num_gpus N train.py --cfg-path ... --options run.deepspeed_config=train_configs/deepspeed/zero2.json
 
-A plain run is one process; under torchrun each rank is a DDP process. The config is validated, and
-the output folder checked, before any model is built.
+A plain run is one process; with --nproc-per-node, or under torchrun, each rank is a DDP process.
+The config is validated, and the output folder checked, before any model is built; with
+--nproc-per-node that happens before any process starts, and a failed rank is reported in one line.
 """
 from __future__ import annotations
 
 import argparse
+import sys
+
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser as torchrun_parser
+from torch.distributed.run import run as torchrun
 
 from minigpt.cli.options import add_config_arguments
 from minigpt.common import registry
@@ -18,15 +25,34 @@ from minigpt.config.loader import load_config
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "train config")
+    parser.add_argument("--nproc-per-node", type=int, help="start this many DDP processes on this machine "
+                                                            "(torchrun's launcher) after checking the config")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.cfg_path, args.options)
+    if args.nproc_per_node:
+        return launch(args)
     recipe = registry.get("runner", config.run.runner)(config)
     try:
         recipe.setup()
         recipe.train()
     finally:
         recipe.close()
+    return 0
+
+
+def launch(args: argparse.Namespace) -> int:
+    """Run `minigpt train` in `nproc_per_node` processes through torchrun's launcher (standalone, one
+    machine); a rank that fails has printed its own message, so the launcher's report is left out."""
+    command = ["--standalone", "--nproc-per-node", str(args.nproc_per_node), "-m", "minigpt", "train",
+               "--cfg-path", args.cfg_path, *(["--options", *args.options] if args.options else [])]
+    try:
+        torchrun(torchrun_parser().parse_args(command))
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        print(f"minigpt train: rank {rank} stopped with exit code {failure.exitcode} (its message is above)",
+              file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
     return 0

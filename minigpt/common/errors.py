@@ -21,6 +21,10 @@ class ConfigError(InputError):
         self.source, self.key, self.problem = source, key, problem
 
 
+class InputFileNotFoundError(InputError, FileNotFoundError):
+    """A file a config names, or one a folder it names should hold, is not there."""
+
+
 class CheckpointError(InputError):
     """A weights or checkpoint file that cannot be read or does not fit the model."""
 

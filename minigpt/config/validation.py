@@ -24,6 +24,8 @@ from minigpt.models.image_tokens import image_token_count, input_image_size
 from minigpt.models.vision_encoder import PRESETS
 from minigpt.runners.engines import deepspeed_micro_batch, deepspeed_settings
 
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
 
 def source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
     """The last file that set `dotted_key` (the one whose value is in force)."""
@@ -90,6 +92,18 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
         if model[key] and "://" in model[key]:
             fail(f"model.{key}", f"'{model[key]}' is a URL; nothing is downloaded: fetch the file and give its local path")
         check_path(f"model.{key}", model[key])
+    _check_llm_folders(model, fail)
+
+
+def _check_llm_folders(model: DictConfig, fail) -> None:
+    """The LLM folder holds a config.json and the tokenizer folder tokenizer files (found now, not after
+    the vision side is built)."""
+    if model.llama_model and not (resolve_path(model.llama_model) / "config.json").is_file():
+        fail("model.llama_model", f"'{model.llama_model}' has no config.json (a Hugging Face model folder is expected)")
+    key = "model.tokenizer" if model.tokenizer else "model.llama_model"
+    folder = model.tokenizer or model.llama_model
+    if folder and not any((resolve_path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        fail(key, f"'{folder}' holds no tokenizer ({' or '.join(TOKENIZER_FILES)})")
 
 
 def _validate_run(run: DictConfig, fail, check_path) -> None:

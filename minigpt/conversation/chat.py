@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
+from minigpt.common.errors import InputError
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.processors.image import to_rgb
@@ -35,7 +36,7 @@ def load_image(image: str | Path | Image.Image) -> Image.Image:
     try:
         return to_rgb(Image.open(image))
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {image}: {error}") from None
+        raise InputError(f"cannot read image {image}: {error}") from None
 
 
 @dataclass

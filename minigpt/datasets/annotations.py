@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.conversation.template import ASSISTANT, USER
 
@@ -23,7 +24,7 @@ IMAGE_MARKER = "<image>"
 ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError):
     """A problem in an annotation file, naming the file, the record index and id, and the field."""
 
     def __init__(self, path: str | Path, index: int | None, problem: str, record_id: Any = None):
@@ -79,6 +80,9 @@ def load_json(path: str | Path, key: str | None = None) -> Any:
     except json.JSONDecodeError as error:
         index = _record_at(text, error.pos, key)
         raise AnnotationError(path, index, f"malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+    except RecursionError:  # Python's parser recurses once per level of [ or {
+        raise AnnotationError(path, None, "JSON nested too deeply to parse (thousands of levels of [ or {): "
+                                          "not an annotation file") from None
 
 
 def load_records(path: str | Path, key: str | None = None) -> list:
@@ -96,6 +100,9 @@ def load_records(path: str | Path, key: str | None = None) -> list:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as error:
                     raise AnnotationError(path, len(records), f"malformed JSON on line {line_number + 1}: {error.msg}") from None
+                except RecursionError:
+                    raise AnnotationError(path, len(records), f"line {line_number + 1} is JSON nested too deeply "
+                                                              "to parse") from None
         return records
     data = load_json(path, key)
     if key is not None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import io
 import json
 import random
+from pathlib import Path
 
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path, shard_paths
 from minigpt.conversation.template import ASSISTANT
 from minigpt.processors.image import to_rgb
@@ -31,6 +33,10 @@ class CaptionShardDataset(IterableDataset):
         self.name = name
         self.resampled = resampled
         self.shards = [str(resolve_path(p)) for p in shard_paths(pattern)]
+        folders = [shard for shard in self.shards if Path(shard).is_dir()]
+        if folders:  # webdataset would read a folder as an empty stream, and training would stop on no batch
+            raise InputError(f"{name}: build_info.storage: '{folders[0]}' is a folder; name its webdataset shards, "
+                             f"e.g. '{folders[0].rstrip('/')}/{{00000..00099}}.tar' or '{folders[0].rstrip('/')}/*.tar'")
         self.vis_processor = vis_processor
         self.text_processor = text_processor
         self.shuffle_buffer = shuffle_buffer
@@ -46,7 +52,7 @@ class CaptionShardDataset(IterableDataset):
         random.Random(f"{self.seed}-{self.pass_index}").shuffle(shards)
         shards = shards[self.rank :: self.world_size][worker_id::num_workers]
         if not shards:
-            raise ValueError(f"{self.name}: {len(self.shards)} shards cannot feed {self.world_size} ranks x "
+            raise InputError(f"{self.name}: {len(self.shards)} shards cannot feed {self.world_size} ranks x "
                              f"{num_workers} workers; use at least as many shards as ranks x workers")
         return shards
 
@@ -93,7 +99,7 @@ class CaptionShardDataset(IterableDataset):
             image = to_rgb(Image.open(io.BytesIO(record[image_key])))
         except Exception as error:  # a corrupt image or record is skipped and reported, never fatal
             if self.strict:
-                raise ValueError(f"{self.name}: bad sample {key}: {error}") from error
+                raise InputError(f"{self.name}: bad sample {key}: {error}") from error
             return {"id": key, "dataset": self.name, "skip": ("broken record", f"{type(error).__name__}: {error}")}
         return {"id": record["__key__"], "dataset": self.name, "image": self.vis_processor(image),
                 "turns": [(ASSISTANT, caption)], "choice_seed": f"{self.seed}-{self.pass_index}"}

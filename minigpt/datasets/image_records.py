@@ -15,6 +15,7 @@ from typing import Callable
 from PIL import Image
 from torch.utils.data import Dataset
 
+from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.processors.image import to_rgb
 
@@ -80,6 +81,6 @@ class ImageRecordDataset(Dataset):
         except Exception as error:  # missing or unreadable: skipped and counted, or fatal if strict
             reason = "missing image" if isinstance(error, FileNotFoundError) else "unreadable image"
             if self.strict:
-                raise ValueError(f"{self.name}: {self.source}: id {record['id']!r}: {reason} {path}: {error}") from error
+                raise InputError(f"{self.name}: {self.source}: id {record['id']!r}: {reason} {path}: {error}") from error
             return {"id": sample["id"], "dataset": self.name, "skip": (reason, str(path))}
         return {**sample, "image": self.vis_processor(image)}

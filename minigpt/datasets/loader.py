@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from minigpt.common.errors import InputError
+
 GROUP_BATCHES = 50  # batches sorted together by length
 
 
@@ -43,7 +45,7 @@ class BatchStream:
         self.streamed = isinstance(dataset, IterableDataset)
         self.group_by_length = group_by_length and hasattr(dataset, "text_length")  # map-style sets only
         if not self.streamed and self.batches_per_pass() == 0:
-            raise ValueError(f"dataset {name}: {len(dataset)} samples are fewer than one batch of "
+            raise InputError(f"dataset {name}: {len(dataset)} samples are fewer than one batch of "
                              f"{batch_size} on each of {world_size} ranks")
 
     def batches_per_pass(self) -> int:
@@ -98,7 +100,7 @@ class BatchStream:
                     yield batch
                 produced += 1
             if not got_any:
-                raise ValueError(f"dataset {self.name}: a pass over its shards gave no batch on rank {self.rank}")
+                raise InputError(f"dataset {self.name}: a pass over its shards gave no batch on rank {self.rank}")
             pass_index += 1
 
 

@@ -84,7 +84,7 @@ def plan_device_map(llm: torch.nn.Module, strategy: str = "auto", max_gpu_memory
     from accelerate.utils import get_balanced_memory
 
     if strategy not in ("auto", "sequential"):
-        raise ValueError(f"device map '{strategy}': choose auto or sequential")
+        raise InputError(f"device map '{strategy}': choose auto or sequential")
     base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under peft's wrapper
     no_split = list(getattr(base, "_no_split_modules", None) or [])
     max_memory = max_gpu_memory
@@ -95,7 +95,7 @@ def plan_device_map(llm: torch.nn.Module, strategy: str = "auto", max_gpu_memory
     device_map = infer_auto_device_map(llm, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype)
     off_gpu = sorted({str(place) for place in device_map.values() if not isinstance(place, int)})
     if off_gpu:
-        raise ValueError(f"the LLM does not fit on the GPUs' memory (parts would go to {', '.join(off_gpu)}); "
+        raise InputError(f"the LLM does not fit on the GPUs' memory (parts would go to {', '.join(off_gpu)}); "
                          "use more GPUs, a larger max_gpu_memory, or low_resource (8 bits)")
     return device_map
 

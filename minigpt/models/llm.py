@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from minigpt.common.errors import MissingExtraError
+from minigpt.common.errors import InputError, InputFileNotFoundError, MissingExtraError
 from minigpt.common.paths import resolve_path
 from minigpt.models.pretrained import LoadReport, summarize
 from minigpt.models.tokenizer import load_tokenizer
@@ -29,7 +29,7 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
     if llama_model:
         path = resolve_path(llama_model)
         if not (Path(path) / "config.json").exists():
-            raise FileNotFoundError(f"model.llama_model: '{path}' has no config.json (a Hugging Face model folder is expected)")
+            raise InputFileNotFoundError(f"model.llama_model: '{path}' has no config.json (a Hugging Face model folder is expected)")
         kwargs = {"dtype": dtype, "local_files_only": True, "trust_remote_code": trust_remote_code,
                   "attn_implementation": attn_implementation}
         if quantize_bits:
@@ -51,7 +51,7 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
         config = AutoConfig.for_model(model_type, **options)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
                          f"{model.get_input_embeddings().num_embeddings}: they do not belong together")
     return model, tokenizer
 
@@ -65,16 +65,16 @@ def load_llm_folder(path: str, **kwargs) -> tuple[nn.Module, LoadReport]:
     except ValueError as error:
         if "trust_remote_code" not in str(error):
             raise
-        raise ValueError(f"model.llama_model: {path} needs the Python code it ships (auto_map in its config.json) to "
+        raise InputError(f"model.llama_model: {path} needs the Python code it ships (auto_map in its config.json) to "
                          "load; set model.trust_remote_code: true if you trust that code") from None
     report = LoadReport(str(path), missing=sorted(info["missing_keys"]), unused=sorted(info["unexpected_keys"]))
     report.loaded = len(model.state_dict()) - len(report.missing)
     if info["mismatched_keys"]:
         key, file_shape, model_shape = sorted(info["mismatched_keys"])[0]
-        raise ValueError(f"model.llama_model: {path}: {key}: shape {tuple(file_shape)} in the folder, "
+        raise InputError(f"model.llama_model: {path}: {key}: shape {tuple(file_shape)} in the folder, "
                          f"{tuple(model_shape)} in its config.json ({len(info['mismatched_keys'])} such weights)")
     if report.missing:
-        raise ValueError(f"model.llama_model: {path}: missing {len(report.missing)} weights the model needs: "
+        raise InputError(f"model.llama_model: {path}: missing {len(report.missing)} weights the model needs: "
                          f"{summarize(report.missing)} (an incomplete download or a different architecture?)")
     return model, report
 

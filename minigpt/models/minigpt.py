@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, StoppingCriteriaList
 
+from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.common.schema import PART_NAMES
 from minigpt.conversation.collator import IGNORE_INDEX
@@ -366,7 +367,7 @@ class MiniGPT(nn.Module):
         inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
         room = self.max_context_len - inputs_embeds.shape[1]
         if room < 1:
-            raise ValueError(f"prompt of {inputs_embeds.shape[1]} tokens leaves no room for an answer in "
+            raise InputError(f"prompt of {inputs_embeds.shape[1]} tokens leaves no room for an answer in "
                              f"max_context_len={self.max_context_len}; reset the conversation")
         max_new_tokens = min(max_new_tokens, room)
         end_sym = self.template.end_sym

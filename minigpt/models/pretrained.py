@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minigpt.common import checkpoint  # module import: checkpoint.py imports models/ in turn
+from minigpt.common.errors import CheckpointError
 from minigpt.models.key_names import qformer_key
 
 
@@ -52,14 +53,14 @@ def load_into(module: nn.Module, weights: dict[str, torch.Tensor], source: str, 
         if key not in own:
             report.unused.append(key)
         elif own[key].shape != value.shape:
-            raise ValueError(f"{source}: {key}: shape {tuple(value.shape)} in the file, "
+            raise CheckpointError(f"{source}: {key}: shape {tuple(value.shape)} in the file, "
                              f"{tuple(own[key].shape)} in the model")
     usable = {key: value for key, value in weights.items() if key in own}
     module.load_state_dict(usable, strict=False)
     report.loaded += len(usable)
     report.missing += [key for key in own if key not in usable]
     if report.missing:
-        raise ValueError(f"{source}: missing {len(report.missing)} weights the model needs: "
+        raise CheckpointError(f"{source}: missing {len(report.missing)} weights the model needs: "
                          f"{summarize(report.missing)} (is this the right file?)")
     return report
 
@@ -106,7 +107,7 @@ def load_blip2_qformer(model: nn.Module, path: str | Path) -> LoadReport:
     Everything else in it (its ViT copy, ITM/ITC heads, the text embeddings) is reported unused."""
     source = str(path)
     if model.Qformer is None:
-        raise ValueError(f"model.q_former_model: {source}: this model has no Q-Former (model.has_qformer is false)")
+        raise CheckpointError(f"model.q_former_model: {source}: this model has no Q-Former (model.has_qformer is false)")
     report = LoadReport(source)
     mapped = {}
     for key, value in checkpoint.read_weights(path).items():
@@ -117,9 +118,9 @@ def load_blip2_qformer(model: nn.Module, path: str | Path) -> LoadReport:
             report.unused.append(key)
     query_tokens = mapped.pop("query_tokens", None)
     if query_tokens is None:
-        raise ValueError(f"{source}: no query_tokens (is this a BLIP-2 checkpoint?)")
+        raise CheckpointError(f"{source}: no query_tokens (is this a BLIP-2 checkpoint?)")
     if query_tokens.shape != model.query_tokens.shape:
-        raise ValueError(f"{source}: query_tokens: shape {tuple(query_tokens.shape)} in the file, "
+        raise CheckpointError(f"{source}: query_tokens: shape {tuple(query_tokens.shape)} in the file, "
                          f"{tuple(model.query_tokens.shape)} in the model (see model.num_query_token)")
     with torch.no_grad():
         model.query_tokens.copy_(query_tokens)

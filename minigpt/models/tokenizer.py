@@ -25,6 +25,8 @@ from pathlib import Path
 import sentencepiece as spm
 from transformers import AutoTokenizer, LlamaTokenizer, PreTrainedTokenizerBase
 
+from minigpt.common.errors import InputFileNotFoundError
+
 # The normaliser settings match Llama-2's own model: no rewriting of the text, so decode(encode(x)) == x.
 SPM_OPTIONS = dict(
     model_type="bpe", byte_fallback=True, hard_vocab_limit=False, character_coverage=1.0,
@@ -88,7 +90,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
             tokenizer = None
     if tokenizer is None:
         if not (path / "tokenizer.model").exists():
-            raise FileNotFoundError(f"{path}: no tokenizer files (expected tokenizer.model or tokenizer.json)")
+            raise InputFileNotFoundError(f"{path}: no tokenizer files (expected tokenizer.model or tokenizer.json)")
         tokenizer = LlamaTokenizer.from_pretrained(str(path), local_files_only=True)
     return finish(tokenizer)
 

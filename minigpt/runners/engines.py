@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from minigpt.common.dist import DistInfo, barrier
+from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 
 DEEPSPEED_TAG = "deepspeed"  # the subfolder of a checkpoint that holds DeepSpeed's files
@@ -153,7 +154,7 @@ def check_same_engine(state: dict, ours: dict, folder: Path) -> None:
         def describe(layout: dict) -> str:
             return ", ".join(f"{key} {value}" for key, value in layout.items())
 
-        raise ValueError(f"run.resume_ckpt_path: {folder} holds optimiser state for {describe(theirs)}, but this run "
+        raise InputError(f"run.resume_ckpt_path: {folder} holds optimiser state for {describe(theirs)}, but this run "
                          f"has {describe(ours)}; resume with the same run.deepspeed_config and number of ranks, or start "
                          f"a new run from its weights with model.ckpt")
 
@@ -194,12 +195,12 @@ def deepspeed_settings(run: DictConfig, micro_batch_size: int, on_gpu: bool) -> 
     if isinstance(source, str):
         path = resolve_path(source)
         if not path.exists():
-            raise ValueError(f"'{source}' does not exist")
+            raise InputError(f"'{source}' does not exist")
         settings = json.loads(path.read_text()) if path.suffix == ".json" else OmegaConf.to_container(OmegaConf.load(path))
     else:
         settings = OmegaConf.to_container(source) if isinstance(source, DictConfig) else dict(source)
     if "train_batch_size" in settings:
-        raise ValueError("leave out train_batch_size; it follows from the data sets' batch_size, "
+        raise InputError("leave out train_batch_size; it follows from the data sets' batch_size, "
                          "run.accum_grad_iters and the number of ranks")
     amp = run.amp and on_gpu
     ours = {"train_micro_batch_size_per_gpu": micro_batch_size,
@@ -214,13 +215,13 @@ def deepspeed_settings(run: DictConfig, micro_batch_size: int, on_gpu: bool) -> 
         if theirs is not None and theirs != value:
             origin = {"train_micro_batch_size_per_gpu": "the data sets' batch_size", "gradient_accumulation_steps":
                       "run.accum_grad_iters", "gradient_clipping": "run.max_grad_norm"}.get(key, "run.amp / run.amp_dtype on this device")
-            raise ValueError(f"{key} is {theirs} there but {value} from {origin}; set it in one place")
+            raise InputError(f"{key} is {theirs} there but {value} from {origin}; set it in one place")
     settings.update(ours)
     for key, value in precision.items():
         settings[key] = {**settings.get(key, {}), **value}
     zero = settings.setdefault("zero_optimization", {})
     if zero.get("stage", 0) not in (1, 2, 3):
-        raise ValueError(f"zero_optimization.stage {zero.get('stage', 0)} is not 1, 2 or 3 (stage 0 is plain data "
+        raise InputError(f"zero_optimization.stage {zero.get('stage', 0)} is not 1, 2 or 3 (stage 0 is plain data "
                          "parallelism: leave run.deepspeed_config unset for that)")
     if zero.get("offload_optimizer") and "optimizer" not in settings:
         settings.setdefault("zero_force_ds_cpu_optimizer", False)  # our torch AdamW steps on the CPU copy

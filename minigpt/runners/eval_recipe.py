@@ -27,6 +27,7 @@ from tqdm import tqdm
 from minigpt.common import registry
 from minigpt.common.checkpoint import save_config
 from minigpt.common.dist import DistInfo, barrier, setup_distributed
+from minigpt.common.errors import InputError
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
 from minigpt.common.paths import resolve_path
 from minigpt.conversation.chat import GenerationOptions, choose_answers, generate_answers
@@ -60,7 +61,7 @@ class QuestionImages(Dataset):
         except Exception as error:
             message = f"{self.source}: id {item['id']!r}: unreadable image {path}: {error}"
             if self.strict:
-                raise ValueError(message) from error
+                raise InputError(message) from error
             return {"id": item["id"], "skipped": message}
         return {**item, "image": self.processor(image), "image_size": list(image.size)}
 
@@ -102,7 +103,7 @@ def prepare_folder(folder: Path, stamp: str, overwrite: bool, name: str) -> None
     folder.mkdir(parents=True, exist_ok=True)
     stamp_file = folder / "fingerprint.txt"
     if stamp_file.exists() and stamp_file.read_text().strip() != stamp:
-        raise ValueError(f"evaluation_datasets.{name}: {folder} holds answers of another model or config; "
+        raise InputError(f"evaluation_datasets.{name}: {folder} holds answers of another model or config; "
                          "pass --overwrite to start again, or set run.output_dir to a new folder")
     stamp_file.write_text(stamp + "\n")
 
@@ -148,7 +149,7 @@ def score(items: list[dict], folder: Path, metric: str, name: str) -> tuple[dict
     try:
         scores, per_item = METRICS[metric]([p["answer"] for p in answered], [p["reference"] for p in answered])
     except (KeyError, ValueError) as error:
-        raise ValueError(f"evaluation_datasets.{name}: metric {metric}: {error}") from None
+        raise InputError(f"evaluation_datasets.{name}: metric {metric}: {error}") from None
     for prediction, item_scores in zip(answered, per_item):
         prediction["scores"] = item_scores
     return scores, ordered, len(ordered) - len(answered)
@@ -161,7 +162,7 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
     names = names or list(config.evaluation_datasets)
     unknown = [n for n in names if n not in config.evaluation_datasets]
     if unknown:
-        raise ValueError(f"{cfg_path}: no evaluation_datasets.{unknown[0]} (known: {', '.join(config.evaluation_datasets)})")
+        raise InputError(f"{cfg_path}: no evaluation_datasets.{unknown[0]} (known: {', '.join(config.evaluation_datasets)})")
     dist = setup_distributed(run.device)
     out = resolve_path(run.save_path or run.output_dir)
     torch.manual_seed(run.seed)  # parts without weights files get the same random weights on every rank and run
@@ -181,7 +182,7 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
         builder = registry.get("builder", section.builder)(name, section)
         items = builder.eval_items(builder.records(), section.instruction)
         if not items:
-            raise ValueError(f"evaluation_datasets.{name}: {section.build_info.ann_path} has no question to evaluate")
+            raise InputError(f"evaluation_datasets.{name}: {section.build_info.ann_path} has no question to evaluate")
         metric = section.metric or builder.eval_metric()
         folder = out / name
         if dist.is_main:

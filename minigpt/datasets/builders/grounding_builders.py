@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.boxes import xywh_box_tokens
@@ -41,7 +42,7 @@ class ReferCOCOBuilder(AnnotationBuilder):
 
     def parse(self, ann_path):
         if self.cfg.task not in ("refer", "identify"):
-            raise ValueError(f"datasets.{self.name}.task: '{self.cfg.task}' is not refer or identify")
+            raise InputError(f"datasets.{self.name}.task: '{self.cfg.task}' is not refer or identify")
         info = self.cfg.build_info
         builder_name = self.cfg.builder or self.name  # invrefcoco+ (builder: refcoco+) reads refcoco+
         dataset = info.dataset or FOLDER.get(builder_name, builder_name)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.common.registry import register_builder
 from minigpt.conversation.template import ASSISTANT, USER
@@ -100,7 +101,7 @@ class VQABuilder(VQAEvaluation, AnnotationBuilder):
     def parse(self, ann_path):
         layout = self.layout()
         if layout not in ANSWER_FIELD:
-            raise ValueError(f"datasets.{self.name}.layout: '{layout}' is not one of {', '.join(ANSWER_FIELD)}")
+            raise InputError(f"datasets.{self.name}.layout: '{layout}' is not one of {', '.join(ANSWER_FIELD)}")
         answer_field = ANSWER_FIELD[layout]
         data = load_records(ann_path) if str(ann_path).endswith(".jsonl") else load_json(ann_path)
         if isinstance(data, dict):  # GQA as released: keyed by question id
