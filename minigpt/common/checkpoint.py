@@ -27,6 +27,17 @@ from minigpt.common.errors import CheckpointError
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk): its partial folder is gone, the last whole one named."""
+
+    def __init__(self, output_dir: str | Path, name: str, error: Exception):
+        last = latest_checkpoint(output_dir)
+        reason = getattr(error, "strerror", None) or str(error)
+        super().__init__(f"{Path(output_dir) / name}: could not be written ({reason}); its partial folder is removed. "
+                         f"The last whole checkpoint is {last or 'none (nothing saved yet)'}; once there is room, "
+                         "resume with run.resume_ckpt_path=latest")
+
+
 class RefusedPickleError(CheckpointError, pickle.UnpicklingError):
     """A .pth file holding objects other than tensors: loading it would run code, so it is refused."""
 
@@ -55,9 +66,9 @@ def save_checkpoint(output_dir: str | Path, step: int, weights: dict[str, torch.
         torch.save(training_state, temporary / "training_state.pt")
         if config is not None:
             save_config(config, temporary / "config.yaml")
-    except BaseException:
+    except (OSError, RuntimeError) as error:  # a full disk; torch says "unexpected pos ..." for it
         shutil.rmtree(temporary, ignore_errors=True)  # a half-written folder would hold the space for nothing
-        raise
+        raise CheckpointWriteError(output_dir, final.name, error) from error
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)

@@ -18,15 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from minigpt.common import registry
-from minigpt.common.checkpoint import (
-    latest_checkpoint,
-    load_training_state,
-    save_checkpoint,
-    save_config,
-    staging_folder,
-)
+from minigpt.common.checkpoint import (CheckpointWriteError, latest_checkpoint, load_training_state, save_checkpoint,
+                                       save_config, staging_folder)
 from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
-from minigpt.common.errors import CheckpointError, InputError
+from minigpt.common.errors import InputError
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
 from minigpt.common.registry import register_runner
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
@@ -292,19 +287,15 @@ class TrainRecipe:
                 staging.mkdir(parents=True)
             barrier()
             self.engine.save(staging)
-            with self.engine.gathered(list(self.model.parameters())):
-                weights = self.model.checkpoint_weights()
-            if self.dist.is_main:
-                state = {**self.engine.state_dict(), "step": self.step, "data_layout": self._data_layout()}
-                path = save_checkpoint(self.output_dir, self.step, weights, state, self.config, staging=staging)
-                self.print(f"saved {path}")
-        except OSError as error:
+        except OSError as error:  # DeepSpeed's partitions go first: a full disk may show here
             shutil.rmtree(staging, ignore_errors=True)
-            last = latest_checkpoint(self.output_dir)
-            raise CheckpointError(f"step {self.step}: the checkpoint could not be written ({error.strerror or error}); "
-                                  f"its partial folder {staging} is removed. The last whole checkpoint is "
-                                  f"{last or 'none (nothing saved yet)'}; once there is room, resume with "
-                                  "run.resume_ckpt_path=latest") from error
+            raise CheckpointWriteError(self.output_dir, staging.name, error) from error
+        with self.engine.gathered(list(self.model.parameters())):
+            weights = self.model.checkpoint_weights()
+        if self.dist.is_main:
+            state = {**self.engine.state_dict(), "step": self.step, "data_layout": self._data_layout()}
+            path = save_checkpoint(self.output_dir, self.step, weights, state, self.config, staging=staging)
+            self.print(f"saved {path}")
         barrier()
 
     def close(self) -> None:
