@@ -164,6 +164,19 @@ def test_original_stage1_config_loads_with_paths_filled(tmp_path, fake_files):
     assert config.run.init_lr == pytest.approx(1e-4) and config.run.iters_per_epoch == 5000
 
 
+def test_minigpt4_settings_that_change_nothing_are_reported_as_ignored(tmp_path, fake_files, capsys):
+    path = write(tmp_path, ORIGINAL_STAGE1)
+    load_config(path, [f"model.llama_model={fake_files['llm']}", f"datasets.laion.build_info.storage={fake_files['shards']}",
+                       f"datasets.cc_sbu.build_info.storage={fake_files['shards']}"])
+    report = capsys.readouterr().err
+    assert report.startswith(f"{path}: ignored") and len(report.splitlines()) == 1
+    for key in ("run.task", "run.evaluate", "run.train_splits", "run.world_size", "run.dist_url", "run.distributed"):
+        assert key in report
+    load_config(REPO / "train_configs/tiny_stage1.yaml", [f"model.tokenizer={fake_files['llm']}",
+                                                          f"datasets.cc_sbu.build_info.storage={fake_files['shards']}"])
+    assert "ignored" not in capsys.readouterr().err  # the shipped tiny configs set none of them
+
+
 def test_original_stage2_config_loads_with_paths_filled(tmp_path, fake_files):
     config = load_config(write(tmp_path, ORIGINAL_STAGE2), [
         f"model.llama_model={fake_files['llm']}", f"model.ckpt={fake_files['ckpt']}",

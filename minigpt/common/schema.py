@@ -100,7 +100,7 @@ class ModelConfig:
     max_txt_len: int = 160
     max_context_len: int = 3800
     end_sym: str = "\n"
-    chat_template: bool = False
+    chat_template: Optional[bool] = None  # MiniGPT-v2's switch, reported as ignored (IGNORED_KEYS)
     task_identifiers: bool = False  # write each sample's task as "[vqa] ..." (MiniGPT-v2)
 
     ckpt: Optional[str] = None
@@ -186,19 +186,35 @@ class RunConfig:
     strict: bool = False  # raise on a bad sample instead of skipping and counting it
 
     device: str = "cuda"
-    world_size: int = 1
-    dist_url: str = "env://"
-    distributed: bool = True
 
     log_freq: int = 50
     wandb_log: bool = False
     wandb_project: str = "minigpt"
     job_name: Optional[str] = None
+    save_path: Optional[str] = None  # the eval output folder (MiniGPT-v2's name; output_dir when unset)
 
-    # Accepted for compatibility with MiniGPT-4 configs.
-    save_path: Optional[str] = None  # eval.py's output folder (MiniGPT-v2's name; output_dir when unset)
-    evaluate: bool = False
-    train_splits: List[str] = field(default_factory=lambda: ["train"])
-    valid_splits: List[str] = field(default_factory=list)
-    test_splits: List[str] = field(default_factory=list)
-    use_dist_eval_sampler: bool = True
+    # MiniGPT-4's configs carry these; they load, and the loader reports them as ignored (IGNORED_KEYS).
+    task: Optional[str] = None
+    evaluate: Optional[bool] = None
+    train_splits: Optional[List[str]] = None
+    valid_splits: Optional[List[str]] = None
+    test_splits: Optional[List[str]] = None
+    use_dist_eval_sampler: Optional[bool] = None
+    world_size: Optional[int] = None
+    dist_url: Optional[str] = None
+    distributed: Optional[bool] = None
+
+
+# Keys MiniGPT-4's own configs set that change nothing here, and why; a config that sets one is told so.
+IGNORED_KEYS = {
+    "run.task": "one training task (image_text_pretrain) serves every stage",
+    "run.evaluate": "evaluation is its own command (minigpt eval)",
+    "run.train_splits": "a data set section trains on its own files",
+    "run.valid_splits": "no validation during training: minigpt eval scores checkpoints",
+    "run.test_splits": "no testing during training: minigpt eval scores checkpoints",
+    "run.use_dist_eval_sampler": "minigpt eval always splits questions across ranks",
+    "run.world_size": "the launcher (torchrun) decides the ranks",
+    "run.dist_url": "ranks meet through torchrun's environment",
+    "run.distributed": "ranks come from torchrun; without it, one process",
+    "model.chat_template": "prompt_template wraps every user turn whenever it is set",
+}

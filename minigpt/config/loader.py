@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +27,7 @@ import minigpt.runners  # noqa: F401
 from minigpt.common import registry
 from minigpt.common.errors import ConfigError
 from minigpt.common.paths import PACKAGE_ROOT, resolve_path
-from minigpt.common.schema import PART_NAMES, EvalOptions, ModelConfig, RunConfig
+from minigpt.common.schema import IGNORED_KEYS, PART_NAMES, EvalOptions, ModelConfig, RunConfig
 from minigpt.config import validation
 from minigpt.config.validation import source_of
 
@@ -130,10 +132,20 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
         found = resolve_path(config[section][key]) if config[section][key] not in (None, "", "latest") else None
         if found is not None and found.exists():  # (a missing one stays as written, for validation to name)
             config[section][key] = str(found.absolute())
+    report_ignored_keys(sources)
     validation.validate(config, sources, for_training)
     if for_evaluation:
         validation.validate_evaluation(config, sources, evaluation_names)
     return config
+
+
+def report_ignored_keys(sources: list[tuple[str, DictConfig]]) -> list[str]:
+    """Tell (once, on the first rank) which of MiniGPT-4's settings a config sets that do nothing here."""
+    found = [key for key in IGNORED_KEYS if any(OmegaConf.select(c, key, default=None) is not None for _, c in sources)]
+    if found and os.environ.get("RANK", "0") == "0":
+        print(f"{sources[0][0]}: ignored, as they change nothing here: "
+              + "; ".join(f"{key} ({IGNORED_KEYS[key]})" for key in found), file=sys.stderr)
+    return found
 
 
 def _build_model_section(sources: list[tuple[str, DictConfig]]) -> DictConfig:
