@@ -2,6 +2,7 @@
 equals DDP (loss curve and weights), resumes, and checks its config."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,13 +22,13 @@ STEPS = ["model.ckpt=null", "run.log_freq=1", "datasets.sharegpt4v.batch_size=8"
          "model.qformer_config.hidden_dropout_prob=0.0", "model.qformer_config.attention_probs_dropout_prob=0.0"]
 
 
-def train(launcher: list[str], data_dir, output_dir, *extra) -> dict[int, float]:
-    """Run train.py (on 2 ranks unless `launcher` is plain python); -> step -> loss."""
+def train(launcher: list[str], data_dir, output_dir, *extra, with_output: bool = False):
+    """Run train.py (on 2 ranks unless `launcher` is plain python); -> step -> loss (and what it printed)."""
     command = [*launcher, "train.py", "--cfg-path", STAGE2, "--options", *stage2_options(data_dir), *STEPS,
                f"run.output_dir={output_dir}", *extra]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
-    return losses(output_dir)
+    return (losses(output_dir), result.stdout + result.stderr) if with_output else losses(output_dir)
 
 
 def torchrun(port: int) -> list[str]:
@@ -37,12 +38,13 @@ def torchrun(port: int) -> list[str]:
 @pytest.fixture(scope="module")
 def ddp_run(shapes_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("ddp")
-    return train(torchrun(29541), shapes_dir, output), output
+    curve, printed = train(torchrun(29541), shapes_dir, output, with_output=True)
+    return curve, output, re.search(r"MiniGPT4: ([\d,]+) trainable parameters", printed).group(1)
 
 
 @pytest.mark.slow
 def test_ddp_two_ranks_match_one_process_with_doubled_accumulation(shapes_dir, tmp_path, ddp_run):
-    ddp_curve, ddp_output = ddp_run
+    ddp_curve, ddp_output, _ = ddp_run
     single_curve = train([sys.executable], shapes_dir, tmp_path, "run.accum_grad_iters=4")
     assert list(single_curve) == list(ddp_curve) == list(range(1, 7))
     assert list(ddp_curve.values()) == pytest.approx(list(single_curve.values()), rel=1e-4)
@@ -51,12 +53,14 @@ def test_ddp_two_ranks_match_one_process_with_doubled_accumulation(shapes_dir, t
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage, launcher", [(1, "deepspeed"), (2, "torchrun")])
+@pytest.mark.parametrize("stage, launcher", [(1, "deepspeed"), (2, "torchrun"), (3, "torchrun")])
 def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
-    ddp_curve, ddp_output = ddp_run
+    ddp_curve, ddp_output, ddp_trainable = ddp_run
     command = ([os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "--master_port", "29542"] if launcher == "deepspeed"
                else torchrun(29543))
-    curve = train(command, shapes_dir, tmp_path, f"run.deepspeed_config=train_configs/deepspeed/zero{stage}.json")
+    curve, printed = train(command, shapes_dir, tmp_path, f"run.deepspeed_config=train_configs/deepspeed/zero{stage}.json",
+                           with_output=True)
+    assert f"MiniGPT4: {ddp_trainable} trainable parameters" in printed  # counted whole, also under ZeRO-3
     assert list(curve) == list(ddp_curve) == list(range(1, 7))
     assert list(curve.values()) == pytest.approx(list(ddp_curve.values()), rel=1e-4)
     ours, expected = read_weights(tmp_path), read_weights(ddp_output)
@@ -65,8 +69,9 @@ def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
     checkpoint = tmp_path / "checkpoint_0000006"
     assert len(list((checkpoint / "deepspeed").glob("*optim_states.pt"))) == 2  # one partition per rank
     assert not list(checkpoint.glob("zero_to_*.py"))
-    if stage == 2:  # resume from the step-3 checkpoint: the same steps 4..6
-        resumed = train(torchrun(29544), shapes_dir, tmp_path / "resumed", "run.deepspeed_config=train_configs/deepspeed/zero2.json",
+    if stage >= 2:  # resume from the step-3 checkpoint: the same steps 4..6
+        resumed = train(torchrun(29544 + stage), shapes_dir, tmp_path / "resumed",
+                        f"run.deepspeed_config=train_configs/deepspeed/zero{stage}.json",
                         f"run.resume_ckpt_path={tmp_path}/checkpoint_0000003")
         assert list(resumed) == [4, 5, 6]
         assert list(resumed.values()) == pytest.approx([curve[4], curve[5], curve[6]], rel=1e-5)

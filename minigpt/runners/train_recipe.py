@@ -100,6 +100,7 @@ class TrainRecipe:
         lr_mults.update({f"extra_encoder_{i}": extra.lr_mult for i, extra in enumerate(self.config.model.extra_encoders)})
         groups = self.model.param_groups(run.weight_decay, lr_mults)
         self.trainable = [p for group in groups for p in group["params"]]
+        self.num_trainable = sum(p.numel() for p in self.trainable)  # counted whole, before ZeRO-3 partitions them
         if not self.trainable:
             raise InputError("nothing to train: every part of the model is frozen (see model.parts)")
         self.schedule = registry.get("lr_scheduler", run.lr_sched)(
@@ -141,9 +142,8 @@ class TrainRecipe:
                 loggers.append(WandbLogger(run.wandb_project, run.job_name,
                                            OmegaConf.to_container(self.config, resolve=True), self.output_dir))
             self.logger = MultiLogger(loggers)
-        num_trainable = sum(p.numel() for p in self.trainable)
         adapters = f", adapters trained {sorted(self.model.adapters.trainable)}" if self.model.adapters else ""
-        self.print(f"{type(self.model).__name__}: {num_trainable:,} trainable parameters, parts "
+        self.print(f"{type(self.model).__name__}: {self.num_trainable:,} trainable parameters, parts "
                    f"{dict(self.model.part_modes)}{adapters}; {self.total_steps} steps from step {self.step}; "
                    f"world size {self.dist.world_size} on {self.device}")
 
