@@ -52,7 +52,6 @@ def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int
     for index, shapes in enumerate(scenes):
         (image_dir / _image_name(index)).write_bytes(jpeg(draw(shapes, IMAGE_SIZE)))
         shutil.copy(image_dir / _image_name(index), align_dir / f"{index}.jpg")
-    images_path = str(image_dir)
 
     def qa(index: int, kind: str) -> tuple[str, str]:
         found = None
@@ -60,53 +59,70 @@ def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int
             found = ask(rng, kind, scenes[index])
         return found[0], found[1]
 
-    sections: dict[str, dict] = {}
-    pattern, _ = write_shards(out / "laion", rng, images, max(1, images // shards), IMAGE_SIZE)
-    sections["laion"] = {"build_info": {"storage": pattern}, "shuffle_buffer": 8}
+    # (in this order: each draws from rng, and the files stay the same for a seed)
+    sections = _stage1_formats(out, scenes, rng, shards)
+    sections.update(_conversation_formats(out, scenes, image_dir, qa))
+    sections.update(_caption_formats(out, scenes, image_dir))
+    sections.update(_refcoco_format(out, scenes))
+    sections.update(_vqa_formats(out, scenes, image_dir, qa))
+    sections.update(_benchmark_formats(out, scenes, rng, image_dir, qa))
+    return sections
 
+
+def _stage1_formats(out: Path, scenes: list, rng: random.Random, shards: int) -> dict[str, dict]:
+    """LAION / CC shards, and MiniGPT-4's cc_sbu_align folder."""
+    pattern, _ = write_shards(out / "laion", rng, len(scenes), max(1, len(scenes) // shards), IMAGE_SIZE)
     captions = [{"image_id": str(i), "caption": caption(s)} for i, s in enumerate(scenes)]
-    sections["cc_sbu_align"] = {"build_info": {"storage": _dump(out / "cc_sbu_align" / "filter_cap.json",
-                                                                 {"annotations": captions})[:-len("filter_cap.json")]}}
+    align = _dump(out / "cc_sbu_align" / "filter_cap.json", {"annotations": captions})[:-len("filter_cap.json")]
+    return {"laion": {"build_info": {"storage": pattern}, "shuffle_buffer": 8},
+            "cc_sbu_align": {"build_info": {"storage": align}}}
 
+
+def _conversation_formats(out: Path, scenes: list, image_dir: Path, qa) -> dict[str, dict]:
+    """ShareGPT4V (with a text-only record), LLaVA detail descriptions and sectioned face annotations."""
     conversations = []
-    for index in range(images):
+    for index in range(len(scenes)):
         (q1, a1), (q2, a2) = qa(index, "colors"), qa(index, "count")
         conversations.append({"id": f"sg-{index}", "image": _image_name(index), "conversations": [
             {"from": "human", "value": f"<image>\n{q1}"}, {"from": "gpt", "value": a1},
             {"from": "human", "value": q2}, {"from": "gpt", "value": a2}]})
     conversations.append({"id": "text-only-0", "conversations": [
         {"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "red"}]})
-    sections["sharegpt4v"] = {"build_info": {"ann_path": _dump(out / "sharegpt4v.json", conversations),
-                                             "image_path": images_path}}
-
     detail = [{"id": f"ll-{i}", "image": _image_name(i), "conversations": [
         {"from": "human", "value": "Describe this image in detail.\n<image>"}, {"from": "gpt", "value": caption(s)}]}
         for i, s in enumerate(scenes)]
-    sections["llava_detail"] = {"build_info": {"ann_path": _dump(out / "llava_detail.json", detail), "image_path": images_path}}
-
     faces = []
-    for index in range(images):
+    for index in range(len(scenes)):
         for number, section in enumerate(FACE_SECTIONS):
             question, answer = qa(index, ("color", "position", "caption")[number])
             record = {"id": f"face-{index}-{number}", "image": _image_name(index), "section": section, "answer": answer}
             if number != 2:  # the last section brings no question: its YAML instructions are asked
                 record["question"] = question
             faces.append(record)
-    sections["face_annotations"] = {"build_info": {"ann_path": _dump(out / "face_annotations.json", faces),
-                                                   "image_path": images_path}}
+    images = str(image_dir)
+    return {"sharegpt4v": {"build_info": {"ann_path": _dump(out / "sharegpt4v.json", conversations), "image_path": images}},
+            "llava_detail": {"build_info": {"ann_path": _dump(out / "llava_detail.json", detail), "image_path": images}},
+            "face_annotations": {"build_info": {"ann_path": _dump(out / "face_annotations.json", faces),
+                                                "image_path": images}}}
 
+
+def _caption_formats(out: Path, scenes: list, image_dir: Path) -> dict[str, dict]:
+    """COCO captions (Karpathy split, as LAVIS distributes it) and TextCaps."""
     karpathy = [{"image": f"train2014/{_image_name(i)}", "caption": caption(s), "image_id": i} for i, s in enumerate(scenes)]
     karpathy.append({"image": "val2014/restval.jpg", "caption": "a val2014 image", "image_id": -1})  # dropped by default
     (out / "coco").mkdir(exist_ok=True)
     if not (out / "coco" / "train2014").exists():
         (out / "coco" / "train2014").symlink_to(image_dir.resolve(), target_is_directory=True)
-    sections["coco_caption"] = {"build_info": {"ann_path": _dump(out / "coco_karpathy_train.json", karpathy),
-                                               "image_path": str(out / "coco")}}
     textcaps = {"data": [{"image_id": f"img_{i:06d}", "caption_id": i, "caption_str": caption(s)} for i, s in enumerate(scenes)]}
-    sections["textcaps"] = {"build_info": {"ann_path": _dump(out / "TextCaps_0.1_train.json", textcaps), "image_path": images_path}}
+    return {"coco_caption": {"build_info": {"ann_path": _dump(out / "coco_karpathy_train.json", karpathy),
+                                            "image_path": str(out / "coco")}},
+            "textcaps": {"build_info": {"ann_path": _dump(out / "TextCaps_0.1_train.json", textcaps),
+                                        "image_path": str(image_dir)}}}
 
-    # RefCOCO: images padded to 96 x 64 (boxes are scaled by width and height separately), ref ids unlike
-    # annotation ids, as in the real files.
+
+def _refcoco_format(out: Path, scenes: list) -> dict[str, dict]:
+    """RefCOCO: images padded to 96 x 64 (boxes are scaled by width and height separately), ref ids unlike
+    annotation ids, as in the real files."""
     refs, annotations = [], []
     refer_images = out / "refcoco_images"
     refer_images.mkdir(exist_ok=True)
@@ -123,15 +139,18 @@ def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int
                                                          {"sent": f"{shape['color']} {shape['shape']}"}]})
     refer_dir = out / "refcoco_annotations" / "refcoco"
     _dump(refer_dir / "instances.json", {"images": [{"id": i, "width": IMAGE_SIZE * 3 // 2, "height": IMAGE_SIZE,
-                                                     "file_name": f"COCO_train2014_{i:012d}.jpg"} for i in range(images)],
+                                                     "file_name": f"COCO_train2014_{i:012d}.jpg"} for i in range(len(scenes))],
                                          "annotations": annotations})
     (refer_dir / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
-    sections["refcoco"] = {"build_info": {"ann_path": str(refer_dir.parent), "image_path": str(refer_images)}}
+    return {"refcoco": {"build_info": {"ann_path": str(refer_dir.parent), "image_path": str(refer_images)}}}
 
+
+def _vqa_formats(out: Path, scenes: list, image_dir: Path, qa) -> dict[str, dict]:
+    """OK-VQA (LAVIS's one-file layout), A-OKVQA, GQA and OCR-VQA."""
     okvqa, aokvqa, gqa, ocrvqa = [], [], {}, {}
     coco2017 = out / "coco2017"
     coco2017.mkdir(exist_ok=True)
-    for index in range(images):
+    for index in range(len(scenes)):
         question, answer = qa(index, "color")
         okvqa.append({"question_id": index, "image": _image_name(index), "question": question,
                       "answer": [answer] * 8 + ["not sure"] * 2})
@@ -142,13 +161,11 @@ def write_examples(out: str | Path, images: int = 20, seed: int = 0, shards: int
         count_q, count_a = qa(index, "count")
         ocrvqa[f"img_{index:06d}"] = {"imageURL": f"http://example.com/img_{index:06d}.jpg", "split": 1,
                                       "questions": [question, count_q], "answers": [answer, count_a]}
-    sections["ok_vqa"] = {"build_info": {"ann_path": _dump(out / "okvqa_train.json", okvqa), "image_path": images_path}}
-    sections["aok_vqa"] = {"build_info": {"ann_path": _dump(out / "aokvqa_v1p0_train.json", aokvqa),
-                                          "image_path": str(coco2017)}}
-    sections["gqa"] = {"build_info": {"ann_path": _dump(out / "train_balanced_questions.json", gqa), "image_path": images_path}}
-    sections["ocrvqa"] = {"build_info": {"ann_path": _dump(out / "ocrvqa.json", ocrvqa), "image_path": images_path}}
-    sections.update(_benchmark_formats(out, scenes, rng, image_dir, qa))
-    return sections
+    images = str(image_dir)
+    return {"ok_vqa": {"build_info": {"ann_path": _dump(out / "okvqa_train.json", okvqa), "image_path": images}},
+            "aok_vqa": {"build_info": {"ann_path": _dump(out / "aokvqa_v1p0_train.json", aokvqa), "image_path": str(coco2017)}},
+            "gqa": {"build_info": {"ann_path": _dump(out / "train_balanced_questions.json", gqa), "image_path": images}},
+            "ocrvqa": {"build_info": {"ann_path": _dump(out / "ocrvqa.json", ocrvqa), "image_path": images}}}
 
 
 def _dump_lines(path: Path, records: list[dict]) -> str:
