@@ -34,6 +34,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, port: int) -> None:
+    """A model served over the network: its config, where it runs, and where it listens."""
+    add_config_arguments(parser, "eval config")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--max-image-mb", type=float, default=20, help="largest image accepted")

@@ -13,19 +13,11 @@ from pathlib import Path
 
 import uvicorn
 
-from minigpt.cli.options import (
-    add_config_arguments,
-    add_model_arguments,
-    add_server_arguments,
-    image_processor_for,
-    load_from_arguments,
-)
+from minigpt.cli.options import add_server_arguments, image_processor_for, load_from_arguments
 from minigpt.serving.openai_api import ServedModel, create_app
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, "eval config")
-    add_model_arguments(parser)
     add_server_arguments(parser, port=8000)
     parser.add_argument("--name", help="the model name the API reports (default: the config file's name)")
     parser.add_argument("--image-root", default=".", help="image paths in requests must lie under this folder")

@@ -10,19 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minigpt.cli.options import (
-    add_config_arguments,
-    add_model_arguments,
-    add_server_arguments,
-    image_processor_for,
-    load_from_arguments,
-)
+from minigpt.cli.options import add_server_arguments, image_processor_for, load_from_arguments
 from minigpt.serving.web_demo import WebChat, build_ui
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, "eval config")
-    add_model_arguments(parser)
     add_server_arguments(parser, port=7860)
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
 
