@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from minigpt.common.errors import MissingExtraError
 from minigpt.conversation.boxes import box_iou, parse_boxes
 
 # ---- answer normalisation (the rules of the official VQA evaluation) ----------------------------
@@ -106,8 +107,11 @@ def score_refer(predictions: list[str], references: list[dict]) -> Scored:
 def score_captions(predictions: list[str], references: list[dict]) -> Scored:
     """Corpus BLEU-4 and CIDEr-D (pycocoevalcap's implementations; CIDEr's document frequencies come
     from this set's references, as in the COCO caption evaluation). Per prediction: its CIDEr."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
+    try:  # the `eval` extra
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+    except ImportError as error:
+        raise MissingExtraError("the caption metric (BLEU-4, CIDEr)", "pycocoevalcap", "eval") from error
 
     if not predictions:
         return {"bleu4": 0.0, "cider": 0.0}, []
