@@ -2,7 +2,18 @@
 MiniGPT-4 (stage 1 then stage 2) names colours, and picks them among 3 choices, and falls to chance
 when the images are blanked out; the tiny MiniGPT-v2 answers "[refer]" with boxes well above a trivial
 baseline; with sub-images it reads fine patterns that its global view alone cannot. Answers are scored
-by eval.py, with demo.py's generation settings."""
+by eval.py, with demo.py's generation settings.
+
+Thresholds sit clearly below the worst of three training seeds (run.seed 42, 1, 2; floating-point
+differences between CPUs move results as a seed does). LEARNING_SEED=<n> runs a test with another
+training seed, to measure the spread again.
+
+Measured (seeds 42 / 1 / 2):
+  colours: 0.903 / 0.947 / 1.000 (blank 0.060 / 0.000 / 0.000); multiple choice 1.000 / 0.997 / 1.000
+    (blank 0.333 / 0.360 / 0.337, chance 0.333)
+  [refer] boxes: 0.153 / 0.133 / 0.140 (mean-box baseline 0.003)
+  patterns: sub-images 1.000 / 1.000 / 1.000, global view 0.250 / 0.250 / 0.275 (chance 0.25)
+"""
 import json
 import os
 import sys
@@ -17,6 +28,7 @@ sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_shapes import generate  # noqa: E402
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+SEED = [f"run.seed={os.environ['LEARNING_SEED']}"] if os.environ.get("LEARNING_SEED") else []  # train and eval alike
 
 
 def eval_scores(cfg_path: str, options: list[str], output_dir: Path, datasets: tuple[str, ...] = ()) -> dict:
@@ -32,12 +44,33 @@ def first_and_last_loss(output_dir: Path) -> tuple[float, float]:
     return curve[0], curve[-1]
 
 
+def multiple_choice(data: Path, colour: list[dict]) -> None:
+    """The colour questions as IconQA-layout multiple choice (scored as IconQA is: the most likely choice is
+    the answer), with each image and with a blank one. The two wrong choices are other images' right
+    answers, so every answer is offered about as often as it is right, and a model that ignores the image
+    is left with chance, 1/3."""
+    rights = [r["conversations"][1]["value"] for r in colour]
+    problems = []
+    for index, record in enumerate(colour):
+        right, wrong, step = rights[index], [], 1
+        while len(wrong) < 2:
+            other = rights[(index + 37 * step) % len(rights)]
+            wrong += [other] if other != right and other not in wrong else []
+            step += 1
+        problems.append({"image_id": str(index), "question": record["conversations"][0]["value"].replace("<image>", "").strip(),
+                         "choices": sorted({right, *wrong}), "answer": right})
+        for folder, image in (("choice", data / "images" / record["image"]), ("choice_blank", data / "images" / "blank.jpg")):
+            (data / folder / str(index)).mkdir(parents=True)
+            Image.open(image).save(data / folder / str(index) / "image.png")
+    (data / "choice.json").write_text(json.dumps(problems))
+
+
 @pytest.mark.slow
 def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     data = tmp_path / "shapes"
     generate(data, seed=0, grounding_images=0, grounding_test_images=0)
     out = tmp_path / "output"
-    common = [f"model.tokenizer={data}/tokenizer"]
+    common = [f"model.tokenizer={data}/tokenizer", *SEED]
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29531", "train.py",
                 "--cfg-path", "train_configs/tiny_stage1.yaml", "--options", *common,
                 f"datasets.cc_sbu.build_info.storage={data}/shards/shapes-{{000000..000003}}.tar",
@@ -56,23 +89,7 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     (data / "colour.json").write_text(json.dumps(colour))
     Image.new("RGB", (64, 64), (255, 255, 255)).save(data / "images" / "blank.jpg")
     (data / "blank.json").write_text(json.dumps([{**r, "image": "blank.jpg"} for r in colour]))
-    # The same questions as multiple choice too (IconQA's layout, scored as IconQA is: the most likely choice
-    # is the answer). The two wrong choices are other images' right answers, so every answer is offered
-    # about as often as it is right, and a model that ignores the image is left with chance, 1/3.
-    rights = [r["conversations"][1]["value"] for r in colour]
-    problems = []
-    for index, record in enumerate(colour):
-        right, wrong, step = rights[index], [], 1
-        while len(wrong) < 2:
-            other = rights[(index + 37 * step) % len(rights)]
-            wrong += [other] if other != right and other not in wrong else []
-            step += 1
-        problems.append({"image_id": str(index), "question": record["conversations"][0]["value"].replace("<image>", "").strip(),
-                         "choices": sorted({right, *wrong}), "answer": right})
-        for folder, image in (("choice", data / "images" / record["image"]), ("choice_blank", data / "images" / "blank.jpg")):
-            (data / folder / str(index)).mkdir(parents=True)
-            Image.open(image).save(data / folder / str(index) / "image.png")
-    (data / "choice.json").write_text(json.dumps(problems))
+    multiple_choice(data, colour)
 
     # One eval.py run, answering with demo.py's generation settings (tests/test_eval.py shows both give the
     # same answers), and choosing among the choices.
@@ -88,11 +105,11 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
                          tmp_path / "eval")
     accuracy, blank = scores["shapes_test"]["exact_match"], scores["blank"]["exact_match"]
     print(f"colour accuracy {accuracy:.3f} on {len(colour)} held-out questions; blank images {blank:.3f}")
-    assert accuracy >= 0.9
+    assert accuracy >= 0.8  # worst of three seeds: 0.903
     assert blank <= 0.2  # a blind model can only guess one fixed answer; no answer is that common
     accuracy, blank = scores["choice"]["exact_match"], scores["choice_blank"]["exact_match"]
     print(f"multiple choice (3 choices): accuracy {accuracy:.3f}; blank images {blank:.3f}")
-    assert accuracy >= 0.9
+    assert accuracy >= 0.9  # worst of three seeds: 0.997
     assert blank <= 0.5
 
 
@@ -112,7 +129,7 @@ def test_tiny_minigpt_v2_learns_grounding(tmp_path):
     del config.datasets["sharegpt4v"]
     OmegaConf.save(config, tmp_path / "tiny_v2_refer.yaml")
     out = tmp_path / "output"
-    common = [f"model.tokenizer={data}/tokenizer"]
+    common = [f"model.tokenizer={data}/tokenizer", *SEED]
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29533", "train.py",
                 "--cfg-path", str(tmp_path / "tiny_v2_refer.yaml"), "--options", *common, "run.iters_per_epoch=500",
                 f"datasets.grounding.build_info.ann_path={data}/refer_train.json",
@@ -134,7 +151,7 @@ def test_tiny_minigpt_v2_learns_grounding(tmp_path):
     accuracy = evaluated["shapes_refer"]["refer_accuracy"]
     print(f"grounding accuracy (IoU >= 0.5) {accuracy:.3f} on {len(test)} held-out [refer] questions; "
           f"mean-box baseline {baseline:.3f}")
-    assert accuracy >= max(0.08, 20 * baseline)
+    assert accuracy >= max(0.08, 20 * baseline)  # worst of three seeds: 0.133
 
 
 @pytest.mark.slow
@@ -151,7 +168,7 @@ def test_sub_images_read_fine_patterns_that_the_global_view_cannot(tmp_path):
     layouts = {"sub_images": ("images", 32, 2), "global_view": ("images_half", 16, 1)}  # folder, side, grid
     accuracy = {}
     for port, (name, (images, side, grid)) in zip((29534, 29535), layouts.items()):
-        common = [f"model.tokenizer={data}/tokenizer", f"model.sub_image_grid={grid}"]
+        common = [f"model.tokenizer={data}/tokenizer", f"model.sub_image_grid={grid}", *SEED]
         run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", str(port), "train.py",
                     "--cfg-path", "train_configs/tiny_subimages.yaml", "--options", *common,
                     f"datasets.sharegpt4v.build_info.ann_path={data}/train.json",
@@ -168,5 +185,5 @@ def test_sub_images_read_fine_patterns_that_the_global_view_cannot(tmp_path):
         accuracy[name] = evaluated["patterns_test"]["exact_match"]
     print(f"pattern accuracy on 200 held-out images: sub-images {accuracy['sub_images']:.3f}, "
           f"global view alone {accuracy['global_view']:.3f} (chance 0.25)")
-    assert accuracy["sub_images"] >= 0.9
-    assert accuracy["global_view"] <= 0.4
+    assert accuracy["sub_images"] >= 0.9  # worst of three seeds: 1.000
+    assert accuracy["global_view"] <= 0.4  # worst of three seeds: 0.275
