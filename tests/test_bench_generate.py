@@ -1,9 +1,12 @@
 """Smoke test of the generation benchmark at test size on the CPU (no timing asserts)."""
 import json
 
+import pytest
+
 from conftest import run_script
 
 
+@pytest.mark.slow  # a benchmark's whole run, in a subprocess (about 25 s)
 def test_generation_benchmark_times_ours_and_the_blip2_baseline(tmp_path):
     out = tmp_path / "result.json"
     result = run_script(["bench/generate.py", "--shape", "tiny", "--device", "cpu", "--arch", "minigpt4",

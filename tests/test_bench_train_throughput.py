@@ -1,9 +1,12 @@
 """Smoke test of the training-throughput benchmark at its tiny preset (no timing asserts)."""
 import json
 
+import pytest
+
 from conftest import run_script
 
 
+@pytest.mark.slow  # a benchmark's whole run, in a subprocess (about 25 s)
 def test_train_throughput_benchmark_times_ours_and_the_blip2_baseline(tmp_path):
     out = tmp_path / "result.json"
     result = run_script(["bench/train_throughput.py", "--preset", "tiny", "--device", "cpu", "--stages", "stage1",
