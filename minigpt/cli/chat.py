@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 
 import torch
 
 from minigpt.cli.options import add_config_arguments, add_model_arguments, image_processor_for, load_from_arguments
+from minigpt.common.errors import InputError
 from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.conversation.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
 from minigpt.conversation.template import ASSISTANT, USER
@@ -171,6 +171,8 @@ def interactive(chat: Chat, save_dir: str, device: torch.device) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.prompt and not args.image:
+        raise InputError("--prompt needs --image: the image to ask about")
     log_library_warnings(args.save_dir)
     options = args.options + ([f"model.adapter={args.adapter}"] if args.adapter else [])
     config, model = load_from_arguments(args, options)
@@ -185,8 +187,6 @@ def run(args: argparse.Namespace) -> int:
     if args.image:
         chat.set_image(args.image)
     if args.prompt:
-        if chat.image is None:
-            sys.exit("--prompt needs --image")
         answer = chat.ask(args.prompt)
         report_peak_memory(device, "the answer")
         drawn = save_boxes(chat, answer, args.save_dir)

@@ -29,13 +29,8 @@ from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.loader import BatchStream, MixedBatches
 from minigpt.models.weights import load_weights
-from minigpt.runners.engines import (
-    DeepSpeedEngine,
-    PlainEngine,
-    batch_size_of,
-    deepspeed_micro_batch,
-    deepspeed_settings,
-)
+from minigpt.runners.engines import (DeepSpeedEngine, PlainEngine, batch_size_of, deepspeed_micro_batch,
+                                     deepspeed_settings)
 
 
 @register_runner("runner_base", "runner_iter")

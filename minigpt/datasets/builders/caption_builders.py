@@ -11,13 +11,8 @@ from minigpt.common.registry import register_builder
 from minigpt.common.schema import DatasetConfig
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import load_records, require, require_text, text_value
-from minigpt.datasets.builders.base import (
-    AnnotationBuilder,
-    AnnotationConfig,
-    DatasetBuilder,
-    eval_item,
-    fixed_question,
-)
+from minigpt.datasets.builders.base import (AnnotationBuilder, AnnotationConfig, DatasetBuilder, eval_item,
+                                            fixed_question)
 from minigpt.datasets.caption_shards import CaptionShardDataset
 from minigpt.datasets.instructions import SHORT_CAPTION, phrase
 
