@@ -98,3 +98,25 @@ def test_check_dataset_reports_problems_with_record_ids(tmp_path, shapes_dir, fo
                                                                                   "image_path": str(tmp_path)}}})
     assert minigpt_main(["check-data", "--cfg-path", str(path)]) == 1
     assert "record -: no records: the data set yields no sample" in capsys.readouterr().out
+
+
+def test_literal_image_markers_are_refused_by_the_checker_and_by_training_alike(tmp_path, shapes_dir, formats, capsys):
+    """A text-only record asking about "<ImageHere>" passed the checker and then crashed training (more image
+    slots than images); an answer holding it trained on placeholder tokens. Both are now refused by id."""
+    source = formats["sharegpt4v"]["build_info"]
+    records = json.loads(open(source["ann_path"]).read())
+    text_only = next(r for r in records if "image" not in r)
+    records.append({**text_only, "id": "marker-question", "conversations": [
+        {"from": "human", "value": "What does <ImageHere> mean?"}, {"from": "gpt", "value": "a placeholder"}]})
+    records[0]["conversations"][1]["value"] = "red <Img>"
+    ann = tmp_path / "markers.json"
+    ann.write_text(json.dumps(records))
+    section = {"build_info": {"ann_path": str(ann), "image_path": source["image_path"]}, "batch_size": len(records)}
+    _, path = dataset_config(tmp_path, shapes_dir, {"sharegpt4v": section}, iters_per_epoch=1, log_freq=1)
+    assert minigpt_main(["check-data", "--cfg-path", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"record {records[0]['id']}: invalid conversation:" in out and "'<Img>'" in out
+    assert "record marker-question: invalid conversation:" in out and "'<ImageHere>'" in out
+    run_script(["train.py", "--cfg-path", str(path)])  # trains on the rest, the two counted as skipped
+    skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped-rank0.jsonl").read_text().splitlines()]
+    assert sorted(s["id"] for s in skipped) == sorted([records[0]["id"], "marker-question"])

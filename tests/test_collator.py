@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from minigpt.conversation.collator import IGNORE_INDEX, ConversationCollator, UnsupervisedSampleError
-from minigpt.conversation.template import ASSISTANT, USER, PromptTemplate
+from minigpt.conversation.template import ASSISTANT, USER, ConversationError, PromptTemplate
 from minigpt.models.tokenizer import load_tokenizer
 
 VICUNA = PromptTemplate("###Human: {} ###Assistant: ", "###")
@@ -118,3 +118,21 @@ def test_generation_batch_is_left_padded_and_ends_with_assistant_prompt(tokenize
     for row in range(2):
         text = tokenizer.decode(batch["input_ids"][row][mask[row].bool()], skip_special_tokens=True)
         assert text.rstrip().endswith("###Assistant:")
+
+
+@pytest.mark.parametrize("turns, has_image", [
+    ([(USER, "What does <ImageHere> mean?"), (ASSISTANT, "nothing")], False),  # would take an image it lacks
+    ([(USER, "Which colour?"), (ASSISTANT, "red <ImageHere>")], True),  # would train on placeholder tokens
+    ([(USER, "Say <Img>."), (ASSISTANT, "<Img>")], True),
+], ids=["question-text-only", "answer", "img-tag"])
+def test_literal_image_markers_in_a_record_are_refused_by_id(tokenizer, turns, has_image):
+    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=200)
+    batch = collator([sample(turns, image=has_image, sample_id="bad"), sample([(USER, "Which colour?"), (ASSISTANT, "red")])])
+    assert [(s["id"], s["reason"]) for s in batch["skipped"]] == [("bad", "invalid conversation")]
+    assert "holds the literal text" in batch["skipped"][0]["detail"] and batch["ids"] == ["s0"]
+    assert batch["image_slots"].sum() == IMAGE_TOKENS  # the good sample's image alone
+    strict = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=200, strict=True)
+    with pytest.raises(ConversationError, match=r"sample 'bad': turn \d \((user|assistant)\) holds the literal text"):
+        strict([sample(turns, image=has_image, sample_id="bad")])
+    with pytest.raises(ConversationError, match="holds the literal text"):  # nor in a chat's question
+        collator.generation_batch([sample([(USER, "What is <ImageHere>?")], image=has_image, sample_id="bad")])

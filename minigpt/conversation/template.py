@@ -16,6 +16,7 @@ from minigpt.common.paths import resolve_path
 
 IMAGE_PLACEHOLDER = "<ImageHere>"
 IMAGE_PROMPT = "<Img><ImageHere></Img>"
+IMAGE_MARKERS = (IMAGE_PLACEHOLDER, "<Img>", "</Img>")  # only a template or an instruction prompt writes these
 USER, ASSISTANT = "user", "assistant"
 
 
@@ -50,6 +51,7 @@ class PromptTemplate:
         bare image (stage 1).
         """
         turns = list(turns)
+        refuse_image_markers(turns, sample_id)
         if len(turns) == 1 and turns[0][0] == ASSISTANT:
             rng = random.Random(f"{choice_seed}-{sample_id}")
             prompt = rng.choice(self.instruction_prompts) if self.instruction_prompts else ""
@@ -74,3 +76,13 @@ class PromptTemplate:
                 first_user = IMAGE_PLACEHOLDER
         pairs[0] = (first_user, pairs[0][1])
         return pairs
+
+
+def refuse_image_markers(turns: list[tuple[str, str]], sample_id: str) -> None:
+    """A record's own text never places image slots: a literal <ImageHere> in a question would take
+    embeddings of an image it does not have, and in an answer it would be trained on as placeholder tokens."""
+    for index, (role, text) in enumerate(turns):
+        marker = next((marker for marker in IMAGE_MARKERS if marker in str(text)), None)
+        if marker is not None:
+            raise ConversationError(f"sample {sample_id!r}: turn {index} ({role}) holds the literal text {marker!r}, "
+                                    "which marks the image in prompts; a record's text cannot place it")
