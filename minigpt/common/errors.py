@@ -29,8 +29,13 @@ class CheckpointError(InputError):
     """A weights or checkpoint file that cannot be read or does not fit the model."""
 
 
+def install_hint(module: str, extra: str) -> str:
+    """What to say when an optional dependency is missing: the extra that brings it."""
+    return f"needs {module}, which is not installed: pip install '{DISTRIBUTION}[{extra}]'"
+
+
 class MissingExtraError(InputError, ImportError):
     """An optional dependency a setting needs is not installed; the message names the extra to install."""
 
     def __init__(self, needed_by: str, module: str, extra: str):
-        super().__init__(f"{needed_by} needs {module}, which is not installed: pip install '{DISTRIBUTION}[{extra}]'")
+        super().__init__(f"{needed_by} {install_hint(module, extra)}")

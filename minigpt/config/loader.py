@@ -46,9 +46,10 @@ def find_config(name_or_path: str | Path) -> Path:
     path = resolve_path(name_or_path)
     if path.is_file():
         return path
+    shipped = shipped_configs()
     name = Path(name_or_path).name.removesuffix(".yaml")
-    if name in shipped_configs() and Path(name_or_path).parent in (Path("."), *map(Path, SHIPPED_FOLDERS)):
-        return shipped_configs()[name]
+    if name in shipped and Path(name_or_path).parent in (Path("."), *map(Path, SHIPPED_FOLDERS)):
+        return shipped[name]
     raise ConfigError(str(name_or_path), "-", "file not found, and not the name of a shipped config "
                                               "(`minigpt configs` lists them)")
 

@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common import registry
-from minigpt.common.errors import DISTRIBUTION, ConfigError
+from minigpt.common.errors import ConfigError, install_hint
 from minigpt.common.paths import resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
 from minigpt.datasets.builders.base import AnnotationBuilder
@@ -125,7 +126,7 @@ def _validate_run(run: DictConfig, fail, check_path) -> None:
     if run.resume_ckpt_path and run.resume_ckpt_path != "latest":
         check_path("run.resume_ckpt_path", run.resume_ckpt_path)
     if run.wandb_log and importlib.util.find_spec("wandb") is None:
-        fail("run.wandb_log", f"needs wandb, which is not installed: pip install '{DISTRIBUTION}[wandb]'")
+        fail("run.wandb_log", install_hint("wandb", "wandb"))
 
 
 def _validate_inference_transform(config: DictConfig, fail) -> None:
@@ -171,13 +172,17 @@ def _validate_dataset(key: str, dataset: DictConfig, config: DictConfig, fail, c
 
 
 def _validate_output_dir(run: DictConfig, fail) -> None:
-    """Checkpoints and logs must be writable: found now, not after minutes of building a 7B model."""
+    """Checkpoints and logs must be writable: found now, not after minutes of building a 7B model. A file
+    is written and removed where the folder would be made, which no permission bit or mount flag fools."""
     folder = Path(os.path.expanduser(run.output_dir)).absolute()
     existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
     if not existing.is_dir():
         fail("run.output_dir", f"'{run.output_dir}': {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        fail("run.output_dir", f"'{run.output_dir}': {existing} is not writable (read-only, or not yours)")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        fail("run.output_dir", f"'{run.output_dir}': {existing} is not writable ({error.strerror})")
 
 
 def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]],
@@ -216,7 +221,7 @@ def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]
 
 def _validate_deepspeed(config: DictConfig, fail) -> None:
     if importlib.util.find_spec("deepspeed") is None:
-        fail("run.deepspeed_config", f"needs DeepSpeed, which is not installed: pip install '{DISTRIBUTION}[gpu]'")
+        fail("run.deepspeed_config", install_hint("deepspeed", "gpu"))
     run = config.run
     try:
         deepspeed_settings(run, deepspeed_micro_batch(config), run.device.startswith("cuda") and torch.cuda.is_available())

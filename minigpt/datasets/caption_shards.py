@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import random
-from pathlib import Path
 
 import webdataset as wds
 from PIL import Image
@@ -33,10 +32,6 @@ class CaptionShardDataset(IterableDataset):
         self.name = name
         self.resampled = resampled
         self.shards = [str(resolve_path(p)) for p in shard_paths(pattern)]
-        folders = [shard for shard in self.shards if Path(shard).is_dir()]
-        if folders:  # webdataset would read a folder as an empty stream, and training would stop on no batch
-            raise InputError(f"{name}: build_info.storage: '{folders[0]}' is a folder; name its webdataset shards, "
-                             f"e.g. '{folders[0].rstrip('/')}/{{00000..00099}}.tar' or '{folders[0].rstrip('/')}/*.tar'")
         self.vis_processor = vis_processor
         self.text_processor = text_processor
         self.shuffle_buffer = shuffle_buffer

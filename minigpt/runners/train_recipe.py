@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,12 +59,10 @@ class TrainRecipe:
         self._setup_logging()
 
     def _setup_output(self) -> None:
-        """The output folder exists and takes files before anything slow is built."""
+        """The output folder, made before anything slow is built (validation found it writable)."""
         self.output_dir = Path(self.run.output_dir)
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.output_dir):
-                pass
         except OSError as error:
             raise InputError(f"run.output_dir: '{self.output_dir}' cannot be written: {error.strerror}") from None
 
