@@ -6,7 +6,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import REPO
-from minigpt.conversation.chat import Chat, GenerationOptions, _partial_suffix, generate_answers, stream_answer
+from minigpt.conversation.chat import (Chat, GenerationOptions, _partial_suffix, choose_answers, generate_answers,
+                                      original_lengths, stream_answer)
+from minigpt.conversation.collator import IGNORE_INDEX, ConversationCollator
 from minigpt.conversation.template import ASSISTANT, USER
 
 
@@ -69,20 +71,18 @@ def test_a_partial_end_marker_is_held_back():
 
 
 def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
-    """Each choice is scored by the mean loss of its own tokens after the question (not of earlier answers
-    in the conversation), computed here from one pair at a time; the chosen answer is the choice with the
-    lowest, whatever the choices' order, and a prompt longer than max_txt_len is not cut."""
-    from minigpt.conversation.chat import choose_answers
-    from minigpt.conversation.collator import ConversationCollator
-
+    """Each choice is scored by the loss of its own tokens after the question (not of earlier answers in
+    the conversation), computed here from one pair at a time: their total (MiniGPT-v2's ranking) or their
+    mean per token. The chosen answer is the choice with the lowest, whatever the choices' order, and a
+    prompt longer than max_txt_len is not cut."""
     samples = [{"id": "colours", "image": chat.image, "turns": [(USER, "Which colors do you see?")],
                 "choices": ["red", "blue and green", "a yellow circle at the top left", "purple"]},
                {"id": "count", "image": chat.image, "choices": ["one", "two", "three"],
                 "turns": [(USER, "Describe the image."), (ASSISTANT, "A red square."), (USER, "How many shapes are there?")]}]
 
-    def alone(sample: dict, choice: str) -> float:
-        """Mean negative log-likelihood of the tokens of `choice` (and the end marker) at the end of the
-        training-layout sequence: the last run of labelled positions."""
+    def alone(sample: dict, choice: str, reduction: str) -> float:
+        """Negative log-likelihood of the tokens of `choice` (and the end marker) at the end of the
+        training-layout sequence (the last run of labelled positions), summed or averaged."""
         batch = chat.collator([{**sample, "turns": sample["turns"] + [(ASSISTANT, choice)]}])
         with torch.no_grad():
             log_probs = chat.model(batch)["logits"][0].log_softmax(-1)
@@ -90,20 +90,71 @@ def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
         start = len(labels)
         while labels[start - 1] != -100:
             start -= 1
-        return -sum(log_probs[position - 1, labels[position]].item() for position in range(start, len(labels))) / (len(labels) - start)
+        total = -sum(log_probs[position - 1, labels[position]].item() for position in range(start, len(labels)))
+        return total if reduction == "sum" else total / (len(labels) - start)
 
     pairs = [(sample, choice) for sample in samples for choice in sample["choices"]]
     batch = chat.collator.scoring_batch(samples, [s["choices"] for s in samples])
     assert len(batch["images"]) == len(samples) and batch["image_index"].tolist() == [0] * 4 + [1] * 3
-    assert chat.model.answer_losses(batch).tolist() == pytest.approx([alone(s, c) for s, c in pairs], rel=1e-4)
-    expected = [min(s["choices"], key=lambda c: alone(s, c)) for s in samples]
-    assert choose_answers(chat.model, chat.collator, samples) == expected
-    reversed_choices = [{**s, "choices": s["choices"][::-1]} for s in samples]
-    assert choose_answers(chat.model, chat.collator, reversed_choices) == expected
     short = ConversationCollator(chat.collator.tokenizer, chat.collator.template, chat.collator.num_image_tokens, max_txt_len=4)
-    assert choose_answers(chat.model, short, samples) == expected
+    for scoring, reduction in (("total", "sum"), ("mean", "mean")):
+        assert chat.model.answer_losses(batch, reduction).tolist() == pytest.approx(
+            [alone(s, c, reduction) for s, c in pairs], rel=1e-4)
+        expected = [min(s["choices"], key=lambda c: alone(s, c, reduction)) for s in samples]
+        assert choose_answers(chat.model, chat.collator, samples, scoring) == expected
+        reversed_choices = [{**s, "choices": s["choices"][::-1]} for s in samples]
+        assert choose_answers(chat.model, chat.collator, reversed_choices, scoring) == expected
+        assert choose_answers(chat.model, short, samples, scoring) == expected
     with pytest.raises(ValueError, match="sample 'open': no 'choices'"):
         choose_answers(chat.model, chat.collator, [{"id": "open", "image": chat.image, "turns": [(USER, "Hi")]}])
+    with pytest.raises(ValueError, match="unknown choice scoring 'best'"):
+        choose_answers(chat.model, chat.collator, samples, "best")
+
+
+class FixedLossModel:
+    """Scores an answer token by a loss fixed per answer text, to show how each ranking weighs length."""
+
+    adapters = None
+
+    def __init__(self, collator, token_loss: dict[str, float]):
+        self.collator, self.token_loss = collator, token_loss
+
+    def answer_losses(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
+        losses = []
+        for labels in batch["labels"]:
+            answer = labels[labels != IGNORE_INDEX]
+            text = self.collator.tokenizer.decode(answer, skip_special_tokens=True).strip()
+            text = text.removesuffix(self.collator.template.end_sym)
+            losses.append(self.token_loss[text] * (len(answer) if reduction == "sum" else 1))
+        return torch.tensor(losses)
+
+
+def test_total_loss_favours_the_short_choice_that_the_mean_ranks_below_a_long_one(chat):
+    """MiniGPT-v2 ranks choices by their total loss: "red" (two tokens at 3.0) beats "red and blue"
+    (more tokens at 2.0 each), which the mean per token would choose."""
+    model = FixedLossModel(chat.collator, {"red": 3.0, "red and blue": 2.0})
+    sample = {"id": "q", "image": chat.image, "turns": [(USER, "Which colors?")], "choices": ["red", "red and blue"]}
+    assert choose_answers(model, chat.collator, [sample], "total") == ["red"]
+    assert choose_answers(model, chat.collator, [sample], "original") == ["red"]
+    assert choose_answers(model, chat.collator, [sample], "mean") == ["red and blue"]
+
+
+def test_original_scoring_divides_by_the_length_of_the_padded_batch_of_each_choice_index(chat):
+    """MiniGPT-v2's multi_select scores choice k of every sample in one padded batch (missing choices
+    filled with "none") and averages over its T - 1 positions: T = BOS + longest prompt + longest answer."""
+    samples = [{"id": "a", "image": chat.image, "turns": [(USER, "Which colors?")], "choices": ["red", "red and blue"]},
+               {"id": "b", "image": chat.image, "choices": ["blue"],
+                "turns": [(USER, "Describe the image in a few words, please.")]}]
+    batch = chat.collator.scoring_batch(samples, [s["choices"] for s in samples])
+    prompts = [len(chat.collator.encode(s, for_generation=True).input_ids) for s in samples]
+    answer = {text: len(chat.collator.answer_tokens(text)) for text in ("red", "red and blue", "blue", "none")}
+    first = max(prompts) - 1 + max(answer["red"], answer["blue"])
+    second = max(prompts) - 1 + max(answer["red and blue"], answer["none"])
+    divisors = original_lengths(batch, samples, answer["none"]).tolist()
+    assert divisors == [first, second, first]
+    model = FixedLossModel(chat.collator, {"red": 1.0, "red and blue": 1.0, "blue": 1.0})  # sums: the lengths
+    first_wins = answer["red"] / first < answer["red and blue"] / second
+    assert choose_answers(model, chat.collator, samples, "original") == ["red" if first_wins else "red and blue", "blue"]
 
 
 def test_answers_stop_where_the_llms_context_is_full(chat, monkeypatch):

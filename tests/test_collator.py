@@ -75,29 +75,46 @@ def test_instruction_prompt_is_drawn_for_caption_samples(tokenizer):
     assert len(texts) == 2
 
 
-def test_image_tokens_count_against_budget_and_truncation_keeps_whole_turns(tokenizer):
+def test_max_txt_len_cuts_what_follows_the_first_question_and_image_tokens_do_not_count(tokenizer):
+    """As MiniGPT-4: the answers and later turns are cut at max_txt_len tokens; the prompt is not."""
     turns = [(USER, "What color is the circle?"), (ASSISTANT, "red"),
              (USER, "How many shapes are there?"), (ASSISTANT, "two")]
     full = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=500)([sample(turns)])
-    length = int(full["attention_mask"].sum())
-    first_turn_only = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=length - 3)([sample(turns)])
-    assert sum(first_turn_only["truncated"]) == 1
-    assert supervised_text(tokenizer, first_turn_only).replace(" ", "") == "red###"
-    more_image_tokens = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS + 3, max_txt_len=length)([sample(turns)])
-    assert sum(more_image_tokens["truncated"]) == 1  # the same text no longer fits with more image tokens
+    assert full["truncated"] == [False]
+    answer_ids = tokenizer("red###", add_special_tokens=False).input_ids
+    second_question = tokenizer(VICUNA.wrap_user("How many shapes are there?"), add_special_tokens=False).input_ids
+    for image_tokens in (IMAGE_TOKENS, IMAGE_TOKENS + 30):
+        cut = ConversationCollator(tokenizer, VICUNA, image_tokens, max_txt_len=len(answer_ids) + 2)([sample(turns)])
+        assert cut["truncated"] == [True] and cut["image_slots"].sum() == image_tokens
+        assert supervised_text(tokenizer, cut).replace(" ", "") == "red###"
+        labels, ids = cut["labels"][0].tolist(), cut["input_ids"][0].tolist()
+        prompt_length = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+        assert len(ids) == prompt_length + len(answer_ids) + 2  # the prompt whole, the target side at max_txt_len
+        assert ids[-2:] == [tokenizer.bos_token_id, second_question[0]]  # cut inside the second question
 
 
-def test_unsupervised_sample_is_skipped_and_counted_or_raises_in_strict_mode(tokenizer):
+def test_a_prompt_over_max_context_len_is_cut_to_it_as_the_original_cuts_it(tokenizer):
     turns = [(USER, "What color is the circle? " * 10), (ASSISTANT, "red")]
+    batch = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30, max_context_len=30)([sample(turns)])
+    assert batch["truncated"] == [True] and batch["image_slots"].sum() == IMAGE_TOKENS
+    labels = batch["labels"][0].tolist()
+    assert next(i for i, label in enumerate(labels) if label != IGNORE_INDEX) == 1 + 30  # BOS + max_context_len
+    assert supervised_text(tokenizer, batch).replace(" ", "") == "red###"
+
+
+def test_a_cut_through_the_image_or_no_answer_token_is_skipped_and_counted_or_raises_in_strict_mode(tokenizer):
     good = sample([(USER, "Which shape?"), (ASSISTANT, "circle")], sample_id="good")
-    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30)
-    batch = collator([sample(turns, sample_id="too_long"), good])
-    assert batch["ids"] == ["good"] and batch["images"].shape[0] == 1
-    skipped = batch["skipped"][0]
-    assert skipped["id"] == "too_long" and skipped["reason"] == "no answer token fits"
-    assert "max_txt_len=30" in skipped["detail"]
+    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30, max_context_len=5)
+    batch = collator([sample([(USER, "Which shape?"), (ASSISTANT, "circle")], sample_id="too_long"), good])
+    assert batch["ids"] == [] and [s["reason"] for s in batch["skipped"]] == ["prompt over max_context_len"] * 2
+    assert "max_context_len=5" in batch["skipped"][0]["detail"] and batch["skipped"][0]["id"] == "too_long"
+    no_room = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=0)([good])
+    assert no_room["skipped"][0]["reason"] == "no answer token fits" and no_room["ids"] == []
+    fits = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30, max_context_len=200)([good])
+    assert fits["ids"] == ["good"] and fits["truncated"] == [False]
     with pytest.raises(UnsupervisedSampleError, match="too_long"):
-        ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30, strict=True)([sample(turns, sample_id="too_long")])
+        ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=30, strict=True, max_context_len=5)(
+            [sample([(USER, "Which shape?"), (ASSISTANT, "circle")], sample_id="too_long")])
 
 
 def test_unreadable_sample_reported_by_dataset_is_skipped(tokenizer):

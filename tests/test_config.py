@@ -250,7 +250,8 @@ def test_wrong_type_names_key_and_file(tmp_path):
     ("run.iters_per_epoch=-3", "must be > 0, got -3"), ("run.ckpt_freq=0", "must be > 0"),
     ("run.warmup_steps=-1", "must be >= 0, got -1"), ("run.weight_decay=-0.1", "must be >= 0"),
     ("run.num_workers=-2", "must be >= 0"), ("run.beta2=1.5", r"must be in \[0, 1\), got 1.5"),
-    ("datasets.laion.batch_size=0", "must be > 0, got 0")])
+    ("datasets.laion.batch_size=0", "must be > 0, got 0"),
+    ("model.chat_prompt=vicuna", "'vicuna' is not one of auto, training, vicuna_v0, llama2, minigptv2")])
 def test_out_of_range_numbers_name_the_key(tmp_path, fake_files, option, problem):
     """Caught before any model is built: a negative clipping norm would flip every gradient, an
     iters_per_epoch of -3 would train nothing and exit as if done."""

@@ -11,7 +11,7 @@ from conftest import REPO, run_script
 from minigpt.common import registry
 from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config
-from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.conversation.template import ASSISTANT, USER, PromptTemplate
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 
@@ -110,6 +110,8 @@ def test_eval_config_problems_name_the_key(tmp_path, shapes_dir, formats):
         eval_config(tmp_path, shapes_dir, {"gqa": {**formats["gqa"], "eval_file_path": "/nowhere.json"}})
     with pytest.raises(ConfigError, match=r"evaluation_datasets\.vqa\.max_new_tokens: must be >= 1"):
         eval_config(tmp_path, shapes_dir, {"vqa": {**sections["vqa"], "max_new_tokens": 0}})
+    with pytest.raises(ConfigError, match=r"evaluation_datasets\.vqa\.choice_scoring: 'best' is not one of total"):
+        eval_config(tmp_path, shapes_dir, {"vqa": {**sections["vqa"], "choice_scoring": "best"}})
 
 
 def test_chosen_sections_need_only_their_own_files(tmp_path, shapes_dir):
@@ -202,8 +204,8 @@ def test_two_ranks_give_the_answers_and_scores_of_one(tmp_path, shapes_dir):
         assert len(list((tmp_path / "two" / name).glob("predictions-rank*.jsonl"))) == 2  # both ranks answered
 
 
-def test_the_shipped_benchmark_config_loads_once_its_paths_exist(shapes_dir, formats):
-    """Every section of minigptv2_benchmark_evaluation.yaml is valid for its builder (only paths are missing)."""
+def shipped_benchmark_config(shapes_dir, formats):
+    """minigptv2_benchmark_evaluation.yaml with each section's paths pointing at a small file of its layout."""
     shipped = OmegaConf.load(REPO / "eval_configs/minigptv2_benchmark_evaluation.yaml")
     layout_of = {"refcoco": "refcoco", "refcoco+": "refcoco", "refcocog": "refcoco", "ok_vqa": "ok_vqa",
                  "coco_vqa": "ok_vqa", "gqa": "gqa", "coco_caption": "coco_caption", "vizwiz": "vizwiz", "vsr": "vsr",
@@ -213,13 +215,55 @@ def test_the_shipped_benchmark_config_loads_once_its_paths_exist(shapes_dir, for
     for name, section in shipped.evaluation_datasets.items():
         paths = formats[layout_of[section.builder]]["build_info"]
         options += [f"evaluation_datasets.{name}.build_info.{key}={paths[key]}" for key in ("ann_path", "image_path")]
-    config = load_config(REPO / "eval_configs/minigptv2_benchmark_evaluation.yaml", options, for_training=False,
-                         for_evaluation=True)
+    return load_config(REPO / "eval_configs/minigptv2_benchmark_evaluation.yaml", options, for_training=False,
+                       for_evaluation=True)
+
+
+def test_the_shipped_benchmark_config_loads_once_its_paths_exist(shapes_dir, formats):
+    """Every section of minigptv2_benchmark_evaluation.yaml is valid for its builder (only paths are missing)."""
+    config = shipped_benchmark_config(shapes_dir, formats)
     metrics = {name: registry.get("builder", s.builder)(name, s).eval_metric() for name, s in config.evaluation_datasets.items()}
     assert metrics["refcoco_testA"] == "refer_accuracy" and metrics["okvqa"] == metrics["vqav2_val"] == "vqa_accuracy"
     assert metrics["gqa"] == "exact_match" and metrics["coco_caption_test"] == "caption"
     assert config.evaluation_datasets["refcocog_test"].split == "test"
     assert metrics["vizwiz"] == "vqa_accuracy" and metrics["vsr"] == metrics["hm"] == metrics["iconvqa"] == "exact_match"
+    assert config.evaluation_datasets["iconvqa"].choice_scoring == "original"  # reproduces the published numbers
+
+
+# The questions of MiniGPT-v2's eval scripts (eval_ref.py, vqa_datasets.py), in its prompt (prepare_texts).
+ORIGINAL_QUESTIONS = {
+    "refcoco": "[refer] give me the location of {}",
+    "vqa": "[vqa] Based on the image, respond to this question with a short answer: {}",
+    "vizwiz": "[vqa] The question is '{}' Based on the image, answer the question with a single word or phrase. and "
+              "reply 'unanswerable' when the provided information is insufficient",
+    "vsr": "[vqa] Based on the image, is this statement true or false? {}",
+    "hateful_memes": "This is an image writting '{}'. Is this image hateful? Answer yes or no. Answer:",
+}
+
+
+def test_the_shipped_benchmark_config_asks_as_the_original_eval_scripts(shapes_dir, formats):
+    config = shipped_benchmark_config(shapes_dir, formats)
+    template = PromptTemplate.from_model_config(config.model)
+    assert config.model.chat_prompt == "minigptv2"
+    checked = set()
+    for name, section in config.evaluation_datasets.items():
+        if section.builder in ("coco_caption", "refcoco+", "refcocog"):
+            continue  # no caption benchmark in the original's scripts; RefCOCO+/g are worded as RefCOCO
+        if section.builder in ("iconqa", "refcoco"):
+            section.split = "train"  # the small files' split
+        builder = registry.get("builder", section.builder)(name, section)
+        records = builder.records()
+        items = builder.eval_items(records, section.instruction)
+        if not items:  # the small files hold one split
+            continue
+        record = records[0]  # items keep the records' order
+        key = section.builder
+        question = ORIGINAL_QUESTIONS.get(key, ORIGINAL_QUESTIONS["vqa"])
+        text = record["sentences"][0] if key == "refcoco" else record["question"]
+        expected = f"<s>[INST] <Img><ImageHere></Img> {question.format(text)} [/INST]"
+        assert template.chat_style.render(template.pairs(items[0]["turns"], True, items[0]["id"], items[0]["task"])) == expected
+        checked.add(key)
+    assert checked == {"refcoco", "ok_vqa", "coco_vqa", "gqa", "vizwiz", "iconqa", "vsr", "hateful_memes"}
 
 
 def test_eval_answers_exactly_as_demo_does(tmp_path, shapes_dir):

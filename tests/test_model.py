@@ -4,12 +4,14 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from conftest import REPO, stage2_options
 from minigpt.common import registry
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.models.llm import load_llm_folder
 
 
 def tiny_config(shapes_dir, *options):
@@ -90,6 +92,25 @@ def test_checkpoint_weights_keep_random_frozen_parts_but_not_pretrained_llm(shap
     ids = torch.tensor([[1, 5, 9, 12]])
     with torch.no_grad():
         assert torch.allclose(from_folder.llama_model(ids).logits, model.llama_model(ids).logits, atol=1e-5)
+
+
+def test_llm_folder_report_names_the_buffers_transformers_drops(shapes_dir, tmp_path):
+    """Old Llama / Vicuna folders carry rotary_emb.inv_freq per layer; transformers discards them without
+    a word, so the report says so rather than counting only what loaded."""
+    model = build(tiny_config(shapes_dir))
+    model.llama_model.save_pretrained(tmp_path / "llm")
+    weights = load_file(tmp_path / "llm" / "model.safetensors")
+    layers = model.llama_model.config.num_hidden_layers
+    for layer in range(layers):
+        weights[f"model.layers.{layer}.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
+    weights["model.stray.weight"] = torch.ones(2)
+    save_file(weights, tmp_path / "llm" / "model.safetensors", metadata={"format": "pt"})
+    _, report = load_llm_folder(str(tmp_path / "llm"), dtype=torch.float32, local_files_only=True)
+    assert report.dropped == [f"model.layers.{layer}.self_attn.rotary_emb.inv_freq" for layer in range(layers)]
+    assert report.unused == ["model.stray.weight"] and not report.missing
+    text = str(report)
+    assert f"dropped by transformers, which recomputes them ({layers}): model.layers.N.self_attn.rotary_emb.inv_freq" in text
+    assert f"{len(model.llama_model.state_dict())} tensors loaded" in text
 
 
 def test_lora_mode_wraps_llm_with_peft(shapes_dir):

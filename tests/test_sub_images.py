@@ -94,11 +94,11 @@ def test_the_prompt_holds_every_image_token_and_the_budget_counts_them(shapes_di
     model(batch)["loss"].backward()
     assert model.view_separator.grad is not None and model.view_separator.grad.abs().sum() > 0
 
-    # 90 tokens hold the prompt with one view's 16 image tokens, not with the 85 of 2 x 2 sub-images.
-    plain, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 1, "model.max_txt_len=90")
-    assert not collator_for(plain, 90)([{**sample, "image": torch.zeros(3, 32, 32)}])["skipped"]
-    tight, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 2, "model.max_txt_len=90")
-    assert collator_for(tight, 90)([sample])["skipped"]
+    # A prompt of 90 tokens holds one view's 16 image tokens and the text, not the 85 of 2 x 2 sub-images and the text.
+    plain, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 1, "model.max_context_len=90")
+    assert not collator_for(plain)([{**sample, "image": torch.zeros(3, 32, 32)}])["skipped"]
+    tight, _ = build(shapes_dir, "train_configs/tiny_v2.yaml", 2, "model.max_context_len=90")
+    assert [s["reason"] for s in collator_for(tight)([sample])["skipped"]] == ["prompt over max_context_len"]
 
 
 def test_text_only_batches_train_with_sub_images(shapes_dir):

@@ -147,7 +147,7 @@ def test_extra_weights_load_from_a_local_file_and_stay_out_of_checkpoints(shapes
      "does not exist"),
     ("model.extra_encoders=[{timm_model: convnext_atto, mean: [0.5]}]", "model.extra_encoders.0.mean", "3 values"),
     ("model.proj_type=transformer", "model.proj_type", "not linear or mlp"),
-    ("model.max_txt_len=16", "model.max_txt_len", "16, but one image takes 16 tokens: no room would be left"),
+    ("model.max_context_len=16", "model.max_context_len", "16, but one image takes 16 tokens: no room would be left"),
 ])
 def test_config_errors_name_the_key(shapes_dir, option, key, message):
     with pytest.raises(ConfigError, match=message) as error:

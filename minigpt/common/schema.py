@@ -93,10 +93,13 @@ class ModelConfig:
     use_grad_checkpoint_llm: bool = False
     attn_implementation: str = "sdpa"  # the LLM's attention: sdpa (PyTorch's fused kernels), flash_attention_2, eager
 
-    # Prompting and the token budget (image tokens count against max_txt_len).
+    # Prompting and the token budget, as MiniGPT-4 counts it: max_txt_len bounds what follows the first
+    # user turn (answers, later turns), max_context_len the prompt (BOS excluded, image tokens included).
     prompt: str = ""
     prompt_path: Optional[str] = None
     prompt_template: str = ""
+    instruction_suffix: str = ""  # appended to each user turn of an image sample (MiniGPT-v2's data: " ")
+    chat_prompt: str = "auto"  # generation prompts: auto | training | vicuna_v0 | llama2 | minigptv2 (chat_styles.py)
     max_txt_len: int = 160
     max_context_len: int = 3800
     end_sym: str = "\n"
@@ -149,6 +152,7 @@ class EvalOptions:
     repetition_penalty: float = 1.0
     eval_file_path: Optional[str] = None
     img_path: Optional[str] = None
+    choice_scoring: str = "total"  # multiple choice: total | mean | original (conversation/chat.py)
 
 
 @dataclass

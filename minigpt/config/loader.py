@@ -140,6 +140,13 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
     return config
 
 
+def model_section(cfg_path: str | Path, options: Sequence[str] | None = None) -> DictConfig:
+    """A config's `model` section over its architecture's defaults, not validated: its prompts and token
+    budget without needing its weights files."""
+    path = find_config(cfg_path)
+    return _build_model_section([(str(path), _load_yaml(path)), ("--options", parse_options(options))])
+
+
 def report_ignored_keys(sources: list[tuple[str, DictConfig]]) -> list[str]:
     """Tell (once, on the first rank) which of MiniGPT-4's settings a config sets that do nothing here."""
     found = [key for key in IGNORED_KEYS if any(OmegaConf.select(c, key, default=None) is not None for _, c in sources)]

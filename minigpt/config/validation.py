@@ -18,6 +18,8 @@ from minigpt.common import registry
 from minigpt.common.errors import ConfigError, install_hint
 from minigpt.common.paths import resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
+from minigpt.conversation.chat import CHOICE_SCORINGS
+from minigpt.conversation.chat_styles import CHAT_PROMPTS
 from minigpt.datasets.builders.base import AnnotationBuilder
 from minigpt.datasets.builders.caption_builders import CaptionShardBuilder
 from minigpt.evaluation.metrics import METRICS
@@ -69,6 +71,8 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
             fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
     if model.parts.llm.mode == "lora" and model.lora_r <= 0:
         fail("model.lora_r", "parts.llm.mode is 'lora' but lora_r is 0")
+    if model.chat_prompt not in CHAT_PROMPTS:
+        fail("model.chat_prompt", f"'{model.chat_prompt}' is not one of {', '.join(CHAT_PROMPTS)}")
     if model.low_resource_bits not in (4, 8):
         fail("model.low_resource_bits", f"{model.low_resource_bits} is not 8 (LLM.int8) or 4 (NF4)")
     vision_frozen = model.parts.vision_encoder.mode == "frozen" and all(e.mode == "frozen" for e in model.extra_encoders)
@@ -203,6 +207,8 @@ def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]
             fail(f"{key}.builder", f"'{section.builder}' reads webdataset shards, which eval.py does not evaluate")
         if section.metric is not None and section.metric not in METRICS:
             fail(f"{key}.metric", f"'{section.metric}' is not one of {', '.join(METRICS)}")
+        if section.choice_scoring not in CHOICE_SCORINGS:
+            fail(f"{key}.choice_scoring", f"'{section.choice_scoring}' is not one of {', '.join(CHOICE_SCORINGS)}")
         for option in ("max_new_tokens", "num_beams", "batch_size"):
             if section[option] is not None and section[option] < 1:
                 fail(f"{key}.{option}", f"must be >= 1, got {section[option]}")
@@ -278,10 +284,10 @@ def _validate_mixing(model: DictConfig, fail) -> None:
             fail(f"{key}.weights", f"'{extra.weights}' is a URL; nothing is downloaded: fetch the file and give its local path")
         if extra.weights and not resolve_path(extra.weights).exists():
             fail(f"{key}.weights", f"path '{extra.weights}' does not exist")
-    if model.sub_image_grid >= 1 and image_token_count(model) >= model.max_txt_len:
+    if model.sub_image_grid >= 1 and image_token_count(model) >= model.max_context_len:
         grid = f" ({model.sub_image_grid} x {model.sub_image_grid} sub-images)" if model.sub_image_grid > 1 else ""
-        fail("model.max_txt_len", f"{model.max_txt_len}, but one image takes {image_token_count(model)} tokens{grid}: "
-                                  "no room would be left for text")
+        fail("model.max_context_len", f"{model.max_context_len}, but one image takes {image_token_count(model)} "
+                                      f"tokens{grid}: no room would be left for the prompt's text")
     if model.extra_encoders and model.has_qformer and model.q_former_model:
         fail("model.q_former_model", "BLIP-2's Q-Former cross-attends to the EVA ViT's tokens alone, and with "
                                      "extra_encoders the tokens are wider: leave q_former_model unset (the Q-Former "

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from minigpt.common.errors import InputError
-from minigpt.conversation.collator import collator_for
+from minigpt.conversation.collator import IGNORE_INDEX, collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.processors.image import to_rgb
 
@@ -110,22 +110,57 @@ def generate_answers(model, collator, samples: list[dict], options: GenerationOp
     return answers
 
 
-def choose_answers(model, collator, samples: list[dict]) -> list[str]:
+CHOICE_SCORINGS = ("total", "mean", "original")
+
+
+def choose_answers(model, collator, samples: list[dict], scoring: str = "total") -> list[str]:
     """For samples that end with a question and carry "choices": the choice the model finds most likely
-    as the answer, that is with the lowest mean token loss (end marker included; earlier answers of the
-    conversation are not scored), as MiniGPT-v2 scores multiple-choice benchmarks. Every (sample,
-    choice) pair is one row of a batch; each image is encoded once."""
+    as the answer (earlier answers of the conversation are not scored). Every (sample, choice) pair is
+    one row of a batch; each image is encoded once. `scoring` ranks the choices by their answer tokens'
+    (end marker included) loss:
+      total     the sum: MiniGPT-v2's ranking (it favours short answers)
+      mean      the mean per token
+      original  MiniGPT-v2's number exactly: the sum divided by the length its padded batch had, which
+                depends on the other samples of the batch (see original_lengths)
+    """
+    if scoring not in CHOICE_SCORINGS:
+        raise ValueError(f"unknown choice scoring '{scoring}' (known: {', '.join(CHOICE_SCORINGS)})")
     for sample in samples:
         if not sample.get("choices"):
             raise ValueError(f"sample {sample['id']!r}: no 'choices' to choose the answer from")
     answers: list[str] = [""] * len(samples)
     for indices in adapter_groups(model, samples):
         group = [samples[index] for index in indices]
-        losses = model.answer_losses(collator.scoring_batch(group, [s["choices"] for s in group])).tolist()
+        batch = collator.scoring_batch(group, [s["choices"] for s in group])
+        losses = model.answer_losses(batch, reduction="mean" if scoring == "mean" else "sum")
+        if scoring == "original":
+            losses = losses / original_lengths(batch, group, len(collator.answer_tokens("none"))).to(losses.device)
+        losses = losses.tolist()
         for index, sample in zip(indices, group):
             sample_losses, losses = losses[:len(sample["choices"])], losses[len(sample["choices"]):]
             answers[index] = sample["choices"][sample_losses.index(min(sample_losses))]
     return answers
+
+
+def original_lengths(batch: dict, group: list[dict], filler_length: int) -> torch.Tensor:
+    """[rows] the divisor of MiniGPT-v2's multiple-choice loss for each (sample, choice) row.
+
+    It scores choice k of every sample in one forward pass (samples with fewer choices fill in "none")
+    and averages each row's loss over all T - 1 positions of that padded batch, with T = 1 (its BOS) +
+    the longest prompt + the longest k-th answer: so the divisor is shared by the batch and changes with k.
+    """
+    answer_lengths = (batch["labels"] != IGNORE_INDEX).sum(dim=1)  # [rows]
+    prompt_lengths = batch["attention_mask"].sum(dim=1) - answer_lengths  # [rows], our BOS included
+    counts = [len(sample["choices"]) for sample in group]
+    starts = [sum(counts[:i]) for i in range(len(group))]
+    longest_prompt = int(prompt_lengths.max())
+    divisors = []
+    for count in counts:
+        for k in range(count):
+            longest_answer = max(int(answer_lengths[start + k]) if k < n else filler_length
+                                 for start, n in zip(starts, counts))
+            divisors.append(longest_prompt - 1 + longest_answer)
+    return torch.tensor(divisors, dtype=torch.float32)
 
 
 def stream_answer(model, collator, sample: dict, options: GenerationOptions) -> Iterator[str]:

@@ -15,6 +15,7 @@ A batch holds:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,15 @@ IGNORE_INDEX = -100
 
 
 class UnsupervisedSampleError(ConversationError):
-    """A sample kept no answer token (over-long prompt, or a template/tokenizer mismatch)."""
+    """A sample kept no answer token (an empty answer, or max_txt_len 0)."""
+
+    reason = "no answer token fits"
+
+
+class PromptTooLongError(UnsupervisedSampleError):
+    """A sample's prompt does not fit in max_context_len with its whole image."""
+
+    reason = "prompt over max_context_len"
 
 
 @dataclass
@@ -38,75 +47,116 @@ class EncodedSample:
 
 
 def collator_for(model, max_txt_len: int | None = None, strict: bool = False) -> "ConversationCollator":
-    """The collator of a built model (anything with `tokenizer`, `template` and `num_image_tokens`)."""
-    return ConversationCollator(model.tokenizer, model.template, model.num_image_tokens, max_txt_len, strict)
+    """The collator of a built model (anything with `tokenizer`, `template`, `num_image_tokens` and
+    `max_context_len`)."""
+    return ConversationCollator(model.tokenizer, model.template, model.num_image_tokens, max_txt_len, strict,
+                                getattr(model, "max_context_len", None))
 
 
 class ConversationCollator:
     """Prompts for one model: its tokenizer, its template and how many image-slot tokens an image takes.
-    `max_txt_len` bounds training sequences (None: no bound); generation and scoring prompts are never cut."""
+
+    A training sequence is, as MiniGPT-4 builds it, a prompt (BOS, the first user turn, the image) and a
+    target side (the answers, and later user turns each after a BOS). `max_txt_len` bounds the target
+    side and `max_context_len` the prompt (None: no bound); generation and scoring prompts are never cut.
+    """
 
     def __init__(self, tokenizer, template: PromptTemplate, num_image_tokens: int, max_txt_len: int | None = None,
-                 strict: bool = False):
+                 strict: bool = False, max_context_len: int | None = None):
         self.tokenizer = tokenizer
         self.template = template
         self.num_image_tokens = num_image_tokens
         self.max_txt_len = max_txt_len
+        self.max_context_len = max_context_len
         self.strict = strict
         self.pad_id = tokenizer.pad_token_id
+        # Text is cut at these and each piece tokenized on its own, as the original's slow tokenizer did:
+        # a literal "<s>" is BOS, and the text after it starts with a word-start token ("▁[INST]").
+        specials = [IMAGE_PLACEHOLDER, tokenizer.bos_token, tokenizer.eos_token]
+        self._special_pattern = re.compile("(" + "|".join(re.escape(t) for t in specials if t) + ")")
 
     def _tokenize(self, text: str) -> tuple[list[int], list[bool]]:
-        """Text with optional <ImageHere> markers -> ids and a mask of image slots."""
+        """Text with optional <ImageHere>, <s> and </s> markers -> ids and a mask of image slots."""
         ids: list[int] = []
         slots: list[bool] = []
-        for index, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
-            if index > 0:
-                ids += [self.pad_id] * self.num_image_tokens
-                slots += [True] * self.num_image_tokens
-            if piece:
-                piece_ids = self.tokenizer(piece, add_special_tokens=False).input_ids
-                ids += piece_ids
-                slots += [False] * len(piece_ids)
+        for piece in self._special_pattern.split(text):
+            if piece == IMAGE_PLACEHOLDER:
+                piece_ids = [self.pad_id] * self.num_image_tokens
+            elif piece in (self.tokenizer.bos_token, self.tokenizer.eos_token):
+                piece_ids = [self.tokenizer.convert_tokens_to_ids(piece)]
+            else:
+                piece_ids = self.tokenizer(piece, add_special_tokens=False).input_ids if piece else []
+            ids += piece_ids
+            slots += [piece == IMAGE_PLACEHOLDER] * len(piece_ids)
         return ids, slots
 
-    def encode(self, sample: dict, for_generation: bool = False) -> EncodedSample:
-        """One sample -> token lists. Every user turn starts with BOS (as MiniGPT-4 trained).
+    def answer_tokens(self, answer: str) -> list[int]:
+        """An answer and the end marker, tokenized on their own (as MiniGPT-4 tokenizes its targets)."""
+        return self._tokenize(answer + self.template.end_sym)[0]
 
-        Training keeps whole turns while they fit in max_txt_len (image tokens included); only the
-        first answer may be cut mid-way. For generation the last user turn has no answer yet.
-        """
+    def _user_turn(self, text: str, has_image: bool) -> tuple[list[int], list[bool]]:
+        """BOS and a user turn in the training template (MiniGPT-4 starts every user turn with BOS)."""
+        ids, slots = self._tokenize(self.template.wrap_user(text, has_image))
+        return [self.tokenizer.bos_token_id] + ids, [False] + slots
+
+    def encode(self, sample: dict, for_generation: bool = False) -> EncodedSample:
+        """One sample -> token lists: the prompt, then answers (supervised) and later user turns. For
+        generation the last user turn has no answer yet, and the template's chat style, if any, writes
+        the prompt instead."""
         has_image = sample.get("image") is not None
         pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]), sample.get("task"),
                                     sample.get("choice_seed", ""))
-        ids: list[int] = []
-        labels: list[int] = []
-        slots: list[bool] = []
-        truncated = False
+        if for_generation and self.template.chat_style is not None:
+            ids, slots = self._tokenize(self.template.chat_style.render(pairs))
+            ids, slots, labels = [self.tokenizer.bos_token_id] + ids, [False] + slots, [IGNORE_INDEX] * (len(ids) + 1)
+            return self._checked(sample, EncodedSample(str(sample["id"]), ids, labels, slots, False), has_image, True)
+        ids, slots = self._user_turn(pairs[0][0], has_image)
+        target_ids: list[int] = []
+        target_labels: list[int] = []
         for index, (user_text, answer) in enumerate(pairs):
-            user_ids, user_slots = self._tokenize(self.template.wrap_user(user_text))
-            user_ids = [self.tokenizer.bos_token_id] + user_ids
-            user_slots = [False] + user_slots
-            answer_ids = [] if answer is None else self._tokenize(answer + self.template.end_sym)[0]
-            room = (self.max_txt_len if self.max_txt_len is not None else float("inf")) - len(ids)
-            if not for_generation and len(user_ids) + len(answer_ids) > room:
-                truncated = True
-                if index > 0 or len(user_ids) >= room:
-                    break
-                answer_ids = answer_ids[: room - len(user_ids)]
-            ids += user_ids + answer_ids
-            slots += user_slots + [False] * len(answer_ids)
-            labels += [IGNORE_INDEX] * len(user_ids) + answer_ids
-            if answer is None and not for_generation:
-                raise ConversationError(f"sample {sample['id']!r}: a user turn has no answer")
-        if not for_generation and all(label == IGNORE_INDEX for label in labels):
+            if index > 0:
+                user_ids = self._user_turn(user_text, has_image)[0]
+                target_ids += user_ids
+                target_labels += [IGNORE_INDEX] * len(user_ids)
+            if answer is None:
+                if not for_generation:
+                    raise ConversationError(f"sample {sample['id']!r}: a user turn has no answer")
+                continue
+            answer_ids = self.answer_tokens(answer)
+            target_ids += answer_ids
+            target_labels += answer_ids
+        encoded = EncodedSample(str(sample["id"]), ids + target_ids, [IGNORE_INDEX] * len(ids) + target_labels,
+                                slots + [False] * len(target_ids), False)
+        if not for_generation:
+            encoded = self._truncated(encoded, len(ids))
+        return self._checked(sample, encoded, has_image, for_generation)
+
+    def _truncated(self, encoded: EncodedSample, prompt_length: int) -> EncodedSample:
+        """The original's bounds: the prompt (less its BOS) to max_context_len, the rest to max_txt_len."""
+        prompt_keep = prompt_length if self.max_context_len is None else min(prompt_length, 1 + self.max_context_len)
+        target_keep = len(encoded.input_ids) - prompt_length
+        if self.max_txt_len is not None:
+            target_keep = min(target_keep, self.max_txt_len)
+        if prompt_keep == prompt_length and target_keep == len(encoded.input_ids) - prompt_length:
+            return encoded
+        kept = list(range(prompt_keep)) + list(range(prompt_length, prompt_length + target_keep))
+        return EncodedSample(encoded.sample_id, [encoded.input_ids[i] for i in kept], [encoded.labels[i] for i in kept],
+                             [encoded.image_slots[i] for i in kept], True)
+
+    def _checked(self, sample: dict, encoded: EncodedSample, has_image: bool, for_generation: bool) -> EncodedSample:
+        """Refuse what cannot be trained on or answered: no answer token kept, or image slots not whole."""
+        if not for_generation and all(label == IGNORE_INDEX for label in encoded.labels):
             raise UnsupervisedSampleError(
-                f"sample {sample['id']!r} from {sample.get('dataset', '?')}: no answer token fits in "
-                f"max_txt_len={self.max_txt_len} (prompt and {self.num_image_tokens} image tokens take "
-                f"{len(ids)} tokens), or the answer is empty")
-        if has_image and sum(slots) != self.num_image_tokens:
+                f"sample {sample['id']!r} from {sample.get('dataset', '?')}: no answer token is kept (the answer is "
+                f"empty, or max_txt_len={self.max_txt_len} leaves none)")
+        if has_image and sum(encoded.image_slots) != self.num_image_tokens:
+            if encoded.truncated:
+                raise PromptTooLongError(
+                    f"sample {sample['id']!r} from {sample.get('dataset', '?')}: its prompt is longer than "
+                    f"max_context_len={self.max_context_len} tokens ({self.num_image_tokens} image tokens included)")
             raise ConversationError(f"sample {sample['id']!r}: expected one image placeholder, "
-                             f"found {sum(slots) // max(self.num_image_tokens, 1)}")
-        return EncodedSample(str(sample["id"]), ids, labels, slots, truncated)
+                                    f"found {sum(encoded.image_slots) // max(self.num_image_tokens, 1)}")
+        return encoded
 
     def __call__(self, samples: list[dict]) -> dict:
         """Training batch, right-padded. Samples the dataset could not read, and samples that cannot be
@@ -124,7 +174,7 @@ class ConversationCollator:
             except ConversationError as error:
                 if self.strict:
                     raise
-                reason = "no answer token fits" if isinstance(error, UnsupervisedSampleError) else "invalid conversation"
+                reason = getattr(error, "reason", "invalid conversation")
                 skipped.append({"dataset": sample.get("dataset", ""), "id": str(sample["id"]), "reason": reason,
                                 "detail": str(error)})
         batch = self.pad(encoded, [s.get("image") for s in kept], padding_side="right")
@@ -157,7 +207,7 @@ class ConversationCollator:
                 image_index += [len(images)] * len(answers)
                 images.append(sample["image"])
             for answer in answers:
-                answer_ids = self._tokenize(answer + self.template.end_sym)[0]
+                answer_ids = self.answer_tokens(answer)
                 encoded.append(EncodedSample(prompt.sample_id, prompt.input_ids + answer_ids,
                                              [IGNORE_INDEX] * len(prompt.input_ids) + answer_ids,
                                              prompt.image_slots + [False] * len(answer_ids), False))

@@ -5,7 +5,13 @@ Samples are template-free (a list of user / assistant turns). A template wraps e
 
   Vicuna v0:  <s>###Human: <Img><ImageHere></Img> What color is it? ###Assistant: red###
   Llama-2:    <s>[INST] <Img><ImageHere></Img> What color is it? [/INST] red</s>
+  v2:         <s>[INST] <Img><ImageHere></Img> [vqa] What color is it?  [/INST]red</s>
   stage 1:    <s><ImageHere>a red circle on the left\n        (no template: image, then caption)
+
+MiniGPT-v2's datasets end every user turn of an image sample with a space (`instruction_suffix: " "`,
+hence the two spaces before [/INST]); a released v2 checkpoint was trained on that form. The answer is
+tokenized on its own (so it starts with a word-start token). Generation prompts may instead follow the
+original demos' style (`chat_prompt`, conversation/chat_styles.py).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import random
 from dataclasses import dataclass, field
 
 from minigpt.common.paths import resolve_path
+from minigpt.conversation.chat_styles import ChatStyle, chat_style_for
 
 IMAGE_PLACEHOLDER = "<ImageHere>"
 IMAGE_PROMPT = "<Img><ImageHere></Img>"
@@ -30,6 +37,8 @@ class PromptTemplate:
     end_sym: str = "\n"
     instruction_prompts: list[str] = field(default_factory=list)  # used when a sample has no user turn
     task_identifiers: bool = False  # MiniGPT-v2: a sample's task is written as "[vqa] question"
+    instruction_suffix: str = ""  # appended to each user turn of an image sample before wrapping (v2: " ")
+    chat_style: ChatStyle | None = None  # generation prompts in an original demo's style; None: this template
 
     @classmethod
     def from_model_config(cls, model_config) -> "PromptTemplate":
@@ -37,9 +46,14 @@ class PromptTemplate:
         if model_config.prompt_path:
             lines = resolve_path(model_config.prompt_path).read_text().splitlines()
             prompts = [line.strip() for line in lines if IMAGE_PLACEHOLDER in line]
-        return cls(model_config.prompt_template, model_config.end_sym, prompts, model_config.task_identifiers)
+        return cls(model_config.prompt_template, model_config.end_sym, prompts, model_config.task_identifiers,
+                   model_config.get("instruction_suffix", ""), chat_style_for(model_config))
 
-    def wrap_user(self, text: str) -> str:
+    def wrap_user(self, text: str, has_image: bool = False) -> str:
+        """A user turn as the template writes it; the suffix goes only into samples with an image, as in
+        v2's data, and never after a bare image (stage-1 captioning has no instruction to end)."""
+        if has_image and text != IMAGE_PLACEHOLDER:
+            text += self.instruction_suffix
         return self.prompt_template.format(text) if self.prompt_template else text
 
     def pairs(self, turns: list[tuple[str, str]], has_image: bool, sample_id: str = "",

@@ -7,10 +7,12 @@ random weights, so both go through one code path afterwards.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -67,8 +69,10 @@ def load_llm_folder(path: str, **kwargs) -> tuple[nn.Module, LoadReport]:
             raise
         raise InputError(f"model.llama_model: {path} needs the Python code it ships (auto_map in its config.json) to "
                          "load; set model.trust_remote_code: true if you trust that code") from None
+    own = model.state_dict()
     report = LoadReport(str(path), missing=sorted(info["missing_keys"]), unused=sorted(info["unexpected_keys"]))
-    report.loaded = len(model.state_dict()) - len(report.missing)
+    report.loaded = len(own) - len(report.missing)
+    report.dropped = sorted(set(folder_weight_names(path)) - own.keys() - info["unexpected_keys"])
     if info["mismatched_keys"]:
         key, file_shape, model_shape = sorted(info["mismatched_keys"])[0]
         raise InputError(f"model.llama_model: {path}: {key}: shape {tuple(file_shape)} in the folder, "
@@ -77,6 +81,19 @@ def load_llm_folder(path: str, **kwargs) -> tuple[nn.Module, LoadReport]:
         raise InputError(f"model.llama_model: {path}: missing {len(report.missing)} weights the model needs: "
                          f"{summarize(report.missing)} (an incomplete download or a different architecture?)")
     return model, report
+
+
+def folder_weight_names(path: str | Path) -> list[str]:
+    """The tensor names a model folder holds, from its index or its safetensors header (without reading
+    the tensors); [] for a lone pytorch_model.bin, whose names need the whole file read."""
+    path = Path(path)
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index).exists():
+            return list(json.loads((path / index).read_text()).get("weight_map", {}))
+    if (path / "model.safetensors").exists():
+        with safe_open(str(path / "model.safetensors"), framework="pt") as weights:
+            return list(weights.keys())
+    return []
 
 
 def require_bitsandbytes(bits: int):

@@ -345,15 +345,16 @@ class MiniGPT(nn.Module):
         return {"loss": output.loss, "logits": output.logits}
 
     @torch.no_grad()
-    def answer_losses(self, batch: dict) -> torch.Tensor:
-        """[B] mean loss of each row's labelled (answer) tokens: how unlikely the model finds that answer."""
+    def answer_losses(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
+        """[B] loss of each row's labelled (answer) tokens, their mean or (reduction "sum") their total: how
+        unlikely the model finds that answer."""
         logits = self.forward(batch, with_loss=False)["logits"][:, :-1]  # [B, T-1, V]: position t predicts token t + 1
         labels = batch["labels"][:, 1:].to(logits.device)  # [B, T-1]
         answered = labels != IGNORE_INDEX
         token_losses = F.cross_entropy(logits[answered].float(), labels[answered], reduction="none")  # [answer tokens]
         rows = answered.nonzero()[:, 0]
         summed = torch.zeros(len(labels), device=logits.device).index_add_(0, rows, token_losses)
-        return summed / answered.sum(dim=1)
+        return summed if reduction == "sum" else summed / answered.sum(dim=1)
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,

@@ -27,6 +27,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)     # the module's weights the file lacks
     unused: list[str] = field(default_factory=list)      # the file's weights this module has no place for
     resampled: list[str] = field(default_factory=list)   # weights reshaped to fit, with how
+    dropped: list[str] = field(default_factory=list)     # the file's tensors the loader discards unasked
 
     def __str__(self) -> str:
         lines = [f"{self.source}: {self.loaded} tensors loaded"]
@@ -36,6 +37,9 @@ class LoadReport:
             lines.append(f"  unused ({len(self.unused)}): {summarize(self.unused)}")
         if self.missing:
             lines.append(f"  missing ({len(self.missing)}): {summarize(self.missing)}")
+        if self.dropped:
+            lines.append(f"  dropped by transformers, which recomputes them ({len(self.dropped)}): "
+                         f"{summarize(self.dropped)}")
         return "\n".join(lines)
 
 

@@ -121,7 +121,7 @@ def answer_questions(items: list[dict], section: DictConfig, model, collator, di
         for batch in tqdm(loader, desc=folder.name, disable=not dist.is_main, file=sys.stderr):
             ready = [sample for sample in batch if "skipped" not in sample]
             if ready and "choices" in ready[0]:  # multiple choice: the most likely choice, nothing generated
-                answers = choose_answers(model, collator, ready)
+                answers = choose_answers(model, collator, ready, section.choice_scoring)
             else:
                 answers = generate_answers(model, collator, ready, options) if ready else []
             for sample, answer in zip(ready, answers):

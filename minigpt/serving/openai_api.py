@@ -3,7 +3,7 @@
 Existing OpenAI clients talk to a finetuned model unchanged: messages whose content is text or a list of
 `text` and `image_url` parts (a `data:` URL, or a file path under the server's image root), `stream`,
 `max_tokens`, `temperature` and `top_p`. A conversation holds at most one image, as MiniGPT's prompts do;
-system messages are accepted and ignored (the model's own template has no system slot). One request is
+system messages are accepted and ignored (a template's system text, where it has one, is fixed). One request is
 answered at a time per model; the others wait their turn. A bad request gets a 4xx answer with an
 OpenAI-style JSON error that names the parameter, never a crash.
 """

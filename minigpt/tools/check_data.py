@@ -58,8 +58,9 @@ def check_sample(report: Report, collator: ConversationCollator, sample: dict) -
         return
     report.lengths.append(len(encoded.input_ids))
     if encoded.truncated:
-        report.add(sample["id"], "truncated", f"over max_txt_len={collator.max_txt_len} tokens: later turns are "
-                                              "dropped (or a lone answer is cut)")
+        report.add(sample["id"], "truncated", f"over max_txt_len={collator.max_txt_len} tokens after the first "
+                                              f"question (or a prompt over max_context_len={collator.max_context_len}): "
+                                              "the rest is cut")
 
 
 def check_records(report: Report, dataset, collator: ConversationCollator, limit: int | None) -> None:
@@ -104,7 +105,7 @@ def check_config(config, limit: int | None = None) -> list[Report]:
     model = config.model
     tokenizer = load_tokenizer(resolve_path(model.tokenizer or model.llama_model))
     collator = ConversationCollator(tokenizer, PromptTemplate.from_model_config(model), image_token_count(model),
-                                    model.max_txt_len)
+                                    model.max_txt_len, max_context_len=model.max_context_len)
     reports = []
     for name, dataset_cfg in config.datasets.items():
         report = Report(str(name))
