@@ -96,6 +96,10 @@ def test_llama2(tokenizer, original_tokens):
     ids, supervised = training_tokens(train, sample(QUESTION, ANSWER))
     assert ids == original_tokens("<s>", f"[INST] <Img><ImageHere></Img> {QUESTION} [/INST] ", "red</s>")
     assert supervised == "red</s>"
+    ids, supervised = training_tokens(train, sample(QUESTION, ANSWER, QUESTION_2, ANSWER_2))
+    assert ids == original_tokens("<s>", f"[INST] <Img><ImageHere></Img> {QUESTION} [/INST] ", "red</s>",
+                                  f"<s>[INST] {QUESTION_2} [/INST] ", "two</s>")
+    assert supervised == "red</s> two</s>"
 
     chat = collator(tokenizer, "eval_configs/minigpt4_llama2_eval.yaml")
     assert prompt_tokens(chat, sample(QUESTION)) == original_tokens(
