@@ -108,8 +108,9 @@ class ConversationCollator:
                                     sample.get("choice_seed", ""))
         if for_generation and self.template.chat_style is not None:
             ids, slots = self._tokenize(self.template.chat_style.render(pairs))
-            ids, slots, labels = [self.tokenizer.bos_token_id] + ids, [False] + slots, [IGNORE_INDEX] * (len(ids) + 1)
-            return self._checked(sample, EncodedSample(str(sample["id"]), ids, labels, slots, False), has_image, True)
+            ids, slots = [self.tokenizer.bos_token_id] + ids, [False] + slots
+            encoded = EncodedSample(str(sample["id"]), ids, [IGNORE_INDEX] * len(ids), slots, False)
+            return self._checked(sample, self._with_answer_prefix(encoded, sample), has_image, True)
         ids, slots = self._user_turn(pairs[0][0], has_image)
         target_ids: list[int] = []
         target_labels: list[int] = []
@@ -129,7 +130,17 @@ class ConversationCollator:
                                 slots + [False] * len(target_ids), False)
         if not for_generation:
             encoded = self._truncated(encoded, len(ids))
+        else:
+            encoded = self._with_answer_prefix(encoded, sample)
         return self._checked(sample, encoded, has_image, for_generation)
+
+    def _with_answer_prefix(self, encoded: EncodedSample, sample: dict) -> EncodedSample:
+        """A generation prompt followed by the start of the answer it must continue (sample["answer_prefix"],
+        tokenized on its own as answers are): how a tool call can be forced."""
+        prefix_ids = self._tokenize(sample["answer_prefix"])[0] if sample.get("answer_prefix") else []
+        return EncodedSample(encoded.sample_id, encoded.input_ids + prefix_ids,
+                             encoded.labels + [IGNORE_INDEX] * len(prefix_ids),
+                             encoded.image_slots + [False] * len(prefix_ids), encoded.truncated)
 
     def _truncated(self, encoded: EncodedSample, prompt_length: int) -> EncodedSample:
         """The original's bounds: the prompt (less its BOS) to max_context_len, the rest to max_txt_len."""

@@ -30,7 +30,10 @@ from starlette.exceptions import HTTPException
 from minigpt.conversation.chat import GenerationOptions, generate_answers, stream_answer
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.conversation.tool_calls import tool_result_text
 from minigpt.processors.image import to_rgb
+from minigpt.serving.tool_calling import (ToolRequestError, ToolSetup, assistant_text, call_names, read_tool_setup,
+                                          reply_message, tool_call_deltas)
 
 
 class RequestError(ValueError):
@@ -88,46 +91,65 @@ def read_image(url: str, served: ServedModel, param: str) -> Image.Image:
         raise RequestError(f"not a readable image: {error}", param) from None
 
 
-def parse_messages(messages, served: ServedModel) -> tuple[list[tuple[str, str]], Image.Image | None]:
-    """OpenAI messages -> (turns ending with the user's question, the conversation's image or None)."""
+def message_text(message: dict, param: str, served: ServedModel, images: list, call_names: dict) -> str:
+    """One message's text (its image parts read into `images`); calls and tool results in the text form."""
+    if message["role"] == "tool":
+        if not isinstance(message.get("content"), str):
+            raise RequestError("a tool message's content is the tool's result as text", f"{param}.content")
+        return tool_result_text(call_names.get(message.get("tool_call_id"), "tool"), message["content"])
+    if message["role"] == "assistant" and message.get("tool_calls"):
+        try:
+            return assistant_text(message, param)
+        except ToolRequestError as error:
+            raise RequestError(str(error), error.param) from None
+    content = message.get("content")
+    parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    if not isinstance(parts, list):
+        raise RequestError("content must be a string or a list of parts", f"{param}.content")
+    texts = []
+    for number, part in enumerate(parts):
+        part_param = f"{param}.content[{number}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and message["role"] == "user":
+            url = part.get("image_url", {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
+            if not isinstance(url, str):
+                raise RequestError("image_url needs a url", f"{part_param}.image_url")
+            images.append(read_image(url, served, f"{part_param}.image_url"))
+        else:
+            raise RequestError("a part is {type: text, text} or, in user messages, {type: image_url, image_url: {url}}",
+                               part_param)
+    return " ".join(texts)
+
+
+def parse_messages(messages, served: ServedModel, tools: ToolSetup | None = None
+                   ) -> tuple[list[tuple[str, str]], Image.Image | None]:
+    """OpenAI messages -> (turns ending with the user's question or a tool's result, the conversation's
+    image or None). Tool results are user turns; the first user turn names the offered tools."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list", "messages")
-    turns, images = [], []
+    turns, images, names = [], [], call_names(messages)
     for index, message in enumerate(messages):
         param = f"messages[{index}]"
-        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
-            raise RequestError("each message needs a role: system, user or assistant", f"{param}.role")
-        content = message.get("content")
-        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if not isinstance(parts, list):
-            raise RequestError("content must be a string or a list of parts", f"{param}.content")
-        texts = []
-        for number, part in enumerate(parts):
-            part_param = f"{param}.content[{number}]"
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif kind == "image_url" and message["role"] == "user":
-                url = part.get("image_url", {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
-                if not isinstance(url, str):
-                    raise RequestError("image_url needs a url", f"{part_param}.image_url")
-                images.append(read_image(url, served, f"{part_param}.image_url"))
-            else:
-                raise RequestError("a part is {type: text, text} or, in user messages, {type: image_url, image_url: {url}}",
-                                   part_param)
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant", "tool"):
+            raise RequestError("each message needs a role: system, user, assistant or tool", f"{param}.role")
+        text = message_text(message, param, served, images, names)
         if message["role"] in ("system", "developer"):
             continue
-        role = USER if message["role"] == "user" else ASSISTANT
+        role = ASSISTANT if message["role"] == "assistant" else USER
         if turns and turns[-1][0] == role:
-            turns[-1] = (role, turns[-1][1] + "\n" + " ".join(texts))  # consecutive messages of one role join
+            turns[-1] = (role, turns[-1][1] + "\n" + text)  # consecutive messages of one role join
         else:
-            turns.append((role, " ".join(texts)))
+            turns.append((role, text))
     if len(images) > 1:
         raise RequestError("a conversation can hold one image; start a new one for another image", "messages")
     if not turns or turns[-1][0] != USER:
-        raise RequestError("the last message must be the user's", "messages")
+        raise RequestError("the last message must be the user's (or a tool's result)", "messages")
     if turns[0][0] != USER:
         turns.insert(0, (USER, ""))  # an assistant greeting first: the template starts with a user turn
+    if tools is not None and tools.active:
+        turns[0] = (USER, turns[0][1] + tools.first_turn_suffix())
     return turns, images[0] if images else None
 
 
@@ -158,8 +180,12 @@ class Completion:
         self.served = served
         self.stream = bool(body.get("stream", False))
         self.options = generation_options(body)
-        turns, image = parse_messages(body.get("messages"), served)
-        self.sample = {"id": "request", "turns": turns,
+        try:
+            self.tools = read_tool_setup(body)
+        except ToolRequestError as error:
+            raise RequestError(str(error), error.param) from None
+        turns, image = parse_messages(body.get("messages"), served, self.tools)
+        self.sample = {"id": "request", "turns": turns, "answer_prefix": self.tools.answer_prefix(),
                        "image": served.image_processor(image) if image is not None else None}
         self.prompt_tokens = int(served.collator.generation_batch([self.sample])["attention_mask"].sum())
         room = served.model.max_context_len - self.prompt_tokens
@@ -178,14 +204,18 @@ class Completion:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": self.prompt_tokens + completion}
 
+    def generate(self) -> tuple[dict, str]:
+        """The assistant message and finish reason, tool calls read from the text when tools are offered."""
+        with self.served.lock:
+            generated = generate_answers(self.served.model, self.served.collator, [self.sample], self.options)[0]
+        message, finish = reply_message(self.sample["answer_prefix"] + generated, self.tools)
+        return message, finish or self.finish_reason(generated)
+
     def answer(self) -> dict:
-        served = self.served
-        with served.lock:
-            answer = generate_answers(served.model, served.collator, [self.sample], self.options)[0]
-        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": served.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                             "finish_reason": self.finish_reason(answer)}],
-                "usage": self.usage(answer)}
+        message, finish = self.generate()
+        text = message["content"] or "".join(call["function"]["arguments"] for call in message.get("tool_calls", []))
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.served.name,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": self.usage(text)}
 
     def chunks(self) -> Iterator[str]:
         """Server-sent events: the role, then each new piece of text, then the finish reason and [DONE]."""
@@ -197,6 +227,13 @@ class Completion:
             return f"data: {json.dumps(chunk)}\n\n"
 
         yield event({"role": "assistant", "content": ""})
+        if self.tools.active:  # a call is known only once the whole reply is: generate it, then send it in pieces
+            message, finish = self.generate()
+            for delta in tool_call_deltas(message):
+                yield event(delta)
+            yield event({}, finish)
+            yield "data: [DONE]\n\n"
+            return
         answer = ""
         with served.lock:
             for piece in stream_answer(served.model, served.collator, self.sample, self.options):
