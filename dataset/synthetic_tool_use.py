@@ -1,0 +1,178 @@
+"""Synthetic tool use: requests about shapes images, answered by calling the agent's classical tools.
+
+    python dataset/synthetic_tool_use.py --out data/tools --seed 0
+
+Writes, deterministically from the seed:
+    DIR/shards/...            stage-1 captions of shapes images (as dataset/synthetic_shapes.py writes them)
+    DIR/tool_train.json       tool-use records (the `tool_use` builder's layout, below)
+    DIR/tool_test.json        held out: colour-shape combinations never seen in training
+    DIR/images/*.png          the images of both
+    DIR/tokenizer/            a tokenizer trained on the captions and the tool-use text
+
+A record is {"id", "image", "kind", "request", "steps": [{"name", "arguments", "result"}], "answer",
+"target": {"color", "shape", "box"}}. Kinds:
+    blur / pixelate   "Blur the square." (one shape): find_color_regions with the colour seen, then
+                      blur_region / pixelate_region on the box it returned
+    cutout            "Cut out the circle and describe it.": find_color_regions, cutout, "A red circle."
+    count             "How many blue shapes are there?" (1-3 shapes): find_color_regions, the count
+Every result is what the real tool returns on the image, so a model trained here sees at run time
+exactly what it saw in training. The first three kinds need the image (the colour is not in the
+request); held-out images pair each shape with colours it never had in training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+for path in (REPO_ROOT, REPO_ROOT / "dataset"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import numpy as np  # noqa: E402
+
+from minigpt.agents.classical import classical_tools  # noqa: E402
+from minigpt.agents.images import ImageStore  # noqa: E402
+from minigpt.agents.tool import Toolbox  # noqa: E402
+from minigpt.agents.tool_eval import box_iou  # noqa: E402
+from minigpt.conversation.tool_calls import format_tool_call, tool_result_text, tools_line  # noqa: E402
+from minigpt.models.tokenizer import train_tokenizer  # noqa: E402
+from synthetic_shapes import COLORS, NUMBERS, SHAPES, SIZES, draw, place, position_of, write_shards  # noqa: E402
+
+VERBS = {"blur": ("Blur the {shape}.", "blur_region"), "pixelate": ("Pixelate the {shape}.", "pixelate_region"),
+         "cutout": ("Cut out the {shape} and describe it.", "cutout"), "count": ("How many {color} shapes are there?", None)}
+KINDS = tuple(VERBS)
+# Held out: each shape with two colours it never has in training.
+HELD_OUT = {("circle", "red"), ("circle", "green"), ("square", "blue"), ("square", "yellow"),
+            ("triangle", "purple"), ("triangle", "orange")}
+
+
+def tool_names() -> list[str]:
+    """The tools a request offers: every classical tool, in the agent's order."""
+    return [tool.name for tool in classical_tools()]
+
+
+def one_shape_scene(rng: random.Random, image_size: int, held_out: bool) -> list[dict]:
+    pairs = [(s, c) for s in SHAPES for c in COLORS if ((s, c) in HELD_OUT) == held_out]
+    shape, color = rng.choice(pairs)
+    size = rng.choice(list(SIZES))
+    box = place(rng, round(SIZES[size] * image_size), image_size, [])
+    return [{"shape": shape, "color": color, "size": size, "position": position_of(box, image_size), "bbox": box}]
+
+
+def many_shapes_scene(rng: random.Random, image_size: int) -> list[dict]:
+    while True:
+        shapes = []
+        for shape in rng.sample(SHAPES, rng.randint(1, 3)):
+            size = rng.choice(list(SIZES))
+            box = place(rng, round(SIZES[size] * image_size), image_size, [s["bbox"] for s in shapes])
+            if box is None:
+                break
+            shapes.append({"shape": shape, "color": rng.choice(list(COLORS)), "size": size,
+                           "position": position_of(box, image_size), "bbox": box})
+        else:
+            return shapes
+
+
+def run_steps(toolbox: Toolbox, calls: list[tuple[str, dict]]) -> list[dict] | None:
+    """Each call run for real; None when one fails (the scene is then drawn again)."""
+    steps = []
+    for name, arguments in calls:
+        observation = toolbox.call(name, arguments)
+        if not observation.ok:
+            return None
+        steps.append({"name": name, "arguments": arguments, "result": observation.result})
+    return steps
+
+
+def make_record(rng: random.Random, kind: str, image_size: int, held_out: bool, folder: Path, index: int,
+                split: str, work: Path) -> dict | None:
+    """One record with its image written, or None when the tools do not see the scene as drawn."""
+    shapes = many_shapes_scene(rng, image_size) if kind == "count" else one_shape_scene(rng, image_size, held_out)
+    image = np.asarray(draw(shapes, image_size))
+    toolbox = Toolbox(classical_tools(), ImageStore(work / f"{split}_{index}"))
+    handle = toolbox.images.add(image)
+    target = rng.choice(shapes)
+    found = run_steps(toolbox, [("find_color_regions", {"image": handle, "color": target["color"]})])
+    if found is None:
+        return None
+    result = found[0]["result"]
+    template, editor = VERBS[kind]
+    request = template.format(shape=target["shape"], color=target["color"])
+    if kind == "count":
+        true_count = sum(s["color"] == target["color"] for s in shapes)
+        if result["count"] != true_count:
+            return None
+        steps, answer = found, f"There {'is' if true_count == 1 else 'are'} {NUMBERS[true_count]}."
+    else:
+        if result["count"] != 1 or box_iou(result["boxes"][0], target["bbox"]) < 0.9:
+            return None
+        edited = run_steps(toolbox, [(editor, {"image": handle, "box": result["boxes"][0]})])
+        if edited is None:
+            return None
+        steps = found + edited
+        answer = f"A {target['color']} {target['shape']}." if kind == "cutout" else f"Done: {edited[0]['result']['image']}."
+    name = f"{split}_{index:06d}.png"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    toolbox.images.path(handle).replace(folder / "images" / name)
+    return {"id": f"{split}_{index:06d}", "image": name, "kind": kind, "request": f"{request} (image: {handle})",
+            "tools": tool_names(), "steps": steps, "answer": answer, "target": {"color": target["color"], "shape": target["shape"],
+                                                          "box": target["bbox"]}}
+
+
+def record_texts(record: dict, names: list[str]) -> list[str]:
+    """The text a record trains on, for the tokenizer's corpus."""
+    texts = [record["request"], tools_line(names), record["answer"]]
+    for step in record["steps"]:
+        texts += [format_tool_call(step["name"], step["arguments"]), tool_result_text(step["name"], json.dumps(step["result"]))]
+    return texts
+
+
+def write_split(out: Path, rng: random.Random, split: str, count: int, image_size: int) -> list[dict]:
+    records, index = [], 0
+    with tempfile.TemporaryDirectory() as work:  # the tools' own copies of each image
+        while len(records) < count:
+            kind = KINDS[len(records) % len(KINDS)]
+            record = make_record(rng, kind, image_size, split == "test", out, index, split, Path(work))
+            index += 1
+            if record is not None:
+                records.append(record)
+    (out / f"tool_{split}.json").write_text(json.dumps(records, indent=1) + "\n")
+    return records
+
+
+def generate(out: str | Path, seed: int = 0, stage1_images: int = 2000, train_records: int = 2000,
+             test_records: int = 200, image_size: int = 64, shard_size: int = 500) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = random.Random(seed)
+    rngs = {split: random.Random(root.getrandbits(64)) for split in ("stage1", "train", "test")}
+    pattern, texts = write_shards(out, rngs["stage1"], stage1_images, shard_size, image_size)
+    splits = {split: write_split(out, rngs[split], split, count, image_size)
+              for split, count in (("train", train_records), ("test", test_records))}
+    names = tool_names()
+    for record in splits["train"]:
+        texts += record_texts(record, names)
+    texts += [*COLORS, *SHAPES, *NUMBERS.values(), *names] * 50 + ["###Human: ", " ###Assistant: ", "###"] * 200
+    tokenizer = train_tokenizer(texts, out / "tokenizer", vocab_size=1024)
+    return {"shards": pattern, "train": str(out / "tool_train.json"), "test": str(out / "tool_test.json"),
+            "images": str(out / "images"), "tokenizer": str(tokenizer)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-records", type=int, default=2000)
+    parser.add_argument("--test-records", type=int, default=200)
+    args = parser.parse_args()
+    print(json.dumps(generate(args.out, args.seed, train_records=args.train_records, test_records=args.test_records),
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()
