@@ -17,6 +17,7 @@ from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.conversation.chat import GenerationOptions, generate_answers, load_image, stream_answer
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.serving.web_agent import AgentTab
 
 TASKS = ("none", "vqa", "caption", "refer", "identify", "grounding", "detection")
 
@@ -94,32 +95,55 @@ def messages(turns: list[tuple[str, str]]) -> list[dict]:
     return [{"role": "user" if role == USER else "assistant", "content": text} for role, text in turns]
 
 
-def build_ui(web: WebChat, title: str):
+def build_ui(web: WebChat, title: str, agent: AgentTab | None = None):
     import gradio as gr
 
     with gr.Blocks(title=title) as ui:
         gr.Markdown(f"## {title}\nUpload an image, then ask about it.")
-        session = gr.State(Session())
-        with gr.Row():
-            with gr.Column(scale=1):
-                upload = gr.File(label="Image", file_types=["image"], elem_id="upload")
-                shown = gr.Image(label="The image (with the answer's boxes)", type="pil", interactive=False,
-                                 height=280, elem_id="shown")
-                task = gr.Dropdown(list(TASKS), value="none", label="Task identifier (MiniGPT-v2)")
-                beams = gr.Slider(1, 5, value=1, step=1, label="Beams")
-                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label="Temperature (0: greedy)")
-                max_new_tokens = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
-            with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="Chat", elem_id="chat", height=420)
-                question = gr.Textbox(label="Question", placeholder="Which colors do you see?", elem_id="question")
-                with gr.Row():
-                    send = gr.Button("Send", variant="primary", elem_id="send")
-                    reset = gr.Button("Reset", elem_id="reset")
-                status = gr.Markdown(elem_id="status")
-        upload.change(web.upload, upload, [session, shown, chatbot, status])
-        ask_inputs = [session, question, task, beams, temperature, max_new_tokens]
-        ask_outputs = [session, chatbot, shown, question, status]
-        send.click(web.ask, ask_inputs, ask_outputs)
-        question.submit(web.ask, ask_inputs, ask_outputs)
-        reset.click(web.reset, session, [session, chatbot, shown, status])
+        with gr.Tab("Chat"):
+            chat_tab(gr, web)
+        if agent is not None:
+            with gr.Tab("Tools"):
+                tools_tab(gr, agent)
     return ui
+
+
+def chat_tab(gr, web: WebChat) -> None:
+    session = gr.State(Session())
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="Image", file_types=["image"], elem_id="upload")
+            shown = gr.Image(label="The image (with the answer's boxes)", type="pil", interactive=False,
+                             height=280, elem_id="shown")
+            task = gr.Dropdown(list(TASKS), value="none", label="Task identifier (MiniGPT-v2)")
+            beams = gr.Slider(1, 5, value=1, step=1, label="Beams")
+            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label="Temperature (0: greedy)")
+            max_new_tokens = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
+        with gr.Column(scale=2):
+            chatbot = gr.Chatbot(label="Chat", elem_id="chat", height=420)
+            question = gr.Textbox(label="Question", placeholder="Which colors do you see?", elem_id="question")
+            with gr.Row():
+                send = gr.Button("Send", variant="primary", elem_id="send")
+                reset = gr.Button("Reset", elem_id="reset")
+            status = gr.Markdown(elem_id="status")
+    upload.change(web.upload, upload, [session, shown, chatbot, status])
+    ask_inputs = [session, question, task, beams, temperature, max_new_tokens]
+    ask_outputs = [session, chatbot, shown, question, status]
+    send.click(web.ask, ask_inputs, ask_outputs)
+    question.submit(web.ask, ask_inputs, ask_outputs)
+    reset.click(web.reset, session, [session, chatbot, shown, status])
+
+
+def tools_tab(gr, agent: AgentTab) -> None:
+    """A template or one tool on an image; each step's image in the gallery, the steps listed below."""
+    choices = agent.choices()
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="Image", type="filepath", elem_id="tool_image")
+            choice = gr.Dropdown(choices, value=choices[0] if choices else None, label="Template or tool")
+            arguments = gr.Textbox(label="Arguments (JSON)", value="{}", placeholder='{"object": "the red car"}')
+            run = gr.Button("Run", variant="primary", elem_id="tool_run")
+        with gr.Column(scale=2):
+            steps_gallery = gr.Gallery(label="Each step's image", columns=3, height=360, elem_id="tool_gallery")
+            steps = gr.Markdown(elem_id="tool_steps")
+    run.click(agent.run, [image, choice, arguments], [steps_gallery, steps])
