@@ -60,7 +60,7 @@ def first_call_scores(record: dict, result: AgentResult) -> dict[str, bool]:
 
 
 def evaluate_tool_use(make_planner: Callable[[np.ndarray], object], records: list[dict], image_dir: str | Path,
-                      tools: list[Tool], work_dir: str | Path, max_steps: int = 4) -> dict[str, float]:
+                      tools: list[Tool], work_dir: str | Path, max_steps: int = 6) -> dict[str, float]:
     """Run each record's request with a planner made for its image; -> shares of the records."""
     totals: collections.Counter = collections.Counter()
     by_kind: dict[str, list[bool]] = collections.defaultdict(list)
