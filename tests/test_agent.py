@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
@@ -14,6 +15,9 @@ from minigpt.agents.loading import AgentConfigError, build_toolbox, parse_load, 
 from minigpt.agents.templates import TemplateError, find_template, load_template, shipped_templates
 from minigpt.agents.tool import BOX, IMAGE, Tool, Toolbox, ToolError, check_box
 from minigpt.cli.main import main
+from minigpt.cli.options import image_processor_for
+from minigpt.config.loader import load_config
+from minigpt.models.inference import load_for_inference
 
 GRAY, RED, BLUE = (128, 128, 128), (220, 30, 30), (30, 60, 220)
 FACE_BOX = [177, 67, 270, 160]  # the astronaut's face, as the Haar tool finds it (tests/test_agent_classical.py)
@@ -212,8 +216,11 @@ def test_user_tools_plug_in_by_import_path(tmp_path):
         user_tools("nowhere.tools:make")
     with pytest.raises(AgentConfigError, match="two tools share the name 'crop'"):
         build_toolbox(tmp_path, user_paths=["test_agent:clashing_tools"])
-    toolbox, handle = build_toolbox(tmp_path, "face_detect_cpu", user_paths=["test_agent:stand_in_tools"])
+    printed = []
+    toolbox, handle = build_toolbox(tmp_path, "face_detect_cpu", user_paths=["test_agent:stand_in_tools"],
+                                    print_line=printed.append)
     assert handle is None  # no model config: no model tools
+    assert printed == ["face_detect on cpu: about 50 MB"]
     assert {"face_detect", "detect", "refer", "caption"} <= set(toolbox.tools)
 
 
@@ -254,3 +261,30 @@ def _iou(a, b):
     x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0, x2 - x1) * max(0, y2 - y1)
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_model_tools_share_one_model_loaded_once_up_front_or_on_first_use(shapes_dir, tmp_path, monkeypatch):
+    config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", ["model.ckpt=null", f"model.tokenizer={shapes_dir}/tokenizer"],
+                         for_training=False)
+    loads = []
+
+    def loader(device):
+        loads.append(device)
+        return load_for_inference(config, torch.device(device)).eval(), image_processor_for(config)
+
+    toolbox, handle = build_toolbox(tmp_path / "lazy", "", loader)
+    assert loads == [] and {"caption", "vqa", "refer", "detect", "count", "identify", "grounding"} <= set(toolbox.tools)
+    image = toolbox.images.add(scene())
+    assert toolbox.call("caption", {"image": image}).ok and toolbox.call("vqa", {"image": image, "question": "Which colors?"}).ok
+    assert loads == ["cpu"]  # one model for every model tool, loaded when the first needed it
+    build_toolbox(tmp_path / "eager", "caption_cpu,vqa_cpu", loader)
+    assert loads == ["cpu", "cpu"]  # --load: loaded up front, once
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # pretend GPUs: the request itself is wrong
+    with pytest.raises(AgentConfigError, match="the model tools share one model, asked on cpu, cuda:0"):
+        plan_loading(list(toolbox.tools.values()), parse_load("caption_cpu,vqa_cuda:0"))
+
+
+def test_an_image_file_that_is_not_an_image_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.png").write_text("not an image")
+    assert main(["agent", "--tool", "edges", "--image", str(tmp_path / "notes.png"), "--out", str(tmp_path / "r")]) == 2
+    assert "not a readable image" in capsys.readouterr().err

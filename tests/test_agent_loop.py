@@ -165,7 +165,8 @@ def test_an_openai_compatible_endpoint_plans_through_the_command(endpoint, tmp_p
     printed = capsys.readouterr().out
     assert '"answer": "There is one red region, at [20, 20, 60, 60]."' in printed
     first = endpoint.requests[0]
-    assert first["tool_choice"] == "auto" and "find_color_regions" in {t["function"]["name"] for t in first["tools"]}
+    offered = {t["function"]["name"] for t in first["tools"]}
+    assert first["tool_choice"] == "auto" and {"find_color_regions", "blur_faces"} <= offered  # templates too
     assert endpoint.requests[1]["messages"][-1]["role"] == "tool"
     with pytest.raises(PlannerError, match="Connection refused|refused"):
         EndpointPlanner("http://127.0.0.1:9/v1", timeout_s=2).next([{"role": "user", "content": "hi"}], [])

@@ -202,3 +202,22 @@ def find_template(name_or_path: str) -> Template:
     if Path(name_or_path).is_file():
         return load_template(name_or_path)
     raise TemplateError(f"no template {name_or_path!r} (shipped: {', '.join(shipped)}; or give a YAML file)")
+
+
+def offer_templates(toolbox: Toolbox) -> list[str]:
+    """Add every shipped template whose tools are all loaded to `toolbox` as one more tool (so a call to
+    it is validated, run and logged like any other); -> a line for each template left out, saying why."""
+    left_out = []
+    for name in shipped_templates():
+        if name in toolbox.tools:
+            left_out.append(f"template {name} left out: a tool of that name is loaded")
+            continue
+        try:
+            template = find_template(name)
+            missing = [tool for tool in template.tools if tool not in toolbox.tools]
+            if missing:  # most often model tools, without a model config
+                raise TemplateError(f"it needs {', '.join(missing)}, not loaded here")
+            toolbox.tools[name] = template.as_tool(toolbox)
+        except TemplateError as error:
+            left_out.append(f"template {name} left out: {error}")
+    return left_out

@@ -27,7 +27,7 @@ from PIL import Image
 from minigpt.agents.loading import AgentConfigError, build_toolbox
 from minigpt.agents.loop import run_agent
 from minigpt.agents.planners import EndpointPlanner, ModelPlanner
-from minigpt.agents.templates import TemplateError, find_template, shipped_templates
+from minigpt.agents.templates import TemplateError, find_template, offer_templates, shipped_templates
 from minigpt.agents.tool import ToolError
 from minigpt.cli.options import add_model_arguments, image_processor_for, load_from_arguments
 from minigpt.common.errors import InputError
@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
 def run_flow(args: argparse.Namespace, toolbox, handle, arguments: dict) -> dict | None:
     """The planner's answer, the template's output or the tool's result; None when a step failed."""
     if args.request:
-        if args.planner_url:
+        if args.planner_url:  # templates join the tools; a model trained on the tools alone is not shown them
+            offer_templates(toolbox)
             planner = EndpointPlanner(args.planner_url, args.planner_model, timeout_s=args.timeout)
         elif handle is not None:
             model, image_processor, _ = handle.get()

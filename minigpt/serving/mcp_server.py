@@ -22,7 +22,7 @@ from PIL import Image
 from minigpt import __version__
 from minigpt.agents.images import ImageStore
 from minigpt.agents.loading import AgentConfigError
-from minigpt.agents.templates import TemplateError, find_template, shipped_templates
+from minigpt.agents.templates import offer_templates
 from minigpt.agents.tool import IMAGE, Observation, Tool, Toolbox, ToolContext, ToolError
 
 OPEN_IMAGE = "open_image"
@@ -57,20 +57,7 @@ def add_server_tools(toolbox: Toolbox) -> list[str]:
     if OPEN_IMAGE in toolbox.tools:
         raise AgentConfigError(f"the tool name {OPEN_IMAGE!r} is the MCP server's own; a user tool must pick another")
     toolbox.tools[OPEN_IMAGE] = open_image_tool()
-    left_out = []
-    for name in shipped_templates():
-        if name in toolbox.tools:
-            left_out.append(f"template {name} left out: a tool of that name is loaded")
-            continue
-        try:
-            template = find_template(name)
-            missing = [tool for tool in template.tools if tool not in toolbox.tools]
-            if missing:  # most often model tools, without a model config
-                raise TemplateError(f"it needs {', '.join(missing)}, not loaded here")
-            toolbox.tools[name] = template.as_tool(toolbox)
-        except TemplateError as error:
-            left_out.append(f"template {name} left out: {error}")
-    return left_out
+    return offer_templates(toolbox)
 
 
 def mcp_tool(tool: Tool) -> types.Tool:
