@@ -263,6 +263,7 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+@pytest.mark.slow
 def test_model_tools_share_one_model_loaded_once_up_front_or_on_first_use(shapes_dir, tmp_path, monkeypatch):
     config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", ["model.ckpt=null", f"model.tokenizer={shapes_dir}/tokenizer"],
                          for_training=False)

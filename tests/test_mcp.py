@@ -9,11 +9,14 @@ import sys
 
 import anyio
 import pytest
-from conftest import REPO
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from PIL import Image
 from skimage import data
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow  # a server process that imports torch: about 17 s
 
 # `minigpt mcp` without depending on the command being registered in cli/main.py
 LAUNCHER = ("import argparse, sys; from minigpt.cli import mcp; parser = argparse.ArgumentParser(); "
