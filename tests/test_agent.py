@@ -1,5 +1,6 @@
 """The agent layer: images by handle, the toolbox's guard rails, templates end to end, loading, the CLI."""
 import json
+import re
 import time
 
 import numpy as np
@@ -250,8 +251,11 @@ def test_model_tools_answer_through_the_chat_engine_and_bad_answers_are_observat
     Image.fromarray(scene()).save(image)
     common = ["--image", str(image), "--cfg-path", str(REPO / "eval_configs/tiny_v2_eval.yaml"), "--cpu",
               "--options", "model.ckpt=null", f"model.tokenizer={shapes_dir}/tokenizer"]
-    assert main(["agent", "--tool", "caption", "--out", str(tmp_path / "a"), *common]) == 0
-    assert '"text":' in capsys.readouterr().out
+    assert main(["agent", "--tool", "caption", "--load", "caption_cpu", "--out", str(tmp_path / "a"), *common]) == 0
+    printed = capsys.readouterr().out
+    assert '"text":' in printed
+    estimate = re.search(r"caption on cpu: about (\d+) MB", printed)  # the tiny LLM's weights in fp32, before loading
+    assert estimate and 0 < int(estimate.group(1)) < 100
     code = main(["agent", "--tool", "refer", "--arg", "phrase=the red square", "--out", str(tmp_path / "b"), *common])
     printed = capsys.readouterr().out
     assert code == 0 and '"box": [' in printed or code == 1 and "holds no readable box" in printed

@@ -18,7 +18,6 @@ from minigpt.conversation.chat import GenerationOptions, generate_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import USER
 
-MODEL_MEMORY_MB = {"tiny": 200, "7b": 16_000}  # rough: the released 7B model in 16 bits
 TEXT = {"type": "string", "minLength": 1, "maxLength": 2000}
 MODEL_TOOL_NAMES = ("caption", "vqa", "refer", "detect", "count", "identify", "grounding")
 

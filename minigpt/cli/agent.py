@@ -31,6 +31,10 @@ from minigpt.agents.templates import TemplateError, find_template, offer_templat
 from minigpt.agents.tool import ToolError
 from minigpt.cli.options import add_model_arguments, image_processor_for, load_from_arguments
 from minigpt.common.errors import InputError
+from minigpt.common.paths import resolve_path
+from minigpt.config.loader import load_config
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +69,22 @@ def parse_arg(text: str) -> tuple[str, object]:
         return name, value  # plain text, commas and all
 
 
+def estimated_model_mb(args: argparse.Namespace) -> int:
+    """A rough size of the model tools' model before it loads: the weights files the config names (the
+    LLM folder, the ViT and the checkpoint), or, for an inline LLM config, its parameter count in fp32;
+    halved or quartered when the LLM is quantised."""
+    config = load_config(args.cfg_path, args.options, for_training=False).model
+    files = [resolve_path(path) for path in (config.llama_model, config.vit_weights, config.ckpt) if path]
+    size = sum(sum(f.stat().st_size for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES) if path.is_dir()
+               else path.stat().st_size for path in files if path.exists())
+    if not config.llama_model and config.llama_config:
+        llm = config.llama_config
+        hidden, layers = llm.get("hidden_size", 4096), llm.get("num_hidden_layers", 32)
+        size += 4 * (2 * llm.get("vocab_size", 32000) * hidden + layers * (4 * hidden**2 + 3 * hidden * llm.get("intermediate_size", 11008)))
+    low_resource = args.low_resource if args.low_resource is not None else config.low_resource
+    return int(size / 2**20 / ((args.bits or config.low_resource_bits) / 4 if low_resource else 1))
+
+
 def model_loader(args: argparse.Namespace):
     """Loads the config's model on a device when a model tool first needs it (None: no model tools)."""
     if not args.cfg_path:
@@ -81,7 +101,8 @@ def model_loader(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     folder = Path(args.out or f"output/agent/{datetime.now():%Y%m%d-%H%M%S}")
     try:
-        toolbox, handle = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout)
+        memory_mb = estimated_model_mb(args) if args.cfg_path else 0
+        toolbox, handle = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout, memory_mb)
         if args.list:
             for tool in toolbox.tools.values():
                 print(f"{tool.name:<20} {tool.device:<7} {tool.description}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from minigpt.agents.loading import AgentConfigError, build_toolbox
 from minigpt.agents.templates import TemplateError
-from minigpt.cli.agent import model_loader
+from minigpt.cli.agent import estimated_model_mb, model_loader
 from minigpt.cli.options import add_model_arguments
 from minigpt.common.errors import InputError
 from minigpt.serving.mcp_server import add_server_tools, serve_stdio
@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     # stdout carries the MCP messages: what loading prints (memory report, a model loaded up front) goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            toolbox, _ = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout)
+            memory_mb = estimated_model_mb(args) if args.cfg_path else 0
+            toolbox, _ = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout,
+                                       memory_mb)
             for line in add_server_tools(toolbox):
                 print(line)
         except (AgentConfigError, TemplateError) as error:
