@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 from minigpt.agents.classical import classical_tools  # noqa: E402
 from minigpt.agents.images import ImageStore  # noqa: E402
 from minigpt.agents.tool import Toolbox  # noqa: E402
-from minigpt.agents.tool_eval import box_iou  # noqa: E402
+from minigpt.conversation.boxes import box_iou  # noqa: E402
 from minigpt.conversation.tool_calls import format_tool_call, tool_result_text, tools_line  # noqa: E402
 from minigpt.models.tokenizer import train_tokenizer  # noqa: E402
 from synthetic_shapes import COLORS, NUMBERS, SHAPES, SIZES, draw, place, position_of, write_shards  # noqa: E402

@@ -18,6 +18,7 @@ from minigpt.agents.tool import BOX, IMAGE, Tool, Toolbox, ToolError, check_box
 from minigpt.cli.main import main
 from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
+from minigpt.conversation.boxes import box_iou
 from minigpt.models.inference import load_for_inference
 
 GRAY, RED, BLUE = (128, 128, 128), (220, 30, 30), (30, 60, 220)
@@ -131,7 +132,7 @@ def test_the_shipped_templates_check_against_their_tools(toolbox):
 def test_blur_faces_blurs_the_face_and_nothing_else(toolbox):
     photo = data.astronaut()
     result = find_template("blur_faces").run(toolbox, {"image": toolbox.images.add(photo)})
-    assert result["faces"] == 1 and _iou(result["boxes"][0], FACE_BOX) > 0.8
+    assert result["faces"] == 1 and box_iou(result["boxes"][0], FACE_BOX) > 0.8
     blurred = toolbox.images.get(result["image"])
     x1, y1, x2, y2 = result["boxes"][0]
     outside = np.ones(photo.shape[:2], dtype=bool)
@@ -260,11 +261,6 @@ def test_model_tools_answer_through_the_chat_engine_and_bad_answers_are_observat
     printed = capsys.readouterr().out
     assert code == 0 and '"box": [' in printed or code == 1 and "holds no readable box" in printed
 
-
-def _iou(a, b):
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0, x2 - x1) * max(0, y2 - y1)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from minigpt.agents import classical_find
 from minigpt.agents.classical import COLORS, classical_tools, color_mask, color_name
 from minigpt.agents.images import ImageStore
 from minigpt.agents.tool import Toolbox
+from minigpt.conversation.boxes import box_iou
 
 # Measured once with face_detect on skimage.data.astronaut() and checked by eye on the drawn box.
 ASTRONAUT_FACE = [177, 67, 270, 160]
@@ -42,12 +43,6 @@ def call(toolbox: Toolbox, name: str, **arguments) -> dict:
     return observation.result
 
 
-def iou(a: list[int], b: list[int]) -> float:
-    overlap = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
-    return overlap / (area - overlap)
-
-
 def test_every_tool_is_there_with_strict_arguments():
     tools = classical_tools()
     assert [tool.name for tool in tools] == [
@@ -69,7 +64,7 @@ def test_color_names_give_every_pixel_exactly_one_name():
 def test_face_detect_finds_the_astronaut_and_nothing_elsewhere(toolbox):
     astronaut = call(toolbox, "face_detect", image=toolbox.images.add(skimage.data.astronaut()))
     assert astronaut["count"] == 1 and len(astronaut["boxes"]) == 1
-    assert iou(astronaut["boxes"][0], ASTRONAUT_FACE) >= 0.8
+    assert box_iou(astronaut["boxes"][0], ASTRONAUT_FACE) >= 0.8
     for photo in (skimage.data.coffee(), np.full((240, 320, 3), 255, dtype=np.uint8)):
         assert call(toolbox, "face_detect", image=toolbox.images.add(photo)) == {"boxes": [], "count": 0}
 

@@ -21,6 +21,7 @@ from minigpt.agents.images import ImageStore
 from minigpt.agents.loop import AgentResult, run_agent
 from minigpt.agents.planners import PlannerReply
 from minigpt.agents.tool import Tool, Toolbox
+from minigpt.conversation.boxes import box_iou
 from minigpt.conversation.tool_calls import ToolCall
 
 EDIT_KINDS = {"blur": "blur_region", "pixelate": "pixelate_region"}
@@ -38,17 +39,12 @@ def succeeded(record: dict, result: AgentResult, images: ImageStore) -> bool:
         x1, y1, x2, y2 = target["box"]
         outside = np.ones(before.shape[:2], dtype=bool)
         outside[y1:y2, x1:x2] = False
-        return box_iou(edits[-1].arguments["box"], target["box"]) >= 0.9 and bool(np.array_equal(before[outside], after[outside]))
+        on_target = box_iou(edits[-1].arguments["box"], target["box"]) >= 0.9
+        return on_target and bool(np.array_equal(before[outside], after[outside]))
     answer = result.answer.lower()
     if record["kind"] == "cutout":
         return target["color"] in answer and target["shape"] in answer
     return record["answer"].lower().rstrip(".") in answer
-
-
-def box_iou(a: list[int], b: list[int]) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0, x2 - x1) * max(0, y2 - y1)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def first_call_scores(record: dict, result: AgentResult) -> dict[str, bool]:
