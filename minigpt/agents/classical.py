@@ -1,10 +1,11 @@
 """The classical visual tools: OpenCV, scikit-image and scikit-learn on the CPU, with nothing to
-download. Tools that look at an image live in classical_find, tools that make a new one in
+download. Tools that look at an image live in classical_find (colour regions in classical_segments), tools that make a new one in
 classical_edit; the colour-name table and `color_name` are re-exported here for other modules."""
 from __future__ import annotations
 
 from minigpt.agents.classical_edit import edit_tools
 from minigpt.agents.classical_find import COLOR_NAMES, COLORS, NamedColor, color_mask, color_name, find_tools
+from minigpt.agents.classical_segments import segment_tools
 from minigpt.agents.tool import Tool
 
 __all__ = ["COLORS", "COLOR_NAMES", "NamedColor", "classical_tools", "color_mask", "color_name"]
@@ -12,4 +13,4 @@ __all__ = ["COLORS", "COLOR_NAMES", "NamedColor", "classical_tools", "color_mask
 
 def classical_tools() -> list[Tool]:
     """Every classical tool, those that find things first."""
-    return find_tools() + edit_tools()
+    return find_tools() + segment_tools() + edit_tools()

@@ -18,6 +18,7 @@ import torch
 from minigpt.agents.classical import classical_tools
 from minigpt.agents.images import ImageStore
 from minigpt.agents.model_tools import MODEL_TOOL_NAMES, ModelHandle, model_tools
+from minigpt.agents.paragraph_tool import write_paragraph_tool
 from minigpt.agents.tool import Tool, Toolbox
 
 
@@ -73,7 +74,7 @@ def user_tools(import_path: str) -> list[Tool]:
 def available_tools(model_loader: Callable[[str], tuple] | None, user_paths: list[str], model_device: str = "cpu",
                     model_memory_mb: int = 0) -> tuple[list[Tool], ModelHandle | None]:
     """Every tool that can load: classical ones, model ones when there is a model to load, user ones."""
-    tools = classical_tools()
+    tools = classical_tools() + [write_paragraph_tool()]
     handle = None
     if model_loader is not None:
         handle = ModelHandle(lambda: model_loader(model_device), memory_mb=model_memory_mb)

@@ -20,6 +20,8 @@ from minigpt.conversation.template import USER
 
 TEXT = {"type": "string", "minLength": 1, "maxLength": 2000}
 MODEL_TOOL_NAMES = ("caption", "vqa", "refer", "detect", "count", "identify", "grounding")
+CAPTION_QUESTION = "Briefly describe this image."  # MiniGPT-v2's [caption] wording
+GROUNDING_QUESTION = "describe this image in detail"  # and its [grounding] wording
 
 
 class ModelHandle:
@@ -62,7 +64,7 @@ def model_tools(handle: ModelHandle, device: str = "cpu") -> list[Tool]:
                                                            "required": list(result)}, device, handle.memory_mb)
 
     def caption(context: ToolContext, args: dict) -> dict:
-        return {"text": handle.ask(context.image(args["image"]), "caption", "Briefly describe this image.")}
+        return {"text": handle.ask(context.image(args["image"]), "caption", CAPTION_QUESTION)}
 
     def vqa(context: ToolContext, args: dict) -> dict:
         return {"answer": handle.ask(context.image(args["image"]), "vqa", args["question"])}
@@ -91,7 +93,7 @@ def model_tools(handle: ModelHandle, device: str = "cpu") -> list[Tool]:
 
     def grounding(context: ToolContext, args: dict) -> dict:
         image = context.image(args["image"])
-        text = handle.ask(image, "grounding", "describe this image in detail")
+        text = handle.ask(image, "grounding", GROUNDING_QUESTION)
         parsed = parse_boxes(text, image.shape[1], image.shape[0])
         return {"text": text, "objects": [{"phrase": box.label or "", "box": [round(v) for v in box.box]}
                                           for box in parsed.boxes]}

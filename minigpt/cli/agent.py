@@ -91,9 +91,10 @@ def model_loader(args: argparse.Namespace):
         return None
 
     def load(device: str) -> tuple:
+        on_device = argparse.Namespace(**vars(args))  # one loader may serve several devices
         if device.startswith("cuda"):
-            args.gpu_id = int(device.partition(":")[2] or 0)
-        config, model = load_from_arguments(args)
+            on_device.gpu_id = int(device.partition(":")[2] or 0)
+        config, model = load_from_arguments(on_device)
         return model.eval(), image_processor_for(config)
     return load
 

@@ -14,6 +14,7 @@ import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from minigpt.agents.facts import STAGES
 from minigpt.common import registry
 from minigpt.common.errors import ConfigError, install_hint
 from minigpt.common.paths import resolve_path, shard_paths
@@ -207,6 +208,8 @@ def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]
             fail(f"{key}.builder", f"'{section.builder}' reads webdataset shards, which eval.py does not evaluate")
         if section.metric is not None and section.metric not in METRICS:
             fail(f"{key}.metric", f"'{section.metric}' is not one of {', '.join(METRICS)}")
+        if "variants" in section:
+            _check_paragraph_section(section, key, fail)
         if section.choice_scoring not in CHOICE_SCORINGS:
             fail(f"{key}.choice_scoring", f"'{section.choice_scoring}' is not one of {', '.join(CHOICE_SCORINGS)}")
         for option in ("max_new_tokens", "num_beams", "batch_size"):
@@ -223,6 +226,16 @@ def validate_evaluation(config: DictConfig, sources: list[tuple[str, DictConfig]
             _check_processor(processor, f"{key}.vis_processor.{split}", fail)
             if split == "eval":  # the one eval.py uses
                 _check_input_size(processor, f"{key}.vis_processor.{split}", config.model, fail)
+
+
+def _check_paragraph_section(section: DictConfig, key: str, fail) -> None:
+    """A paragraph_gallery section: variants made of known stages, a known writer."""
+    for variant, stages in section.variants.items():
+        unknown = [stage for stage in stages if stage not in STAGES]
+        if not stages or unknown:
+            fail(f"{key}.variants.{variant}", f"stages must be some of {', '.join(STAGES)}, got {list(stages)}")
+    if section.writer not in ("template", "model"):
+        fail(f"{key}.writer", f"'{section.writer}' is not template or model")
 
 
 def _validate_deepspeed(config: DictConfig, fail) -> None:

@@ -20,6 +20,8 @@ from PIL import Image, ImageDraw
 _PIECE = re.compile(r"<p>(?P<phrase>.*?)</p>|\{(?P<boxes>[^{}]*)\}")
 _BOX = re.compile(r"\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*")
 DELIMITER = "<delim>"
+POSITION_WORDS = (("top left", "top", "top right"), ("left", "center", "right"),
+                  ("bottom left", "bottom", "bottom right"))
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
 
 
@@ -81,6 +83,12 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = inter_w * inter_h
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def position_word(box: tuple[float, ...], width: float, height: float) -> str:
+    """Where a box's centre lies, in words: the cell of a 3 x 3 grid over the image ("top left", "center")."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return POSITION_WORDS[min(int(3 * cy / height), 2)][min(int(3 * cx / width), 2)]
 
 
 def draw_boxes(image: Image.Image, boxes: list[GroundedBox]) -> Image.Image:

@@ -33,11 +33,13 @@ from minigpt.common.paths import resolve_path
 from minigpt.conversation.chat import GenerationOptions, choose_answers, generate_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.datasets.builders.base import build_processor
+from minigpt.datasets.builders.paragraph_gallery_builder import ParagraphGalleryBuilder
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import input_image_size
 from minigpt.models.inference import load_for_inference
 from minigpt.processors.image import Blip2ImageProcessor
+from minigpt.runners.paragraph_eval import evaluate_gallery
 
 
 class QuestionImages(Dataset):
@@ -155,6 +157,27 @@ def score(items: list[dict], folder: Path, metric: str, name: str) -> tuple[dict
     return scores, ordered, len(ordered) - len(answered)
 
 
+def section_processor(section: DictConfig, config: DictConfig):
+    return (build_processor(section.vis_processor, "eval") if "eval" in section.vis_processor
+            else Blip2ImageProcessor(image_size=input_image_size(config.model)))
+
+
+def paragraph_task(config: DictConfig, cfg_path: str, section: DictConfig, builder, model, folder: Path,
+                   overwrite: bool, logger) -> dict:
+    """The image-to-paragraph task on rank 0 (runners/paragraph_eval.py); scores.json as other sections."""
+    prepare_folder(folder, fingerprint(config, section), overwrite, builder.name)
+    scores, predictions = evaluate_gallery(model, section_processor(section, config), section, builder.records(),
+                                           builder.name, section.max_new_tokens)
+    write_json(folder / "predictions.json", predictions)
+    result = {"dataset": builder.name, "metric": "paragraph", "scores": scores, "answered": len(predictions),
+              "skipped": 0, "config": str(cfg_path), "checkpoint": config.model.ckpt,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(folder / "scores.json", result)
+    logger.log({f"{builder.name}/{key}": value for key, value in scores.items()}, step=0)
+    print(f"{builder.name}: " + ", ".join(f"{key} {value:.3f}" for key, value in scores.items()), file=sys.stderr)
+    return result
+
+
 def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, overwrite: bool = False) -> dict:
     """Evaluate the config's model on each named `evaluation_datasets` section (all by default);
     -> {name: scores.json contents} on rank 0, {} on the others."""
@@ -180,6 +203,11 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
     for name in names:
         section = config.evaluation_datasets[name]
         builder = registry.get("builder", section.builder)(name, section)
+        if isinstance(builder, ParagraphGalleryBuilder):
+            if dist.is_main:
+                results[name] = paragraph_task(config, cfg_path, section, builder, model, out / name, overwrite, logger)
+            barrier()
+            continue
         items = builder.eval_items(builder.records(), section.instruction)
         if not items:
             raise InputError(f"evaluation_datasets.{name}: {section.build_info.ann_path} has no question to evaluate")
@@ -188,8 +216,7 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
         if dist.is_main:
             prepare_folder(folder, fingerprint(config, section), overwrite, name)
         barrier()
-        processor = (build_processor(section.vis_processor, "eval") if "eval" in section.vis_processor
-                     else Blip2ImageProcessor(image_size=input_image_size(config.model)))
+        processor = section_processor(section, config)
         answer_questions(items, section, model, collator, dist, folder, processor, run.num_workers, run.strict,
                          section.batch_size or run.batch_size_eval or 8)
         barrier()
