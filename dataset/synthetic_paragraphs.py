@@ -34,7 +34,7 @@ for path in (REPO_ROOT, REPO_ROOT / "dataset"):
         sys.path.insert(0, str(path))
 
 from minigpt.agents.model_tools import CAPTION_QUESTION, GROUNDING_QUESTION  # noqa: E402
-from minigpt.agents.paragraph import CROP_PAD  # noqa: E402
+from minigpt.agents.paragraph import padded_box  # noqa: E402
 from minigpt.conversation.boxes import box_tokens  # noqa: E402
 from minigpt.models.tokenizer import train_tokenizer  # noqa: E402
 from synthetic_shapes import (COLORS, POSITIONS, SHAPES, SIZES, draw, join_words, make_scene, place,  # noqa: E402
@@ -54,13 +54,9 @@ def reading_order(shapes: list[dict]) -> list[dict]:
 
 
 def grounded_description(shapes: list[dict], image_size: int) -> str:
-    return join_words([f"<p>a {s['size']} {s['color']} {s['shape']}</p> {box_tokens(*s['bbox'], image_size, image_size)}"
+    return join_words([f"<p>a {s['size']} {s['color']} {s['shape']}</p>"
+                       f" {box_tokens(*s['bbox'], image_size, image_size)}"
                        for s in reading_order(shapes)])
-
-
-def crop_box(box: list[int], image_size: int) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = box
-    return (max(0, x1 - CROP_PAD), max(0, y1 - CROP_PAD), min(image_size, x2 + CROP_PAD), min(image_size, y2 + CROP_PAD))
 
 
 def record(record_id: str, image: str, task: str, question: str, answer: str) -> dict:
@@ -80,7 +76,7 @@ def training_records(out: Path, rng: random.Random, count: int, image_size: int)
                               grounded_description(shapes, image_size)))
         target = rng.choice(shapes)
         crop = f"train_{index:06d}_crop.png"
-        image.crop(crop_box(target["bbox"], image_size)).save(out / "images" / crop)
+        image.crop(tuple(padded_box(target["bbox"], image_size, image_size))).save(out / "images" / crop)
         records.append(record(f"crop_{index:06d}", crop, "caption", CAPTION_QUESTION, short_caption([target])))
     return records
 
@@ -136,7 +132,8 @@ def generate(out: str | Path, seed: int = 0, train_images: int = 3000, gallery_g
     (out / "gallery.json").write_text(json.dumps(gallery, indent=1) + "\n")
     texts = [turn["value"].removeprefix("<image>\n") for r in train for turn in r["conversations"]]
     words = [*COLORS, *SHAPES, *SIZES, *(p for row in POSITIONS for p in row)]
-    texts += [f"<{value}>" for value in range(101)] * 20 + words * 50 + ["[INST] ", " [/INST] ", "<Img><ImageHere></Img> "] * 200
+    texts += [f"<{value}>" for value in range(101)] * 20 + words * 50
+    texts += ["[INST] ", " [/INST] ", "<Img><ImageHere></Img> "] * 200
     tokenizer = train_tokenizer(texts, out / "tokenizer")
     return {"train": str(out / "paragraph_train.json"), "gallery": str(out / "gallery.json"),
             "images": str(out / "images"), "tokenizer": str(tokenizer), "train_records": len(train),

@@ -13,6 +13,7 @@ from conftest import REPO
 from minigpt.agents.classical import classical_tools, color_name
 from minigpt.agents.images import ImageStore
 from minigpt.agents.loading import AgentConfigError, build_toolbox, parse_load, plan_loading, user_tools
+from minigpt.agents.paragraph_tool import write_paragraph_tool
 from minigpt.agents.templates import TemplateError, find_template, load_template, shipped_templates
 from minigpt.agents.tool import BOX, IMAGE, Tool, Toolbox, ToolError, check_box
 from minigpt.cli.main import main
@@ -59,14 +60,21 @@ def stand_in_tools() -> list[Tool]:
     def schema(**properties):
         return {"type": "object", "properties": {"image": IMAGE, **properties}, "required": ["image", *properties],
                 "additionalProperties": False}
+    def grounding(context, args):
+        found = Toolbox(classical_tools(), context.images).call("color_segments", {"image": args["image"]})
+        return {"text": "", "objects": [{"phrase": f"a {s['color']} shape", "box": s["box"]}
+                                        for s in found.result["segments"]]}
+
     return [Tool("detect", "stand-in detector", schema(phrase=phrase), detect),
             Tool("refer", "stand-in grounder", schema(phrase=phrase), refer),
-            Tool("caption", "stand-in captioner", schema(), caption)]
+            Tool("caption", "stand-in captioner", schema(), caption),
+            Tool("grounding", "stand-in grounded description", schema(), grounding)]
 
 
 @pytest.fixture
 def toolbox(tmp_path):
-    return Toolbox(classical_tools() + stand_in_tools(), ImageStore(tmp_path / "conversation"), timeout_s=20)
+    return Toolbox(classical_tools() + stand_in_tools() + [write_paragraph_tool()], ImageStore(tmp_path / "conversation"),
+                   timeout_s=20)
 
 
 def test_images_have_handles_provenance_and_files(tmp_path):
@@ -213,7 +221,7 @@ def test_load_requests_are_parsed_on_the_last_underscore_and_checked_before_load
 
 
 def test_user_tools_plug_in_by_import_path(tmp_path):
-    assert [tool.name for tool in user_tools("test_agent:stand_in_tools")] == ["detect", "refer", "caption"]
+    assert [tool.name for tool in user_tools("test_agent:stand_in_tools")] == ["detect", "refer", "caption", "grounding"]
     with pytest.raises(AgentConfigError, match="cannot import 'nowhere.tools:make'"):
         user_tools("nowhere.tools:make")
     with pytest.raises(AgentConfigError, match="two tools share the name 'crop'"):

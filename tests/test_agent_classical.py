@@ -46,8 +46,8 @@ def call(toolbox: Toolbox, name: str, **arguments) -> dict:
 def test_every_tool_is_there_with_strict_arguments():
     tools = classical_tools()
     assert [tool.name for tool in tools] == [
-        "face_detect", "find_color_regions", "superpixels", "dominant_colors", "edges", "crop", "blur_region",
-        "pixelate_region", "inpaint_region", "cutout", "draw_boxes", "resize", "rotate", "sketch", "stylize"]
+        "face_detect", "find_color_regions", "superpixels", "dominant_colors", "color_segments", "edges", "crop",
+        "blur_region", "pixelate_region", "inpaint_region", "cutout", "draw_boxes", "resize", "rotate", "sketch", "stylize"]
     for tool in tools:
         assert tool.parameters["additionalProperties"] is False, tool.name
         assert "image" in tool.parameters["required"], tool.name

@@ -97,6 +97,11 @@ def test_phrases_read_as_attributes_and_an_object_and_stages_merge_into_one_fact
         ("large red circle", ["regions", "segments", "caption"]), ("blue region", ["segments"])]
     wrong_colour = merge_facts([Fact("circle", ["green"], None, [2, 2, 28, 28], ["regions"]), segment])
     assert len(wrong_colour) == 2  # a red segment does not become part of a green circle
+    table = Fact("table", [], "center", [0, 0, 40, 40], ["regions"])
+    twice = Fact("region", ["white"], "top left", [0, 0, 40, 38], ["segments"])
+    inside = merge_facts([table, twice, segment, elsewhere])  # a region takes one segment; a part stays apart
+    assert [(f.noun_phrase, f.sources) for f in inside] == [
+        ("white table", ["regions", "segments"]), ("red region", ["segments"]), ("blue region", ["segments"])]
 
 
 def test_the_pipeline_fuses_all_stages_into_a_paragraph_with_boxes(tmp_path, scene_png):
@@ -280,3 +285,14 @@ def test_eval_scores_each_variant_on_a_gallery_and_names_bad_gallery_records(tmp
     (data / "gallery.json").write_text(json.dumps(records))
     with pytest.raises(InputError, match=r"gallery.json: record 1 \(id 'gallery_000001'\): objects\[0\] needs a 'name'"):
         evaluate(load_config(cfg, common, for_training=False, for_evaluation=True), cfg)
+
+
+def test_stage_devices_are_checked_before_any_model_loads(tmp_path, capsys, scene_png):
+    cfg = ["--cfg-path", "tiny_paragraph_eval", "--out", str(tmp_path)]
+    assert main(["paragraph", "--image", str(scene_png), *cfg, "--stage-device", "regions=cuda:7"]) == 2
+    assert "regions: cuda:7 asked for, but" in capsys.readouterr().err
+    assert main(["paragraph", "--image", str(scene_png), *cfg, "--stage-device", "segments=cpu",
+                 "--stage-device", "colour=cpu"]) == 2
+    assert "--stage-device 'colour=cpu': expected STAGE=DEVICE" in capsys.readouterr().err
+    assert main(["paragraph", "--image", str(scene_png), "--stages", "segments,depth", "--out", str(tmp_path)]) == 2
+    assert "--stages 'segments,depth': stages are some of caption, regions, segments" in capsys.readouterr().err

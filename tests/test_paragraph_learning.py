@@ -52,10 +52,12 @@ def test_tiny_model_writes_paragraphs_about_what_the_image_shows(tmp_path):
     ours, blank = scores["gallery"], scores["blank"]
     print(json.dumps({name: {key: round(value, 3) for key, value in values.items()} for name, values in scores.items()}))
 
-    # Seed 42 on a 2-core CPU: model stages precision 0.322, recall 0.562; blanked 0.025, 0.021.
+    # Seeds 42 / 1 / 2 on a 2-core CPU, the model's stages: recall 0.562 / 0.472 / 0.556 (blanked 0.021 /
+    # 0.083 / 0.083), precision 0.322 / 0.260 / 0.306 (blanked 0.025 / 0.100 / 0.117).
     assert ours["model/recall"] >= 0.35 and ours["model/recall"] >= blank["model/recall"] + 0.25
-    assert ours["model/precision"] >= 0.2 and ours["model/precision"] >= blank["model/precision"] + 0.15
-    # All stages against the caption alone, whose sentence fits three scenes of a group: IR@1 0.683 vs
-    # 0.200, TR@1 0.483 vs 0.237, recall 0.910 vs 0.458.
+    assert ours["model/precision"] >= 0.18 and ours["model/precision"] >= blank["model/precision"] + 0.08
+    # All stages against the caption alone, whose sentence fits three scenes of a group, seed 42 / 1 / 2:
+    # IR@1 0.683 / 0.583 / 0.683 vs 0.200 / 0.167 / 0.200; TR@1 0.483 / 0.467 / 0.467 vs 0.237 / 0.204 /
+    # 0.197; recall 0.910 / 0.896 / 0.847 vs 0.458 / 0.389 / 0.465.
     for score in ("IR@1", "TR@1", "recall"):
         assert ours[f"all/{score}"] >= ours[f"caption_only/{score}"] + 0.15, score

@@ -87,9 +87,9 @@ def segment_tools() -> list[Tool]:
         "color_segments", "Regions of one colour (superpixels merged), each with its colour name, position word "
         "(top left ... bottom right), box and share of the image, largest first; the background is left out.",
         arguments_schema({"image": IMAGE}, {
-            "segments": {"type": "integer", "minimum": 4, "maximum": 1000, "description": "superpixels to start from (100)"},
+            "segments": {"type": "integer", "minimum": 4, "maximum": 1000,
+                         "description": "superpixels to start from (100)"},
             "min_share": {"type": "number", "minimum": 0, "maximum": 1, "description": "smallest region kept (0.01)"}}),
-        color_segments, {"type": "object", "properties": {"segments": {"type": "array", "items": segment},
-                                                          "count": {"type": "integer"}, "background": {"type": "string"},
-                                                          "image": IMAGE},
-                         "required": ["segments", "count", "background", "image"]}, memory_mb=200)]
+        color_segments, {"type": "object", "required": ["segments", "count", "background", "image"], "properties": {
+            "segments": {"type": "array", "items": segment}, "count": {"type": "integer"},
+            "background": {"type": "string"}, "image": IMAGE}}, memory_mb=200)]

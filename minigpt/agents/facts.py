@@ -87,26 +87,32 @@ def _colors(fact: Fact) -> set[str]:
     return {word for word in fact.attributes if word in COLOR_NAMES}
 
 
+def colors_agree(a: Fact, b: Fact) -> bool:
+    """False only when both name colours and no colour is in both."""
+    return not (_colors(a) and _colors(b)) or bool(_colors(a) & _colors(b))
+
+
+def absorb(into: Fact, fact: Fact) -> None:
+    into.attributes += [word for word in fact.attributes if word not in into.attributes]
+    into.sources += [source for source in fact.sources if source not in into.sources]
+
+
 def merge_facts(facts: list[Fact], overlap: float = 0.3) -> list[Fact]:
-    """One fact per thing: segments and caption phrases fold into the region they describe."""
+    """One fact per thing: segments and caption phrases fold into the region they describe. A segment
+    joins a region only when both boxes cover about the same extent (IoU >= `overlap`): a wrong region
+    box then never swallows a right segment. A region takes one segment at most."""
     regions = [fact for fact in facts if "regions" in fact.sources]
     merged = list(regions)
-    for fact in facts:
-        if fact in regions:
-            continue
-        if fact.box is not None:  # a segment: the region it overlaps most, if enough and of no other colour
-            best = max(regions, key=lambda region: box_iou(region.box, fact.box), default=None)
-            if best is not None and box_iou(best.box, fact.box) >= overlap and not (
-                    _colors(best) and _colors(fact) and not _colors(best) & _colors(fact)):
-                best.attributes += [word for word in fact.attributes if word not in best.attributes]
-                best.sources += [source for source in fact.sources if source not in best.sources]
-                continue
-        else:  # a caption phrase: the first region with its object and no conflicting colour
-            same = [region for region in merged if region.object == fact.object and "caption" not in region.sources
-                    and (not _colors(fact) or not _colors(region) or _colors(fact) & _colors(region))]
-            if same:
-                same[0].sources.append("caption")
-                same[0].attributes += [word for word in fact.attributes if word not in same[0].attributes]
-                continue
-        merged.append(fact)
+    for fact in (fact for fact in facts if "regions" not in fact.sources):
+        if fact.box is not None:  # a segment: the agreeing region it overlaps most, if enough
+            agreeing = [region for region in regions if "segments" not in region.sources
+                        and box_iou(region.box, fact.box) >= overlap and colors_agree(region, fact)]
+            target = max(agreeing, key=lambda region: box_iou(region.box, fact.box), default=None)
+        else:  # a caption phrase: the first region of its object that the caption has not confirmed yet
+            target = next((region for region in regions if region.object == fact.object
+                           and "caption" not in region.sources and colors_agree(region, fact)), None)
+        if target is None:
+            merged.append(fact)
+        else:
+            absorb(target, fact)
     return merged

@@ -112,6 +112,12 @@ def load_image(source: str | Path | Image.Image | np.ndarray, max_side: int) -> 
     return np.asarray(image).copy()
 
 
+def padded_box(box: list[int], width: int, height: int) -> list[int]:
+    """A region's box with CROP_PAD pixels around it, inside the image: what its caption is asked about."""
+    x1, y1, x2, y2 = box
+    return [max(0, x1 - CROP_PAD), max(0, y1 - CROP_PAD), min(width, x2 + CROP_PAD), min(height, y2 + CROP_PAD)]
+
+
 def plain_color(image: np.ndarray) -> str | None:
     """The colour name of an image with no visible structure, else None."""
     if image.reshape(-1, 3).std(axis=0).max() >= PLAIN_STD:
@@ -186,7 +192,8 @@ class ParagraphPipeline:
         reports = {stage: StageReport("off") for stage in STAGES}
         if plain is not None:
             outputs.plain = plain
-            return outputs, {stage: StageReport("skipped", error=f"the image is plain {plain}") for stage in STAGES}, handles
+            skipped = {stage: StageReport("skipped", error=f"the image is plain {plain}") for stage in STAGES}
+            return outputs, skipped, handles
         toolboxes = {stage: Toolbox(tools, store, self.options.timeout_s) for stage, tools in self.stage_tools.items()}
         work: dict[str, Callable[[Toolbox], int]] = {
             "caption": lambda box: self._caption(box, handle, outputs),
@@ -224,9 +231,7 @@ class ParagraphPipeline:
         objects = self._call(toolbox, "regions", "grounding", {"image": handle})["objects"]
         details = []
         for found in objects if self.options.region_captions else []:
-            x1, y1, x2, y2 = found["box"]
-            box = [max(0, x1 - CROP_PAD), max(0, y1 - CROP_PAD), min(outputs.width, x2 + CROP_PAD),
-                   min(outputs.height, y2 + CROP_PAD)]
+            box = padded_box(found["box"], outputs.width, outputs.height)
             if box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 details.append(None)
                 continue

@@ -31,8 +31,8 @@ def write_paragraph_tool(writer: Writer | None = None) -> Tool:
         "image": IMAGE, "caption": {"type": "string"}, "objects": {"type": "array", "items": OBJECT},
         "details": {"type": "array", "items": {"type": "object"}, "description": "each object's crop caption result"},
         "segments": {"type": "array", "items": SEGMENT}}}
-    result = {"type": "object", "properties": {"paragraph": {"type": "string"}, "grounded": {"type": "string"},
-                                               "facts": {"type": "array"}}, "required": ["paragraph", "grounded", "facts"]}
+    result = {"type": "object", "required": ["paragraph", "grounded", "facts"], "properties": {
+        "paragraph": {"type": "string"}, "grounded": {"type": "string"}, "facts": {"type": "array"}}}
     return Tool("write_paragraph", "Write one paragraph about the image from a caption, regions (phrases with "
                 "boxes, each optionally captioned) and colour segments; also the paragraph with each object's box.",
                 parameters, run, result)

@@ -29,7 +29,8 @@ class Writer(Protocol):
 
 
 def place_phrase(position: str) -> str:
-    return {"left": "on the left", "right": "on the right", "center": "in the center"}.get(position, f"at the {position}")
+    special = {"left": "on the left", "right": "on the right", "center": "in the center"}
+    return special.get(position, f"at the {position}")
 
 
 def fact_sentence(fact: Fact) -> str:

@@ -83,7 +83,8 @@ def build_pipeline(args: argparse.Namespace) -> ParagraphPipeline:
     if unknown or not stages:
         raise InputError(f"--stages {args.stages!r}: stages are some of {', '.join(STAGES)}")
     writer_name = args.writer or ("endpoint" if args.llm_url else "template")
-    needs_model = [stage for stage in stages if stage != "segments"] + (["--writer model"] if writer_name == "model" else [])
+    needs_model = [stage for stage in stages if stage != "segments"]
+    needs_model += ["--writer model"] if writer_name == "model" else []
     if needs_model and not args.cfg_path:
         raise InputError(f"{needs_model[0]} needs a model: give --cfg-path, or run --stages segments")
     if writer_name == "endpoint" and not args.llm_url:
@@ -100,7 +101,8 @@ def build_pipeline(args: argparse.Namespace) -> ParagraphPipeline:
         stage_tools = paragraph_stage_tools(tools_on if args.cfg_path else None, devices)
     except ValueError as error:
         raise InputError(f"--stage-device: {error}") from None
-    writer = {"template": TemplateWriter, "endpoint": lambda: EndpointWriter(args.llm_url, args.llm_model, args.timeout),
+    writer = {"template": TemplateWriter,
+              "endpoint": lambda: EndpointWriter(args.llm_url, args.llm_model, args.timeout),
               "model": lambda: ModelWriter(next(iter(handles.values())).ask)}[writer_name]()
     options = ParagraphOptions(stages, not args.no_region_captions, args.missing_ok, not args.no_plain_check,
                                args.max_side, args.fallback_template, args.timeout)
