@@ -56,8 +56,16 @@ def test_tiny_model_learns_to_call_tools_and_needs_the_image(tmp_path):
     for name, values in scores.items():
         print(name, json.dumps({key: round(value, 3) for key, value in values.items()}))
     ours, blind, majority = scores["model"], scores["blank image"], scores["majority call"]
-    # Seed 42 on this 2-core CPU: calls valid 1.0, right tool 1.0, right arguments 0.975, success 0.725
-    # (blur 0.80, pixelate 0.73, cutout 0.37, count 1.0); blank image 0.125; majority call 0.033.
+    # Seeds 42 / 1 / 2 on a 2-core CPU: calls valid and right tool 1.0, right arguments 1.0, success
+    # 0.625 / 0.708 / 0.667 (blur 0.80 / 0.97 / 0.90, pixelate 0.70 / 0.87 / 0.77, cutout 0.0, count 1.0);
+    # blank image 0.308 / 0.333 / 0.342; majority call 0.033. A count request names its colour, so a blind
+    # model counts right too (0.87-0.97); the image's part shows on the other kinds: 0.50 / 0.61 / 0.56
+    # against 0.12 / 0.13 / 0.13 blind.
     assert ours["call_valid"] >= 0.9 and ours["right_tool"] >= 0.9 and ours["right_arguments"] >= 0.8
-    assert ours["success"] >= 0.5
-    assert ours["success"] >= blind["success"] + 0.3 and ours["success"] >= majority["success"] + 0.3
+    assert ours["success"] >= 0.5 and ours["success"] >= majority["success"] + 0.3
+    assert image_kinds_success(ours) >= image_kinds_success(blind) + 0.25
+
+
+def image_kinds_success(scores: dict) -> float:
+    """Mean success on the kinds whose request leaves out the colour: the call needs the image."""
+    return sum(scores[f"success_{kind}"] for kind in ("blur", "pixelate", "cutout")) / 3

@@ -185,6 +185,7 @@ class ParagraphPipeline:
         return self.write(outputs, reports, handles, self.options.stages, pixels)
 
     def gather(self, pixels: np.ndarray, store: ImageStore) -> tuple[StageOutputs, dict[str, StageReport], dict]:
+        """Run the stages that are on: -> (what they found, a report per stage, image handles)."""
         handle = store.add(pixels, tool="input")
         height, width = pixels.shape[:2]
         outputs, handles = StageOutputs(width=width, height=height), {"input": handle}
@@ -192,8 +193,9 @@ class ParagraphPipeline:
         reports = {stage: StageReport("off") for stage in STAGES}
         if plain is not None:
             outputs.plain = plain
-            skipped = {stage: StageReport("skipped", error=f"the image is plain {plain}") for stage in STAGES}
-            return outputs, skipped, handles
+            for stage in self.options.stages:
+                reports[stage] = StageReport("skipped", error=f"the image is plain {plain}")
+            return outputs, reports, handles
         toolboxes = {stage: Toolbox(tools, store, self.options.timeout_s) for stage, tools in self.stage_tools.items()}
         work: dict[str, Callable[[Toolbox], int]] = {
             "caption": lambda box: self._caption(box, handle, outputs),
