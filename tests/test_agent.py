@@ -68,7 +68,8 @@ def stand_in_tools() -> list[Tool]:
     return [Tool("detect", "stand-in detector", schema(phrase=phrase), detect),
             Tool("refer", "stand-in grounder", schema(phrase=phrase), refer),
             Tool("caption", "stand-in captioner", schema(), caption),
-            Tool("grounding", "stand-in grounded description", schema(), grounding)]
+            Tool("grounding", "stand-in grounded description", schema(), grounding),
+            Tool("vqa", "stand-in answerer", schema(question=phrase), lambda context, args: {"answer": "yes"})]
 
 
 @pytest.fixture
@@ -221,7 +222,7 @@ def test_load_requests_are_parsed_on_the_last_underscore_and_checked_before_load
 
 
 def test_user_tools_plug_in_by_import_path(tmp_path):
-    assert [tool.name for tool in user_tools("test_agent:stand_in_tools")] == ["detect", "refer", "caption", "grounding"]
+    assert [tool.name for tool in user_tools("test_agent:stand_in_tools")] == ["detect", "refer", "caption", "grounding", "vqa"]
     with pytest.raises(AgentConfigError, match="cannot import 'nowhere.tools:make'"):
         user_tools("nowhere.tools:make")
     with pytest.raises(AgentConfigError, match="two tools share the name 'crop'"):

@@ -10,11 +10,11 @@ import pytest
 import skimage.data
 from sklearn.datasets import load_sample_image
 
-from minigpt.agents import classical_find
 from minigpt.agents.classical import COLORS, classical_tools, color_mask, color_name
 from minigpt.agents.images import ImageStore
 from minigpt.agents.tool import Toolbox
 from minigpt.conversation.boxes import box_iou
+from minigpt.processors import faces
 
 # Measured once with face_detect on skimage.data.astronaut() and checked by eye on the drawn box.
 ASTRONAUT_FACE = [177, 67, 270, 160]
@@ -71,12 +71,12 @@ def test_face_detect_finds_the_astronaut_and_nothing_elsewhere(toolbox):
 
 def test_face_detect_says_how_to_get_a_missing_cascade(toolbox, monkeypatch, tmp_path):
     monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path / "none") + "/")
-    classical_find.face_cascade.cache_clear()
+    faces.face_cascade.cache_clear()
     try:
         observation = toolbox.call("face_detect", {"image": toolbox.images.add(shapes_image())})
     finally:
         monkeypatch.undo()
-        classical_find.face_cascade.cache_clear()
+        faces.face_cascade.cache_clear()
     assert not observation.ok and "opencv-python-headless<5" in observation.error
 
 

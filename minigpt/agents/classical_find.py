@@ -6,8 +6,6 @@ OpenCV HSV ranges that count as that colour), `color_name`, and `arguments_schem
 """
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 
 import cv2
@@ -17,6 +15,7 @@ from skimage.segmentation import mark_boundaries, slic
 from sklearn.cluster import KMeans
 
 from minigpt.agents.tool import BOX, BOXES, IMAGE, Tool, ToolContext, ToolError, check_box
+from minigpt.processors.faces import FaceCascadeMissing, detect_faces
 
 HsvRange = tuple[tuple[int, int, int], tuple[int, int, int]]  # (lower, upper), both inclusive
 
@@ -78,27 +77,11 @@ def boxes_result(**extra) -> dict:
             "required": ["boxes", "count"]}
 
 
-@functools.lru_cache(maxsize=1)
-def face_cascade() -> cv2.CascadeClassifier:
-    """OpenCV's frontal-face Haar cascade, loaded once per process."""
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
-    path = os.path.join(folder, "haarcascade_frontalface_default.xml")
-    if not folder or not os.path.exists(path):
-        raise ToolError(f"the Haar face cascade is missing ({path or 'no cv2.data'}); OpenCV 5 no longer ships it: "
-                        "install opencv-python-headless<5")
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise ToolError(f"OpenCV could not read the Haar face cascade {path}")
-    return cascade
-
-
 def face_detect(context: ToolContext, arguments: dict) -> dict:
-    image = context.image(arguments["image"])
-    min_size = arguments.get("min_size", 30)
-    gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-    faces = face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
-    boxes = [[int(x), int(y), int(x + w), int(y + h)] for x, y, w, h in faces]
-    boxes.sort(key=lambda box: (box[2] - box[0]) * (box[3] - box[1]), reverse=True)
+    try:
+        boxes = detect_faces(context.image(arguments["image"]), arguments.get("min_size", 30))
+    except FaceCascadeMissing as error:
+        raise ToolError(str(error)) from None
     return {"boxes": boxes, "count": len(boxes)}
 
 

@@ -33,7 +33,8 @@ Arrange = Callable[[list, random.Random], list]  # all records, rng -> this pass
 
 class ImageRecordDataset(Dataset):
     def __init__(self, name: str, records: list[dict], image_root: str | None, vis_processor,
-                 make_sample: MakeSample, strict: bool = False, source: str = "", arrange: Arrange | None = None):
+                 make_sample: MakeSample, strict: bool = False, source: str = "", arrange: Arrange | None = None,
+                 image_check: Callable[[Image.Image], str | None] | None = None):
         self.name = name
         self.all_records = records
         self.arrange = arrange  # e.g. weighted sections: which records repeat changes from pass to pass
@@ -42,6 +43,7 @@ class ImageRecordDataset(Dataset):
         self.make_sample = make_sample
         self.strict = strict
         self.source = source  # the annotation file, for messages
+        self.image_check = image_check  # image -> a reason to skip the sample, or None (e.g. "no face found")
         self.set_pass(0, 0)
 
     def set_pass(self, seed: int, pass_index: int, rank: int = 0, world_size: int = 1) -> None:
@@ -82,5 +84,10 @@ class ImageRecordDataset(Dataset):
             reason = "missing image" if isinstance(error, FileNotFoundError) else "unreadable image"
             if self.strict:
                 raise InputError(f"{self.name}: {self.source}: id {record['id']!r}: {reason} {path}: {error}") from error
+            return {"id": sample["id"], "dataset": self.name, "skip": (reason, str(path))}
+        reason = self.image_check(image) if self.image_check else None
+        if reason is not None:
+            if self.strict:
+                raise InputError(f"{self.name}: {self.source}: id {record['id']!r}: {reason} in {path}")
             return {"id": sample["id"], "dataset": self.name, "skip": (reason, str(path))}
         return {**sample, "image": self.vis_processor(image)}

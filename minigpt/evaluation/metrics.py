@@ -8,6 +8,7 @@ counted. The reference of a prediction is a dict, whose fields depend on the met
     exact_match      {"answers": [accepted answers]}         GQA style and the synthetic tasks
     refer_accuracy   {"box": [x1, y1, x2, y2] pixels}        RefCOCO / + / g; with "image_size" [w, h]
     caption          {"captions": [reference captions]}      BLEU-4 and CIDEr(-D), from pycocoevalcap
+    attributes       {"section", "attributes": {name: value}} per-section attribute words (attribute_metrics.py)
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Callable
 
 from minigpt.common.errors import MissingExtraError
 from minigpt.conversation.boxes import box_iou, parse_boxes
+from minigpt.evaluation.attribute_metrics import score_attributes
 
 # ---- answer normalisation (the rules of the official VQA evaluation) ----------------------------
 # Written-out numbers become digits, articles go, and apostrophe-less contractions get theirs back.
@@ -134,4 +136,5 @@ METRICS: dict[str, Callable[[list[str], list[dict]], Scored]] = {
     "exact_match": score_exact_match,
     "refer_accuracy": score_refer,
     "caption": score_captions,
+    "attributes": score_attributes,
 }

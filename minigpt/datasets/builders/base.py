@@ -98,9 +98,12 @@ class AnnotationBuilder(DatasetBuilder):
         records = self.parse(self.ann_path())
         return subsample(records, self.cfg.subsample_count, self.cfg.subsample_ids, self.cfg.subsample_seed)
 
+    image_check = None  # optional (PIL image) -> reason to skip the sample, or None
+
     def build_dataset(self, strict: bool) -> ImageRecordDataset:
         return ImageRecordDataset(self.name, self.records(), self.image_path(), self.vis_processor,
-                                  self.cleaned_sample, strict, source=self.ann_path(), arrange=self.arrange)
+                                  self.cleaned_sample, strict, source=self.ann_path(), arrange=self.arrange,
+                                  image_check=self.image_check)
 
     def cleaned_sample(self, record: dict, rng: random.Random) -> dict:
         """make_sample, with `text_processor` (when the config sets one) applied to every answer."""
