@@ -20,7 +20,7 @@ from minigpt.agents.paragraph import (ImageReadError, ParagraphOptions, Paragrap
 from minigpt.agents.paragraph_tool import write_paragraph_tool
 from minigpt.agents.templates import find_template
 from minigpt.agents.tool import Toolbox
-from minigpt.agents.writers import EndpointWriter, ModelWriter, TemplateWriter, WriterError
+from minigpt.agents.writers import EndpointWriter, ModelWriter, WriterError
 from minigpt.cli.main import main
 from minigpt.common.errors import InputError
 from minigpt.config.loader import load_config
@@ -223,6 +223,9 @@ def test_the_template_chains_the_stage_tools_into_the_same_paragraph(tmp_path):
     assert "large red circle at the top left" in output["paragraph"]
     assert [sorted(f["sources"]) for f in output["facts"]] == [["caption", "regions", "segments"]] * 2
     assert len(parse_boxes(output["grounded"], 64, 64).boxes) == 2
+    unpaired = toolbox.call("write_paragraph", {"image": "img_0", "objects": [{"box": [2, 2, 28, 28]}],
+                                                 "details": [{"text": "a red shape."}] * 2})
+    assert not unpaired.ok and "details gives 2 captions for 1 objects" in unpaired.error
 
 
 def test_scores_count_hallucinations_and_objects_picked_out_and_ties_share_retrieval_credit():

@@ -84,6 +84,7 @@ class ParagraphResult:
     writer: str
     outputs: StageOutputs
     images: dict[str, str] = field(default_factory=dict)  # input / segments -> image handle
+    store: ImageStore | None = None  # where those images are (describe sets it)
 
     def as_dict(self) -> dict:
         return {"paragraph": self.paragraph, "grounded": self.grounded, "writer": self.writer,
@@ -182,7 +183,9 @@ class ParagraphPipeline:
         store = ImageStore(folder)
         pixels = load_image(image, self.options.max_side)
         outputs, reports, handles = self.gather(pixels, store)
-        return self.write(outputs, reports, handles, self.options.stages, pixels)
+        result = self.write(outputs, reports, handles, self.options.stages, pixels)
+        result.store = store
+        return result
 
     def gather(self, pixels: np.ndarray, store: ImageStore) -> tuple[StageOutputs, dict[str, StageReport], dict]:
         """Run the stages that are on: -> (what they found, a report per stage, image handles)."""

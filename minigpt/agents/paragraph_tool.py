@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from minigpt.agents.facts import STAGES, region_facts, segment_facts
 from minigpt.agents.paragraph import StageOutputs, write_paragraph
-from minigpt.agents.tool import BOX, IMAGE, Tool, ToolContext
+from minigpt.agents.tool import BOX, IMAGE, Tool, ToolContext, ToolError
 from minigpt.agents.writers import TemplateWriter, Writer
 
 OBJECT = {"type": "object", "properties": {"phrase": {"type": "string"}, "box": BOX}, "required": ["box"]}
@@ -21,7 +21,7 @@ def write_paragraph_tool(writer: Writer | None = None) -> Tool:
         objects = arguments.get("objects", [])
         details = [result.get("text") for result in arguments.get("details", [])] or None
         if details is not None and len(details) != len(objects):
-            details = None  # captions that do not pair up with the objects are left out
+            raise ToolError(f"details gives {len(details)} captions for {len(objects)} objects: one per object, in order")
         outputs = StageOutputs(caption=arguments.get("caption"), regions=region_facts(objects, width, height, details),
                                segments=segment_facts(arguments.get("segments", [])), width=width, height=height)
         paragraph, grounded, facts, _ = write_paragraph(outputs, STAGES, writer, image)

@@ -17,8 +17,6 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from minigpt.agents.facts import STAGES
@@ -30,8 +28,8 @@ from minigpt.agents.paragraph_picture import paragraph_picture
 from minigpt.agents.writers import EndpointWriter, ModelWriter, TemplateWriter, WriterError
 from minigpt.cli.agent import model_loader
 from minigpt.cli.options import add_model_arguments
-from minigpt.models.inference import pick_device
 from minigpt.common.errors import InputError
+from minigpt.models.inference import pick_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -136,8 +134,8 @@ def describe_one(pipeline: ParagraphPipeline, path: Path, name: str, out: Path) 
     result = pipeline.describe(path, folder)
     segments = result.images.get("segments")
     picture = out / "pictures" / f"{name}.png"
-    paragraph_picture(result, np.asarray(Image.open(folder / f"{result.images['input']}.png")),
-                      np.asarray(Image.open(folder / f"{segments}.png")) if segments else None).save(picture)
+    paragraph_picture(result, result.store.get(result.images["input"]),
+                      result.store.get(segments) if segments else None).save(picture)
     return {"image": str(path), **result.as_dict(), "picture": str(picture)}
 
 

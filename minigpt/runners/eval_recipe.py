@@ -162,20 +162,27 @@ def section_processor(section: DictConfig, config: DictConfig):
             else Blip2ImageProcessor(image_size=input_image_size(config.model)))
 
 
+def record_scores(name: str, metric: str, scores: dict, predictions: list[dict], skipped: int, folder: Path,
+                  config: DictConfig, cfg_path: str, world_size: int, logger) -> dict:
+    """predictions.json and scores.json of one section, its scores logged and printed -> scores.json's contents."""
+    write_json(folder / "predictions.json", predictions)
+    result = {"dataset": name, "metric": metric, "scores": scores, "answered": len(predictions) - skipped,
+              "skipped": skipped, "config": str(cfg_path), "checkpoint": config.model.ckpt,
+              "world_size": world_size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(folder / "scores.json", result)
+    logger.log({f"{name}/{key}": value for key, value in scores.items()}, step=0)
+    print(f"{name}: " + ", ".join(f"{key} {value:.4f}" for key, value in scores.items())
+          + f" ({len(predictions) - skipped} answered, {skipped} skipped) -> {folder}", file=sys.stderr)
+    return result
+
+
 def paragraph_task(config: DictConfig, cfg_path: str, section: DictConfig, builder, model, folder: Path,
                    overwrite: bool, logger) -> dict:
-    """The image-to-paragraph task on rank 0 (runners/paragraph_eval.py); scores.json as other sections."""
+    """The image-to-paragraph task, on rank 0 alone (runners/paragraph_eval.py)."""
     prepare_folder(folder, fingerprint(config, section), overwrite, builder.name)
     scores, predictions = evaluate_gallery(model, section_processor(section, config), section, builder.records(),
                                            builder.name, section.max_new_tokens)
-    write_json(folder / "predictions.json", predictions)
-    result = {"dataset": builder.name, "metric": "paragraph", "scores": scores, "answered": len(predictions),
-              "skipped": 0, "config": str(cfg_path), "checkpoint": config.model.ckpt,
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(folder / "scores.json", result)
-    logger.log({f"{builder.name}/{key}": value for key, value in scores.items()}, step=0)
-    print(f"{builder.name}: " + ", ".join(f"{key} {value:.3f}" for key, value in scores.items()), file=sys.stderr)
-    return result
+    return record_scores(builder.name, "paragraph", scores, predictions, 0, folder, config, cfg_path, 1, logger)
 
 
 def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, overwrite: bool = False) -> dict:
@@ -223,14 +230,8 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
         if not dist.is_main:
             continue
         scores, predictions, skipped = score(items, folder, metric, name)
-        write_json(folder / "predictions.json", predictions)
-        results[name] = {"dataset": name, "metric": metric, "scores": scores, "answered": len(predictions) - skipped,
-                         "skipped": skipped, "config": str(cfg_path), "checkpoint": config.model.ckpt,
-                         "world_size": dist.world_size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_json(folder / "scores.json", results[name])
-        logger.log({f"{name}/{key}": value for key, value in scores.items()}, step=0)
-        print(f"{name}: " + ", ".join(f"{key} {value:.4f}" for key, value in scores.items())
-              + f" ({len(predictions) - skipped} answered, {skipped} skipped) -> {folder}", file=sys.stderr)
+        results[name] = record_scores(name, metric, scores, predictions, skipped, folder, config, cfg_path,
+                                      dist.world_size, logger)
     if logger is not None:
         logger.close()
     return results
