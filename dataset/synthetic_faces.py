@@ -41,7 +41,7 @@ from minigpt.models.tokenizer import train_tokenizer  # noqa: E402
 from synthetic_shapes import TEMPLATE_TEXTS, write_shards  # noqa: E402
 
 EXPRESSIONS = ("happy", "sad", "surprised", "angry", "neutral")
-INTENSITIES = {"slight": (0.16, 0.05), "moderate": (0.22, 0.09), "strong": (0.28, 0.14)}  # mouth half-width, depth
+INTENSITIES = {"slight": (0.24, 0.1), "moderate": (0.29, 0.13), "strong": (0.34, 0.16)}  # mouth half-width, depth
 FITZPATRICK = {"I": (245, 222, 200), "II": (232, 196, 160), "III": (208, 160, 120), "IV": (170, 120, 80),
                "V": (120, 80, 50), "VI": (70, 45, 30)}
 HAIR = {"black": (30, 25, 20), "brown": (110, 70, 35), "blond": (235, 200, 110), "red": (190, 70, 30),
@@ -70,6 +70,13 @@ def make_faces(rng: random.Random) -> list[dict]:
     return [random_face(rng, human=True) for _ in range(count)]
 
 
+# eyebrow heights (inner end, outer end) as fractions of the face's side: the brows carry the expression
+# as much as the mouth does, over a larger part of the face
+BROWS = {"happy": (0.31, 0.30), "sad": (0.29, 0.36), "surprised": (0.27, 0.27), "angry": (0.37, 0.28),
+         "neutral": (0.33, 0.33)}
+CHEEKS = {"happy": (250, 150, 180), "angry": (200, 30, 30)}
+
+
 def draw_mouth(pen: ImageDraw.ImageDraw, face: dict, side: int) -> None:
     cx, cy = side * 0.5, side * 0.72
     half, depth = [v * side for v in INTENSITIES[face["intensity"] or "moderate"]]
@@ -81,17 +88,22 @@ def draw_mouth(pen: ImageDraw.ImageDraw, face: dict, side: int) -> None:
         pen.chord([cx - half, cy, cx + half, cy + 2 * depth], 180, 360, fill=dark)
     elif face["expression"] == "surprised":
         pen.ellipse([cx - depth, cy - depth, cx + depth, cy + depth], fill=dark)
-    else:  # angry and neutral: a straight mouth; angry also frowns
+    else:  # angry and neutral: a straight mouth, thick when angry
         pen.line([cx - half, cy, cx + half, cy], fill=dark, width=3 * line if face["expression"] == "angry" else line)
-    if face["expression"] == "angry":
-        for sign in (-1, 1):
-            pen.line([cx + sign * 0.32 * side, side * 0.3, cx + sign * 0.08 * side, side * 0.38], fill=(20, 20, 20),
-                     width=2 * line)
+    for x in (0.24, 0.76):  # the cheeks: blushing when happy, flushed when angry
+        if face["expression"] in CHEEKS:
+            pen.ellipse([side * (x - 0.08), side * 0.58, side * (x + 0.08), side * 0.68], fill=CHEEKS[face["expression"]])
+    if face["expression"] == "sad":  # a tear under the left eye
+        pen.ellipse([side * 0.3, side * 0.56, side * 0.38, side * 0.68], fill=(60, 130, 230))
+    inner, outer = BROWS[face["expression"]]
+    for sign in (-1, 1):  # left brow, right brow: from the inner end outwards
+        pen.line([side * (0.5 + sign * 0.06), side * inner, side * (0.5 + sign * 0.3), side * outer], fill=(20, 20, 20),
+                 width=3 * line)
 
 
 def draw_human(pen: ImageDraw.ImageDraw, face: dict, side: int) -> None:
     pen.ellipse([side * 0.12, side * 0.08, side * 0.88, side * 0.95], fill=FITZPATRICK[face["skin"]])
-    pen.chord([side * 0.1, side * 0.02, side * 0.9, side * 0.6], 180, 360, fill=HAIR[face["hair"]])
+    pen.chord([side * 0.1, side * 0.02, side * 0.9, side * 0.48], 180, 360, fill=HAIR[face["hair"]])
     for cx in (0.35, 0.65):
         x, y, r = cx * side, 0.47 * side, 0.075 * side
         pen.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255))
