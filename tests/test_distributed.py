@@ -52,14 +52,43 @@ def test_ddp_two_ranks_match_one_process_with_doubled_accumulation(shapes_dir, t
     assert all(torch.allclose(single_weights[k], ddp_weights[k], atol=1e-5) for k in single_weights)
 
 
+# DeepSpeed JSONs as LLaVA (scripts/zero2.json) and LLaMA-Factory (examples/deepspeed/ds_z3_config.json) ship
+# them: "auto" wherever the trainer knows the value.
+FP16_AUTO = {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16, "hysteresis": 2,
+             "min_loss_scale": 1}
+LLAVA_ZERO2 = {"fp16": FP16_AUTO, "bf16": {"enabled": "auto"}, "train_micro_batch_size_per_gpu": "auto",
+               "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
+               "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True,
+                                     "sub_group_size": 1e9, "reduce_bucket_size": "auto"}}
+LLAMA_FACTORY_ZERO3 = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+                       "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+                       "zero_allow_untested_optimizer": True,
+                       "fp16": FP16_AUTO, "bf16": {"enabled": "auto"},
+                       "zero_optimization": {"stage": 3, "overlap_comm": False, "contiguous_gradients": True,
+                                             "sub_group_size": 1e9, "reduce_bucket_size": "auto",
+                                             "stage3_prefetch_bucket_size": "auto",
+                                             "stage3_param_persistence_threshold": "auto",
+                                             "stage3_max_live_parameters": 1e9, "stage3_max_reuse_distance": 1e9,
+                                             "stage3_gather_16bit_weights_on_model_save": True}}
+
+
+def deepspeed_json(folder, stage: int) -> str:
+    """Stage 1: our shipped file; stages 2 and 3: copies of LLaVA's and LLaMA-Factory's, run unchanged."""
+    if stage == 1:
+        return "train_configs/deepspeed/zero1.json"
+    path = folder / f"zero{stage}.json"
+    path.write_text(json.dumps(LLAVA_ZERO2 if stage == 2 else LLAMA_FACTORY_ZERO3))
+    return str(path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, launcher", [(1, "deepspeed"), (2, "torchrun"), (3, "torchrun")])
 def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
     ddp_curve, ddp_output, ddp_trainable = ddp_run
     command = ([os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "--master_port", "29542"] if launcher == "deepspeed"
                else torchrun(29543))
-    curve, printed = train(command, shapes_dir, tmp_path, f"run.deepspeed_config=train_configs/deepspeed/zero{stage}.json",
-                           with_output=True)
+    settings = deepspeed_json(tmp_path.parent, stage)
+    curve, printed = train(command, shapes_dir, tmp_path, f"run.deepspeed_config={settings}", with_output=True)
     assert f"MiniGPT4: {ddp_trainable} trainable parameters" in printed  # counted whole, also under ZeRO-3
     assert list(curve) == list(ddp_curve) == list(range(1, 7))
     assert list(curve.values()) == pytest.approx(list(ddp_curve.values()), rel=1e-4)
@@ -71,8 +100,7 @@ def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
     assert not list(checkpoint.glob("zero_to_*.py"))
     if stage >= 2:  # resume from the step-3 checkpoint: the same steps 4..6
         resumed = train(torchrun(29544 + stage), shapes_dir, tmp_path / "resumed",
-                        f"run.deepspeed_config=train_configs/deepspeed/zero{stage}.json",
-                        f"run.resume_ckpt_path={tmp_path}/checkpoint_0000003")
+                        f"run.deepspeed_config={settings}", f"run.resume_ckpt_path={tmp_path}/checkpoint_0000003")
         assert list(resumed) == [4, 5, 6]
         assert list(resumed.values()) == pytest.approx([curve[4], curve[5], curve[6]], rel=1e-5)
 
@@ -83,7 +111,7 @@ def config_with(shapes_dir, tmp_path, deepspeed_config, *extra):
 
 
 def test_deepspeed_config_takes_accumulation_clipping_and_batch_from_ours(shapes_dir, tmp_path):
-    from minigpt.runners.engines import deepspeed_settings
+    from minigpt.runners.deepspeed_config import deepspeed_settings
 
     path = tmp_path / "zero2.json"
     path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 4}))
@@ -98,10 +126,41 @@ def test_deepspeed_config_takes_accumulation_clipping_and_batch_from_ours(shapes
     assert with_amp["bf16"]["enabled"] and not with_amp["fp16"]["enabled"]
 
 
+def test_deepspeed_jsons_as_llava_and_llama_factory_ship_them_have_their_autos_filled(shapes_dir, tmp_path):
+    from minigpt.runners.deepspeed_config import deepspeed_settings
+
+    adamw = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}}
+    for name, settings in (("zero2", LLAVA_ZERO2), ("zero3", {**LLAMA_FACTORY_ZERO3, "optimizer": adamw})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(settings))
+    options = ("run.accum_grad_iters=4", "run.max_grad_norm=2.0", "run.init_lr=3e-4", "run.weight_decay=0.05")
+    zero2_config = config_with(shapes_dir, tmp_path, tmp_path / "zero2.json", *options).run
+    zero2 = deepspeed_settings(zero2_config, 6, on_gpu=False, world_size=2, hidden_size=128)
+    batches = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
+    assert [zero2[key] for key in batches] == [6, 4, 6 * 4 * 2]
+    assert zero2["fp16"] == {**FP16_AUTO, "enabled": False} and zero2["bf16"] == {"enabled": False}
+    assert zero2["zero_optimization"]["reduce_bucket_size"] == 128 * 128
+    zero3_config = config_with(shapes_dir, tmp_path, tmp_path / "zero3.json", *options).run
+    zero3 = deepspeed_settings(zero3_config, 6, on_gpu=False, world_size=1, hidden_size=128)
+    assert zero3["gradient_clipping"] == 2.0 and zero3["train_batch_size"] == 24
+    assert zero3["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, zero3_config.beta2], "eps": 1e-8,
+                                            "weight_decay": 0.05}
+    zero = zero3["zero_optimization"]
+    assert zero["stage3_prefetch_bucket_size"] == int(0.9 * 128 * 128)
+    assert zero["stage3_param_persistence_threshold"] == 1280
+    before_the_model = deepspeed_settings(zero3_config, 6, on_gpu=False)["zero_optimization"]  # at config validation
+    assert "reduce_bucket_size" not in before_the_model and before_the_model["stage3_max_live_parameters"] == 1e9
+
+
 @pytest.mark.parametrize("setting, message", [
     ('{"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 8}',
      "gradient_accumulation_steps is 8 there but 1 from run.accum_grad_iters"),
-    ('{"zero_optimization": {"stage": 2}, "train_batch_size": 64}', "leave out train_batch_size"),
+    ('{"zero_optimization": {"stage": 2}, "train_batch_size": 64}',
+     "train_batch_size is 64 there but 32 from batch_size x run.accum_grad_iters x ranks"),
+    ('{"zero_optimization": {"stage": 2, "reduce_scatter": "auto"}}', "zero_optimization.reduce_scatter is 'auto'"),
+    ('{"zero_optimization": {"stage": 2}, "scheduler": {"type": "WarmupLR"}}', "leave out the scheduler (WarmupLR)"),
+    ('{"zero_optimization": {"stage": 2}, "optimizer": {"params": {"momentum": "auto"}}}',
+     "optimizer.params.momentum is 'auto'"),
+    ('{"zero_optimization": {"stage": 2}, "comms_logger": {"enabled": "auto"}}', "comms_logger.enabled is 'auto'"),
     ('{"zero_optimization": {"stage": 0}}', "stage 0 is plain data parallelism"),
     (None, "does not exist"),
 ])

@@ -1,4 +1,5 @@
-"""The training recipe through the real train.py: kill-and-resume, NaN stop, wandb (DDP and ZeRO: test_distributed.py)."""
+"""The training recipe through the real train.py: kill-and-resume, NaN stop, wandb and TensorBoard, curves and
+checkpoint retention (DDP and ZeRO: test_distributed.py)."""
 import signal
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO, losses, run_script, stage2_options
 from minigpt.common.checkpoint import read_weights
@@ -125,14 +127,27 @@ def test_non_finite_loss_stops_with_step_and_sample_ids(shapes_dir, tmp_path):
     recipe.close()
 
 
-def test_wandb_offline_run_logs_beside_the_local_log(shapes_dir, tmp_path):
-    out = tmp_path / "wandb_run"
+def test_a_run_logs_to_wandb_and_tensorboard_plots_its_curves_and_keeps_its_last_checkpoints(shapes_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "logged_run"
     run_script(["train.py", "--cfg-path", STAGE2, "--options",
-                *options(shapes_dir, out, "run.iters_per_epoch=3", "run.wandb_log=True")],
+                *options(shapes_dir, out, "run.iters_per_epoch=3", "run.log_freq=1", "run.ckpt_freq=1",
+                         "run.keep_last=2", "run.wandb_log=True", "run.tensorboard_log=True")],
                env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
-    assert list(losses(out)) == [1, 2, 3]
+    curve = losses(out)
+    assert list(curve) == [1, 2, 3]
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "wandb wrote no offline run"
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    logged = {event.step: event.value for event in events.Scalars("loss")}
+    assert list(logged) == [1, 2, 3] and list(logged.values()) == pytest.approx(list(curve.values()), rel=1e-5)
+    assert {"lr", "grad_norm", "samples_by_dataset_rank0/sharegpt4v"} <= set(events.Tags()["scalars"])
+    assert sorted(path.name for path in out.glob("checkpoint_*")) == ["checkpoint_0000002", "checkpoint_0000003"]
+    with Image.open(out / "curves.png") as picture:
+        assert picture.size[0] == 900 and picture.getcolors(1 << 16)  # written, and not blank
+        assert any(color == (31, 119, 180) for _, color in picture.getcolors(1 << 16))
 
 
 def test_feature_cache_gives_the_same_loss_curve(shapes_dir, tmp_path, capsys):

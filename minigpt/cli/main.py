@@ -10,14 +10,14 @@ import os
 import sys
 from types import ModuleType
 
-from minigpt.cli import (agent, chat, check_data, configs, evaluate, export, mcp, mix_weights, paragraph, serve, train,
-                         web)
+from minigpt.cli import (agent, chat, check_data, configs, evaluate, export, mcp, mix_weights, paragraph, plot, serve,
+                         train, web)
 from minigpt.common.errors import InputError
 
 COMMANDS: dict[str, ModuleType] = {
     "train": train, "chat": chat, "web": web, "serve": serve, "eval": evaluate, "export": export,
     "check-data": check_data, "mix-weights": mix_weights, "configs": configs, "agent": agent,
-    "mcp": mcp, "paragraph": paragraph,
+    "mcp": mcp, "paragraph": paragraph, "plot": plot,
 }
 
 

@@ -83,6 +83,17 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def prune_checkpoints(output_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints (at least the newest one stays); -> those deleted.
+    Only whole checkpoints have their final name, so the newest kept is always whole."""
+    folder = Path(output_dir)
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)))
+    stale = [path for _, path in found[:-max(keep_last, 1)]]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+
 def load_training_state(checkpoint_dir: str | Path) -> dict:
     return torch.load(Path(checkpoint_dir) / "training_state.pt", map_location="cpu", weights_only=True)
 

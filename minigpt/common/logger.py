@@ -1,4 +1,4 @@
-"""Metric loggers: a local JSONL file always, wandb when the config asks (WANDB_MODE=offline works)."""
+"""Metric loggers: a local JSONL file always; wandb (WANDB_MODE=offline works) and TensorBoard when the config asks."""
 from __future__ import annotations
 
 import json
@@ -40,6 +40,34 @@ class WandbLogger:
 
     def close(self) -> None:
         self.run.finish()
+
+
+class TensorBoardLogger:
+    """TensorBoard events under <output_dir>/tensorboard: every number logged (nested dicts as a/b tags)."""
+
+    def __init__(self, log_dir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(self, metrics: dict, step: int) -> None:
+        for tag, value in _numbers(metrics):
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _numbers(metrics: dict, prefix: str = "") -> list[tuple[str, float]]:
+    """(tag, value) for every number in `metrics`, nested dicts flattened to a/b."""
+    found = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            found += _numbers(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append((f"{prefix}{key}", float(value)))
+    return found
 
 
 class MultiLogger:

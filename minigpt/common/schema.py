@@ -187,6 +187,7 @@ class RunConfig:
     deepspeed_config: Optional[Any] = None  # a DeepSpeed JSON / YAML path or an inline mapping: ZeRO instead of DDP
     resume_ckpt_path: Optional[str] = None  # a checkpoint folder, or "latest" in output_dir
     ckpt_freq: Optional[int] = None  # also checkpoint every N steps (epoch ends always save)
+    keep_last: Optional[int] = None  # keep only the newest N checkpoints (None: all); the newest always stays
     strict: bool = False  # raise on a bad sample instead of skipping and counting it
 
     device: str = "cuda"
@@ -194,6 +195,7 @@ class RunConfig:
     log_freq: int = 50
     wandb_log: bool = False
     wandb_project: str = "minigpt"
+    tensorboard_log: bool = False  # also write TensorBoard events to <output_dir>/tensorboard
     job_name: Optional[str] = None
     save_path: Optional[str] = None  # the eval output folder (MiniGPT-v2's name; output_dir when unset)
 

@@ -26,7 +26,8 @@ from minigpt.datasets.builders.caption_builders import CaptionShardBuilder
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import image_token_count, input_image_size
 from minigpt.models.vision_encoder import PRESETS
-from minigpt.runners.engines import deepspeed_micro_batch, deepspeed_settings
+from minigpt.runners.deepspeed_config import deepspeed_settings
+from minigpt.runners.engines import deepspeed_micro_batch
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
@@ -119,8 +120,8 @@ def _validate_run(run: DictConfig, fail, check_path) -> None:
         fail("run.runner", f"unknown runner '{run.runner}'; known: {', '.join(registry.names('runner'))}")
     if run.amp_dtype not in ("bfloat16", "float16"):
         fail("run.amp_dtype", f"'{run.amp_dtype}' is not bfloat16 or float16")
-    for key in ("accum_grad_iters", "max_epoch", "log_freq", "iters_per_epoch", "ckpt_freq", "batch_size_train",
-                "batch_size_eval", "max_grad_norm"):
+    for key in ("accum_grad_iters", "max_epoch", "log_freq", "iters_per_epoch", "ckpt_freq", "keep_last",
+                "batch_size_train", "batch_size_eval", "max_grad_norm"):
         if run[key] is not None and run[key] <= 0:  # (a negative clipping norm would flip every gradient)
             fail(f"run.{key}", f"must be > 0, got {run[key]}")
     for key in ("warmup_steps", "num_workers", "weight_decay", "init_lr", "min_lr", "warmup_lr"):
@@ -132,6 +133,8 @@ def _validate_run(run: DictConfig, fail, check_path) -> None:
         check_path("run.resume_ckpt_path", run.resume_ckpt_path)
     if run.wandb_log and importlib.util.find_spec("wandb") is None:
         fail("run.wandb_log", install_hint("wandb", "wandb"))
+    if run.tensorboard_log and importlib.util.find_spec("tensorboard") is None:
+        fail("run.tensorboard_log", install_hint("tensorboard", "tensorboard"))
 
 
 def _validate_inference_transform(config: DictConfig, fail) -> None:

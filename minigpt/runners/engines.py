@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import math
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from minigpt.common.dist import DistInfo, barrier
 from minigpt.common.errors import InputError
-from minigpt.common.paths import resolve_path
 
 DEEPSPEED_TAG = "deepspeed"  # the subfolder of a checkpoint that holds DeepSpeed's files
 
@@ -185,45 +183,3 @@ def batch_size_of(dataset_cfg: DictConfig, run: DictConfig) -> int:
 def deepspeed_micro_batch(config: DictConfig) -> int:
     """The micro-batch DeepSpeed is told of: the first data set's batch size."""
     return batch_size_of(next(iter(config.datasets.values())), config.run)
-
-
-def deepspeed_settings(run: DictConfig, micro_batch_size: int, on_gpu: bool) -> dict:
-    """The DeepSpeed config for this run: `run.deepspeed_config` (a JSON or YAML file, or inline), with
-    accumulation, clipping, micro-batch size and precision filled in from the run section. A value set
-    in both places must agree, so that one config file says what the run does (ValueError otherwise)."""
-    source = run.deepspeed_config
-    if isinstance(source, str):
-        path = resolve_path(source)
-        if not path.exists():
-            raise InputError(f"'{source}' does not exist")
-        settings = json.loads(path.read_text()) if path.suffix == ".json" else OmegaConf.to_container(OmegaConf.load(path))
-    else:
-        settings = OmegaConf.to_container(source) if isinstance(source, DictConfig) else dict(source)
-    if "train_batch_size" in settings:
-        raise InputError("leave out train_batch_size; it follows from the data sets' batch_size, "
-                         "run.accum_grad_iters and the number of ranks")
-    amp = run.amp and on_gpu
-    ours = {"train_micro_batch_size_per_gpu": micro_batch_size,
-            "gradient_accumulation_steps": run.accum_grad_iters,
-            "gradient_clipping": float(run.max_grad_norm or 0.0)}
-    precision = {"bf16": {"enabled": amp and run.amp_dtype == "bfloat16"},
-                 "fp16": {"enabled": amp and run.amp_dtype == "float16"}}
-    for key, value in {**ours, **{k: v["enabled"] for k, v in precision.items()}}.items():
-        theirs = settings.get(key)
-        if isinstance(theirs, dict):
-            theirs = theirs.get("enabled")
-        if theirs is not None and theirs != value:
-            origin = {"train_micro_batch_size_per_gpu": "the data sets' batch_size", "gradient_accumulation_steps":
-                      "run.accum_grad_iters", "gradient_clipping": "run.max_grad_norm"}.get(key, "run.amp / run.amp_dtype on this device")
-            raise InputError(f"{key} is {theirs} there but {value} from {origin}; set it in one place")
-    settings.update(ours)
-    for key, value in precision.items():
-        settings[key] = {**settings.get(key, {}), **value}
-    zero = settings.setdefault("zero_optimization", {})
-    if zero.get("stage", 0) not in (1, 2, 3):
-        raise InputError(f"zero_optimization.stage {zero.get('stage', 0)} is not 1, 2 or 3 (stage 0 is plain data "
-                         "parallelism: leave run.deepspeed_config unset for that)")
-    if zero.get("offload_optimizer") and "optimizer" not in settings:
-        settings.setdefault("zero_force_ds_cpu_optimizer", False)  # our torch AdamW steps on the CPU copy
-    settings.setdefault("steps_per_print", 10**9)  # we log ourselves
-    return settings

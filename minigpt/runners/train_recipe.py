@@ -17,19 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from minigpt.common import registry
-from minigpt.common.checkpoint import (CheckpointWriteError, latest_checkpoint, load_training_state, save_checkpoint,
-                                       save_config, staging_folder)
+from minigpt.common.checkpoint import (CheckpointWriteError, latest_checkpoint, load_training_state,
+                                       prune_checkpoints, save_checkpoint, save_config, staging_folder)
 from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
 from minigpt.common.errors import InputError
-from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
+from minigpt.common.logger import JsonlLogger, MultiLogger, TensorBoardLogger, WandbLogger
 from minigpt.common.registry import register_runner
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
 from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.loader import BatchStream, MixedBatches
 from minigpt.models.weights import load_weights
-from minigpt.runners.engines import (DeepSpeedEngine, PlainEngine, batch_size_of, deepspeed_micro_batch,
-                                     deepspeed_settings)
+from minigpt.runners.curves import plot_curves
+from minigpt.runners.deepspeed_config import deepspeed_settings
+from minigpt.runners.engines import DeepSpeedEngine, PlainEngine, batch_size_of, deepspeed_micro_batch
 
 
 @register_runner("runner_base", "runner_iter")
@@ -103,7 +104,9 @@ class TrainRecipe:
     def _setup_engine(self, optimizer: torch.optim.Optimizer) -> None:
         run = self.run
         if run.deepspeed_config:
-            settings = deepspeed_settings(run, deepspeed_micro_batch(self.config), self.device.type == "cuda")
+            hidden_size = self.model.llama_model.config.hidden_size
+            settings = deepspeed_settings(run, deepspeed_micro_batch(self.config), self.device.type == "cuda",
+                                          self.dist.world_size, hidden_size)
             self.engine = DeepSpeedEngine(self.model, optimizer, settings)
         else:
             # With several adapters in play, each step leaves the inactive ones without gradients.
@@ -133,6 +136,8 @@ class TrainRecipe:
             if run.wandb_log:
                 loggers.append(WandbLogger(run.wandb_project, run.job_name,
                                            OmegaConf.to_container(self.config, resolve=True), self.output_dir))
+            if run.tensorboard_log:
+                loggers.append(TensorBoardLogger(self.output_dir / "tensorboard"))
             self.logger = MultiLogger(loggers)
         adapters = f", adapters trained {sorted(self.model.adapters.trainable)}" if self.model.adapters else ""
         self.print(f"{type(self.model).__name__}: {self.num_trainable:,} trainable parameters, parts "
@@ -288,11 +293,18 @@ class TrainRecipe:
             state = {**self.engine.state_dict(), "step": self.step, "data_layout": self._data_layout()}
             path = save_checkpoint(self.output_dir, self.step, weights, state, self.config, staging=staging)
             self.print(f"saved {path}")
+            if self.run.keep_last:
+                for stale in prune_checkpoints(self.output_dir, self.run.keep_last):
+                    self.print(f"removed {stale} (run.keep_last={self.run.keep_last})")
         barrier()
 
     def close(self) -> None:
         if self.logger:
             self.logger.close()
+            try:
+                self.print(f"curves: {plot_curves(self.output_dir)}")
+            except InputError as error:  # a run too short to have logged a loss
+                self.print(f"no curves: {error}")
         cleanup()
 
     def print(self, message: str) -> None:
