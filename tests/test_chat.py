@@ -173,3 +173,27 @@ def test_answers_stop_where_the_llms_context_is_full(chat, monkeypatch):
     monkeypatch.setattr(model, "max_context_len", prompt_tokens)
     with pytest.raises(ValueError, match=f"prompt of {prompt_tokens} tokens leaves no room for an answer"):
         model.generate(batch, max_new_tokens=5)
+
+
+def test_presence_and_frequency_penalties_lower_the_logits_of_tokens_already_generated():
+    from minigpt.models.penalties import PresenceFrequencyPenalty
+
+    scores = PresenceFrequencyPenalty(presence_penalty=0.5, frequency_penalty=0.25)(torch.tensor([[1, 1, 3]]),
+                                                                                    torch.zeros(1, 5))
+    assert scores.tolist() == [[0.0, -0.5 - 2 * 0.25, 0.0, -0.5 - 0.25, 0.0]]
+
+
+def test_penalties_and_stop_strings_reach_the_generation(chat, monkeypatch):
+    model = chat.model
+    sample = {"id": "s", "image": chat.image, "turns": [(USER, "Which colors do you see?")]}
+    generated = []
+    generate = model.llama_model.generate
+    monkeypatch.setattr(model.llama_model, "generate", lambda **kwargs: generated.append(generate(**kwargs)) or generated[-1])
+    plain = generate_answers(model, chat.collator, [sample], chat.options)[0]
+    penalized = GenerationOptions(max_new_tokens=12, repetition_penalty=1.0, frequency_penalty=2.0, presence_penalty=2.0)
+    generate_answers(model, chat.collator, [sample], penalized)
+    tokens = generated[-1][0].tolist()
+    assert len(set(tokens)) == len(tokens), "a token was generated twice under large penalties"
+    stop = plain.split()[-1]
+    stopped = GenerationOptions(max_new_tokens=12, repetition_penalty=1.0, stop=(stop,))
+    assert generate_answers(model, chat.collator, [sample], stopped)[0] == plain[:plain.find(stop)].strip()

@@ -10,6 +10,7 @@ import time
 import httpx
 import openai
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from conftest import REPO
@@ -113,7 +114,14 @@ def test_the_openai_client_gets_the_chat_engines_answer_whole_and_streamed(serve
     (question_with(data_url(Image.effect_noise((256, 256), 64).convert("RGB"))), {}, 413, "larger than"),
     (question_with("red.png") + [{"role": "assistant", "content": "red"}], {}, 400, "last message must be the user's"),
     ([{"role": "robot", "content": "hi"}], {}, 400, "role"),
-    (question_with("red.png"), {"n": 2}, 400, "only n=1"),
+    (question_with("red.png"), {"n": 2, "stream": True}, 400, "n > 1 is not supported with stream"),
+    (question_with("red.png"), {"logprobs": True}, 400, "'logprobs' is not supported by this server"),
+    (question_with("red.png"), {"response_format": {"type": "json_object"}}, 400, "'response_format' is not supported"),
+    (question_with("red.png"), {"extra_body": {"best_of": 3}}, 400, "'best_of' is not supported by this server"),
+    (question_with("red.png"), {"stop": ["a", "b", "c", "d", "e"]}, 400, "up to 4"),
+    (question_with("red.png"), {"seed": 1.5}, 400, "'seed' must be a whole number"),
+    (question_with("red.png"), {"presence_penalty": 3}, 400, "'presence_penalty' must be a number from -2 to 2"),
+    (question_with("red.png"), {"stream_options": {"include_usage": True}}, 400, "stream_options needs stream"),
     (question_with("red.png"), {"temperature": 5}, 400, "'temperature' must be a number from 0 to 2"),
     (question_with("red.png"), {"max_tokens": 10_000}, 400, "'max_tokens'"),
     (question_with("red.png"), {"max_tokens": 4000}, 400, "ask for at most"),
@@ -151,3 +159,51 @@ def test_concurrent_requests_take_turns(server, expected_answer):
     for thread in threads:
         thread.join(timeout=120)
     assert answers == [expected_answer] * 4
+
+
+def test_seed_n_stop_and_usage_are_honoured(server, expected_answer):
+    api, messages = client(server), question_with("red.png")
+    sampled = [api.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=1.5, seed=7, n=3)
+               for _ in range(2)]
+    texts = [[choice.message.content for choice in reply.choices] for reply in sampled]
+    assert texts[0] == texts[1] and [choice.index for choice in sampled[0].choices] == [0, 1, 2]  # a seed repeats
+    assert sampled[0].usage.completion_tokens >= 3  # counted over the n choices
+
+    stop = expected_answer[len(expected_answer) // 2:][:2]
+    cut = expected_answer[:expected_answer.find(stop)].strip()
+    whole = api.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, stop=[stop, "zzz"])
+    assert whole.choices[0].message.content == cut and whole.choices[0].finish_reason == "stop"
+    chunks = list(api.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, stop=stop,
+                                              stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == cut
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens > 8
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+
+
+def test_the_request_lmms_eval_sends_is_answered(server, expected_answer):
+    """lmms-eval's openai_compatible model posts this shape (the question's text, then the image as a PNG
+    data URL); its chat variant may put the image first."""
+    text, image = {"type": "text", "text": QUESTION}, {"type": "image_url", "image_url": {"url": data_url(picture())}}
+    for content in ([text, image], [image, text]):
+        payload = {"messages": [{"role": "user", "content": content}], "model": "tiny", "max_tokens": 8, "temperature": 0}
+        reply = httpx.post(f"{server[0]}/v1/chat/completions", json=payload, timeout=60)
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == expected_answer
+    assert httpx.get(f"{server[0]}/health").json() == {"status": "ok", "model": "tiny"}
+
+
+def test_an_api_key_guards_the_v1_routes(server):
+    from fastapi.testclient import TestClient
+
+    from minigpt.cli.options import image_processor_for
+    from minigpt.config.loader import load_config
+    from minigpt.models.inference import load_for_inference
+    from minigpt.serving.openai_api import ServedModel, create_app
+
+    config = load_config(REPO / "eval_configs/tiny_eval.yaml", server[2], for_training=False)
+    served = ServedModel("tiny", load_for_inference(config, torch.device("cpu")), image_processor_for(config), server[1])
+    app = TestClient(create_app(served, api_key="s3cret"))
+    refused = app.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+    assert app.get("/v1/models").status_code == 401
+    assert app.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).json()["data"][0]["id"] == "tiny"
+    assert app.get("/health").status_code == 200  # for load balancers, without the key

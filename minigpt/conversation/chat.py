@@ -16,7 +16,7 @@ from PIL import Image
 
 from minigpt.common.errors import InputError
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
-from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.conversation.template import ASSISTANT, USER, cut_at_markers
 from minigpt.processors.image import to_rgb
 
 
@@ -28,6 +28,9 @@ class GenerationOptions:
     top_p: float = 0.9
     repetition_penalty: float = 1.05
     do_sample: bool = False
+    presence_penalty: float = 0.0   # OpenAI's, on the logits (models/penalties.py)
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()      # the answer ends before the first of these
 
 
 def load_image(image: str | Path | Image.Image) -> Image.Image:
@@ -104,7 +107,8 @@ def generate_answers(model, collator, samples: list[dict], options: GenerationOp
         texts = model.generate(batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
                                temperature=options.temperature, top_p=options.top_p,
                                repetition_penalty=options.repetition_penalty, do_sample=options.do_sample,
-                               **generate_kwargs)
+                               stop=options.stop, presence_penalty=options.presence_penalty,
+                               frequency_penalty=options.frequency_penalty, **generate_kwargs)
         for index, text in zip(indices, texts):
             answers[index] = text
     return answers
@@ -186,13 +190,13 @@ def stream_answer(model, collator, sample: dict, options: GenerationOptions) -> 
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    end_sym, text, shown = model.template.end_sym, "", ""
+    markers, text, shown = [model.template.end_sym, *options.stop], "", ""
     try:
         for piece in streamer:
             text += piece
-            visible = text.split(end_sym)[0].lstrip()
-            if end_sym not in text:  # hold back what may be the start of the end marker, and trailing space
-                visible = visible[:len(visible) - _partial_suffix(visible, end_sym)].rstrip()
+            visible = cut_at_markers(text, markers).lstrip()
+            if visible == text.lstrip():  # hold back what may start a marker, and trailing space
+                visible = visible[:len(visible) - max(_partial_suffix(visible, m) for m in markers)].rstrip()
             if visible.startswith(shown) and len(visible) > len(shown):
                 yield visible[len(shown):]
                 shown = visible

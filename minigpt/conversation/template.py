@@ -100,3 +100,9 @@ def refuse_image_markers(turns: list[tuple[str, str]], sample_id: str) -> None:
         if marker is not None:
             raise ConversationError(f"sample {sample_id!r}: turn {index} ({role}) holds the literal text {marker!r}, "
                                     "which marks the image in prompts; a record's text cannot place it")
+
+
+def cut_at_markers(text: str, markers: list[str]) -> str:
+    """`text` up to the earliest of the (non-empty) markers: the end marker, or a request's stop strings."""
+    ends = [text.find(marker) for marker in markers if marker and marker in text]
+    return text[:min(ends)] if ends else text

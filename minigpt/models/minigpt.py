@@ -23,17 +23,18 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Blip2QFormerConfig, Blip2QFormerModel, StoppingCriteriaList
+from transformers import Blip2QFormerConfig, Blip2QFormerModel, LogitsProcessorList, StoppingCriteriaList
 
 from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.common.schema import PART_NAMES
 from minigpt.conversation.collator import IGNORE_INDEX
-from minigpt.conversation.template import PromptTemplate
+from minigpt.conversation.template import PromptTemplate, cut_at_markers
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
 from minigpt.models.llm import build_llm
+from minigpt.models.penalties import PresenceFrequencyPenalty
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.sub_images import join_views, split_views
 from minigpt.models.vision_encoder import build_vision_encoder, num_patches
@@ -359,10 +360,11 @@ class MiniGPT(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
                  top_p: float = 0.9, repetition_penalty: float = 1.05, do_sample: bool = False,
-                 streamer=None, stopping_criteria: list | None = None) -> list[str]:
+                 streamer=None, stopping_criteria: list | None = None, stop: tuple[str, ...] = (),
+                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> list[str]:
         """Answers for a left-padded generation batch (see ConversationCollator.generation_batch); an
-        answer stops where the context is full. `streamer` and `stopping_criteria` go to transformers'
-        generate (see chat.stream_answer)."""
+        answer stops where the context is full, or before the first of the `stop` strings. `streamer` and
+        `stopping_criteria` go to transformers' generate (see chat.stream_answer)."""
         device = self.device
         images = batch["images"].to(device) if batch["images"] is not None else None
         inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
@@ -372,13 +374,17 @@ class MiniGPT(nn.Module):
                              f"max_context_len={self.max_context_len}; reset the conversation")
         max_new_tokens = min(max_new_tokens, room)
         end_sym = self.template.end_sym
-        stop = {} if end_sym == self.tokenizer.eos_token else {"stop_strings": [end_sym], "tokenizer": self.tokenizer}
+        markers = [*([] if end_sym == self.tokenizer.eos_token else [end_sym]), *stop]
+        stop_strings = {"stop_strings": markers, "tokenizer": self.tokenizer} if markers else {}
         sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
+        penalized = presence_penalty or frequency_penalty
+        penalties = [PresenceFrequencyPenalty(presence_penalty, frequency_penalty)] if penalized else []
         output_ids = self.llama_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"].to(device),
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
             repetition_penalty=repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id, streamer=streamer,
-            stopping_criteria=StoppingCriteriaList(stopping_criteria or []), **sampling, **stop)
+            stopping_criteria=StoppingCriteriaList(stopping_criteria or []),
+            logits_processor=LogitsProcessorList(penalties), **sampling, **stop_strings)
         texts = self.tokenizer.batch_decode(output_ids, skip_special_tokens=True)
-        return [text.split(end_sym)[0].strip() for text in texts]
+        return [cut_at_markers(text, [end_sym, *stop]).strip() for text in texts]

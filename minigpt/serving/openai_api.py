@@ -1,8 +1,9 @@
 """An OpenAI-compatible `/v1/chat/completions` endpoint over the chat engine (FastAPI).
 
 Existing OpenAI clients talk to a finetuned model unchanged: messages whose content is text or a list of
-`text` and `image_url` parts (a `data:` URL, or a file path under the server's image root), `stream`,
-`max_tokens`, `temperature` and `top_p`. A conversation holds at most one image, as MiniGPT's prompts do;
+`text` and `image_url` parts (a `data:` URL, or a file path under the server's image root), and every
+generation parameter either honoured or refused by name (request_params.py). A conversation holds at
+most one image, as MiniGPT's prompts do;
 system messages are accepted and ignored (a template's system text, where it has one, is fixed). One request is
 answered at a time per model; the others wait their turn. A bad request gets a 4xx answer with an
 OpenAI-style JSON error that names the parameter, never a crash.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import io
 import json
 import threading
@@ -26,12 +28,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+import torch
 
-from minigpt.conversation.chat import GenerationOptions, generate_answers, stream_answer
+from minigpt.conversation.chat import generate_answers, stream_answer
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.conversation.tool_calls import tool_result_text
 from minigpt.processors.image import to_rgb
+from minigpt.serving.request_params import ParameterError, read_params
 from minigpt.serving.tool_calling import (ToolRequestError, ToolSetup, assistant_text, call_names, read_tool_setup,
                                           reply_message, tool_call_deltas)
 
@@ -153,24 +157,6 @@ def parse_messages(messages, served: ServedModel, tools: ToolSetup | None = None
     return turns, images[0] if images else None
 
 
-def generation_options(body: dict) -> GenerationOptions:
-    """OpenAI sampling fields -> ours: temperature 0 is greedy decoding."""
-    def number(name: str, low: float, high: float, default):
-        value = body.get(name, default)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise RequestError(f"'{name}' must be a number from {low} to {high}", name)
-        return value
-
-    if body.get("n", 1) not in (1, None):
-        raise RequestError("only n=1 is supported", "n")
-    max_tokens = number("max_completion_tokens", 1, 4096, None) or number("max_tokens", 1, 4096, 300)
-    temperature = number("temperature", 0, 2, 1.0)
-    return GenerationOptions(max_new_tokens=int(max_tokens), temperature=max(temperature, 1e-5),
-                             top_p=number("top_p", 0, 1, 1.0), repetition_penalty=1.0, do_sample=temperature > 0)
-
-
 class Completion:
     """One chat completion request, parsed and checked before the model is touched."""
 
@@ -179,7 +165,11 @@ class Completion:
             raise RequestError("the request body must be a JSON object")
         self.served = served
         self.stream = bool(body.get("stream", False))
-        self.options = generation_options(body)
+        try:
+            self.params = read_params(body)
+        except ParameterError as error:
+            raise RequestError(str(error), error.param) from None
+        self.options = self.params.options
         try:
             self.tools = read_tool_setup(body)
         except ToolRequestError as error:
@@ -204,51 +194,81 @@ class Completion:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": self.prompt_tokens + completion}
 
-    def generate(self) -> tuple[dict, str]:
-        """The assistant message and finish reason, tool calls read from the text when tools are offered."""
+    def generate(self, count: int = 1) -> list[tuple[dict, str]]:
+        """`count` assistant messages with their finish reasons, tool calls read from the text when tools
+        are offered. A request's seed is set once, before the first, so a seeded request repeats exactly."""
         with self.served.lock:
-            generated = generate_answers(self.served.model, self.served.collator, [self.sample], self.options)[0]
-        message, finish = reply_message(self.sample["answer_prefix"] + generated, self.tools)
-        return message, finish or self.finish_reason(generated)
+            if self.params.seed is not None:
+                torch.manual_seed(self.params.seed)
+            generated = [generate_answers(self.served.model, self.served.collator, [self.sample], self.options)[0]
+                         for _ in range(count)]
+        replies = []
+        for text in generated:
+            message, finish = reply_message(self.sample["answer_prefix"] + text, self.tools)
+            replies.append((message, finish or self.finish_reason(text)))
+        return replies
 
     def answer(self) -> dict:
-        message, finish = self.generate()
-        text = message["content"] or "".join(call["function"]["arguments"] for call in message.get("tool_calls", []))
+        replies = self.generate(self.params.n)
+        texts = [message["content"] or "".join(call["function"]["arguments"] for call in message.get("tool_calls", []))
+                 for message, _ in replies]
+        usage = self.usage(texts[0])
+        usage["completion_tokens"] = sum(self.usage(text)["completion_tokens"] for text in texts)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.served.name,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": self.usage(text)}
+                "choices": [{"index": index, "message": message, "finish_reason": finish}
+                            for index, (message, finish) in enumerate(replies)], "usage": usage}
 
     def chunks(self) -> Iterator[str]:
         """Server-sent events: the role, then each new piece of text, then the finish reason and [DONE]."""
         served = self.served
 
-        def event(delta: dict, finish: str | None = None) -> str:
+        def event(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
             chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": served.name,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                     "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if self.params.include_usage:  # null on every chunk but the last, as OpenAI sends it
+                chunk["usage"] = usage
             return f"data: {json.dumps(chunk)}\n\n"
 
         yield event({"role": "assistant", "content": ""})
         if self.tools.active:  # a call is known only once the whole reply is: generate it, then send it in pieces
-            message, finish = self.generate()
+            message, finish = self.generate()[0]
             for delta in tool_call_deltas(message):
                 yield event(delta)
+            answer = "".join(call["function"]["arguments"] for call in message.get("tool_calls", []))
             yield event({}, finish)
-            yield "data: [DONE]\n\n"
-            return
-        answer = ""
-        with served.lock:
-            for piece in stream_answer(served.model, served.collator, self.sample, self.options):
-                answer += piece
-                yield event({"content": piece})
-        yield event({}, self.finish_reason(answer))
+        else:
+            answer = ""
+            with served.lock:
+                if self.params.seed is not None:
+                    torch.manual_seed(self.params.seed)
+                for piece in stream_answer(served.model, served.collator, self.sample, self.options):
+                    answer += piece
+                    yield event({"content": piece})
+            yield event({}, self.finish_reason(answer))
+        if self.params.include_usage:
+            yield event(None, usage=self.usage(answer))
         yield "data: [DONE]\n\n"
 
 
-def create_app(served: ServedModel):
-    """The FastAPI application: /v1/chat/completions and /v1/models."""
+def create_app(served: ServedModel, api_key: str | None = None):
+    """The FastAPI application: /v1/chat/completions, /v1/models and /health. With `api_key`, every /v1/
+    request must carry `Authorization: Bearer <api_key>` (as OpenAI clients send their key)."""
     app = FastAPI(title="MiniGPT", docs_url=None, redoc_url=None)
 
     def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status)
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):
+        given = request.headers.get("authorization", "")
+        if api_key and request.url.path.startswith("/v1/") and not hmac.compare_digest(given, f"Bearer {api_key}"):
+            return error(401, "a valid API key is needed: send Authorization: Bearer <key>", kind="authentication_error")
+        return await call_next(request)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": served.name}
 
     @app.exception_handler(HTTPException)
     def http_error(request, exc):
