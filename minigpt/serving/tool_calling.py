@@ -15,14 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 
 from minigpt.conversation.tool_calls import OPEN, ToolCall, format_tool_call, parse_tool_calls
+from minigpt.serving.request_params import ParameterError
 
 
-class ToolRequestError(ValueError):
+class ToolRequestError(ParameterError):
     """A malformed `tools`, `tool_choice` or tool message, with the request parameter at fault."""
-
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass
