@@ -16,13 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from minigpt.agents.facts import STAGES
 from minigpt.common import registry
-from minigpt.common.errors import ConfigError, install_hint
+from minigpt.common.errors import ConfigError, InputError, install_hint
 from minigpt.common.paths import resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
 from minigpt.conversation.chat import CHOICE_SCORINGS
 from minigpt.conversation.chat_styles import CHAT_PROMPTS
 from minigpt.datasets.builders.base import AnnotationBuilder
 from minigpt.datasets.builders.caption_builders import CaptionShardBuilder
+from minigpt.datasets.builders.messages_builder import dataset_info_entry
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import image_token_count, input_image_size
 from minigpt.models.vision_encoder import PRESETS
@@ -172,11 +173,28 @@ def _validate_dataset(key: str, dataset: DictConfig, config: DictConfig, fail, c
         fail(f"{key}.adapter", "every part is frozen, so this data set must name the adapter it trains")
     check_path(f"{key}.build_info.ann_path", info.ann_path)
     check_path(f"{key}.build_info.image_path", info.image_path)
+    if "dataset_info" in dataset:
+        _check_messages_source(dataset, key, fail, check_path)
     for kind in ("vis_processor", "text_processor"):
         for split, processor in dataset[kind].items():
             _check_processor(processor, f"{key}.{kind}.{split}", fail)
             if kind == "vis_processor":
                 _check_input_size(processor, f"{key}.{kind}.{split}", model, fail)
+
+
+def _check_messages_source(dataset: DictConfig, key: str, fail, check_path) -> None:
+    """A messages data set reads build_info.ann_path, or an entry of a LLaMA-Factory dataset_info.json."""
+    if dataset.dataset_info is None:
+        if dataset.build_info.ann_path is None:
+            fail(f"{key}.build_info.ann_path", "missing: name the data file (or dataset_info and dataset)")
+        return
+    if dataset.dataset is None:
+        fail(f"{key}.dataset", f"missing: name the entry of {dataset.dataset_info} to use")
+    check_path(f"{key}.dataset_info", dataset.dataset_info)
+    try:
+        dataset_info_entry(dataset.dataset_info, dataset.dataset)
+    except InputError as error:
+        fail(f"{key}.dataset_info", str(error))
 
 
 def _validate_output_dir(run: DictConfig, fail) -> None:

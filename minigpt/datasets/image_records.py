@@ -8,6 +8,7 @@ as {"id", "dataset", "skip": (reason, path)}, which the collator counts, unless 
 """
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,7 @@ from minigpt.common.paths import resolve_path
 from minigpt.processors.image import to_rgb
 
 
-def read_image(path: Path) -> Image.Image:
+def read_image(path: Path | io.BytesIO) -> Image.Image:
     """Opens and fully decodes, so a truncated file fails here and not inside a worker's transform."""
     with Image.open(path) as image:
         image.load()
@@ -76,10 +77,10 @@ class ImageRecordDataset(Dataset):
         record = self.records[index]
         sample = self.sample_content(index)
         path = self.image_file(record)
-        if path is None:  # a text-only record
+        if path is None and not record.get("image_bytes"):  # a text-only record
             return {**sample, "image": None}
-        try:
-            image = read_image(path)
+        try:  # an image embedded in the data file (a Hugging Face Image value) is read from its bytes
+            image = read_image(io.BytesIO(record["image_bytes"]) if record.get("image_bytes") else path)
         except Exception as error:  # missing or unreadable: skipped and counted, or fatal if strict
             reason = "missing image" if isinstance(error, FileNotFoundError) else "unreadable image"
             if self.strict:
