@@ -119,3 +119,59 @@ def test_export_merges_the_llm_lora_and_gives_the_same_logits(shapes_dir, tmp_pa
         expected, got = model(batch)["logits"], merged(batch)["logits"]
     assert (expected - got).abs().max() < 1e-5
     assert (expected - base).abs().max() > 1e-2  # the LoRA does change the logits
+
+
+def test_peft_export_opens_with_peft_on_the_base_llm_and_loads_back_as_model_llm_adapter(shapes_dir, tmp_path):
+    """`minigpt export --format peft`: PeftModel.from_pretrained(base LLM folder, adapter folder) gives our
+    LLM's logits; the exported config (model.llm_adapter) rebuilds the whole model with the same logits;
+    an adapter whose rank or base model differs from the config is refused by name."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import REPO, run_script
+    from minigpt.common import registry
+    from minigpt.common.errors import ConfigError
+    from minigpt.config.loader import load_config
+    from minigpt.conversation.template import ASSISTANT, USER
+    from minigpt.models.inference import load_for_inference
+
+    options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.lora_r=8", "model.parts.llm.mode=lora"]
+    config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + ["model.ckpt=null"], for_training=False)
+    torch.manual_seed(0)
+    model = registry.get("model", "minigpt_v2").from_config(config.model).eval()
+    for key, param in model.named_parameters():
+        if "lora_B" in key:  # zero at init, which would make any adapter look right
+            nn.init.normal_(param, std=0.05)
+    save_checkpoint(tmp_path / "run", 1, model.checkpoint_weights(), {"step": 1})
+    size = config.model.image_size
+    batch = collator_for(model)([{"id": "0", "image": torch.randn(3, size, size), "task": "vqa",
+                                  "turns": [(USER, "What colors are in the image?"), (ASSISTANT, "red and blue")]}])
+    input_ids = torch.tensor([[1, 5, 9, 30, 7, 2]])
+    with torch.no_grad():
+        expected, expected_llm = model(batch)["logits"], model.llama_model(input_ids=input_ids).logits
+    run_script(["-m", "minigpt", "export", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *options,
+                f"model.ckpt={tmp_path}/run", "--out", str(tmp_path / "peft"), "--format", "peft"])
+
+    folder = tmp_path / "peft"
+    assert {path.name for path in (folder / "llm_adapter").iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
+    base = AutoModelForCausalLM.from_pretrained(folder / "base_llm")
+    with torch.no_grad():
+        theirs = PeftModel.from_pretrained(base, folder / "llm_adapter").eval()(input_ids=input_ids).logits
+    assert (theirs - expected_llm).abs().max() < 1e-5
+    reloaded = load_for_inference(load_config(folder / "config.yaml", [], for_training=False), torch.device("cpu"))
+    with torch.no_grad():
+        assert (reloaded(batch)["logits"] - expected).abs().max() < 1e-5
+
+    adapter_config = json.loads((folder / "llm_adapter" / "adapter_config.json").read_text())
+    other = tmp_path / "other_base"
+    (other / "llm_adapter").mkdir(parents=True)
+    (other / "llm_adapter" / "adapter_model.safetensors").write_bytes(
+        (folder / "llm_adapter" / "adapter_model.safetensors").read_bytes())
+    for change, message in (({"r": 4}, "r is 4 there but model.lora_r is 8"),
+                            ({"base_model_name_or_path": "meta-llama/Llama-2-7b-chat-hf"},
+                             "an adapter for base model 'meta-llama/Llama-2-7b-chat-hf', but model.llama_model is")):
+        (other / "llm_adapter" / "adapter_config.json").write_text(json.dumps({**adapter_config, **change}))
+        with pytest.raises(ConfigError, match=f"model.llm_adapter.*{message}"):
+            load_config(folder / "config.yaml", [f"model.llm_adapter={other / 'llm_adapter'}"], for_training=False)

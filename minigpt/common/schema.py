@@ -90,6 +90,7 @@ class ModelConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    llm_adapter: Optional[str] = None  # a peft adapter folder to start the LLM's LoRA from (models/peft_folders.py)
     use_grad_checkpoint_llm: bool = False
     attn_implementation: str = "sdpa"  # the LLM's attention: sdpa (PyTorch's fused kernels), flash_attention_2, eager
 

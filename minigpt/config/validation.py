@@ -26,6 +26,7 @@ from minigpt.datasets.builders.caption_builders import CaptionShardBuilder
 from minigpt.datasets.builders.messages_builder import dataset_info_entry
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import image_token_count, input_image_size
+from minigpt.models.peft_folders import check_adapter_config
 from minigpt.models.vision_encoder import PRESETS
 from minigpt.runners.deepspeed_config import deepspeed_settings
 from minigpt.runners.engines import deepspeed_micro_batch
@@ -74,6 +75,13 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
             fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
     if model.parts.llm.mode == "lora" and model.lora_r <= 0:
         fail("model.lora_r", "parts.llm.mode is 'lora' but lora_r is 0")
+    if model.llm_adapter:
+        if model.parts.llm.mode != "lora":
+            fail("model.llm_adapter", "a peft adapter goes into the LLM's LoRA: set parts.llm.mode: lora")
+        try:
+            check_adapter_config(model.llm_adapter, model)
+        except InputError as error:
+            fail("model.llm_adapter", str(error))
     if model.chat_prompt not in CHAT_PROMPTS:
         fail("model.chat_prompt", f"'{model.chat_prompt}' is not one of {', '.join(CHAT_PROMPTS)}")
     if model.low_resource_bits not in (4, 8):

@@ -34,6 +34,7 @@ from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weig
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
 from minigpt.models.llm import build_llm
+from minigpt.models.peft_folders import load_llm_adapter
 from minigpt.models.penalties import PresenceFrequencyPenalty
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.sub_images import join_views, split_views
@@ -109,6 +110,8 @@ class MiniGPT(nn.Module):
         modes = {part: cfg.parts[part].mode for part in PART_NAMES}
         modes.update({f"extra_encoder_{index}": extra.mode for index, extra in enumerate(cfg.extra_encoders)})
         model.set_part_modes(modes, cfg)
+        if cfg.llm_adapter:
+            load_llm_adapter(model.llama_model, cfg.llm_adapter, cfg)
         model._place(cfg, device, keep_llm=llm_on_cpu or cfg.low_resource and bool(cfg.llama_model))
         if cfg.adapters:
             model.attach_adapters(cfg.adapters, cfg.adapter)

@@ -1,6 +1,8 @@
-"""Export a model with its LoRA folded into the base weights, as one plain checkpoint.
+"""Export a model with its LoRA folded into the base weights, as one plain checkpoint; or its LLM LoRA as a
+peft adapter folder.
 
     minigpt export --cfg-path eval_configs/X.yaml --out output/merged [--adapter grounding]
+    minigpt export --cfg-path eval_configs/X.yaml --out output/peft --format peft
 
 The eval config describes the model as it was trained (`model.ckpt`, LoRA on the LLM through
 `parts.llm.mode: lora`, or task adapters in `model.adapters`). Without `--adapter` the LLM's LoRA is
@@ -20,6 +22,7 @@ from safetensors.torch import save_file
 from minigpt.common.checkpoint import save_config
 from minigpt.common.errors import ConfigError
 from minigpt.models.inference import load_for_inference
+from minigpt.models.peft_folders import save_llm_adapter
 
 
 def merged_weights(model, adapter: str | None) -> dict[str, torch.Tensor]:
@@ -52,3 +55,39 @@ def export_merged(config: DictConfig, out: str | Path, adapter: str | None = Non
     config.model.ckpt = str(out.resolve())
     save_config(config, out / "config.yaml")
     return merged
+
+
+def write_peft_folders(model, config: DictConfig, out: str | Path) -> dict[str, Path]:
+    """The LLM's LoRA as out/llm_adapter (peft), the base LLM as out/base_llm when the config builds it from
+    random weights (a folder LLM is its own base), and every other weight in out/model.safetensors with a
+    config.yaml that loads the three back (`model.llm_adapter`)."""
+    if model.part_modes["llm"] != "lora":
+        raise ConfigError("--format", "peft", "the LLM has no LoRA to export (parts.llm.mode is not lora)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    base = config.model.llama_model
+    if not base:
+        written["base_llm"] = out / "base_llm"
+        base = str(written["base_llm"].resolve())
+    written["llm_adapter"] = save_llm_adapter(model.llama_model, out / "llm_adapter", base)
+    rest = {key: value.contiguous() for key, value in model.state_dict().items() if not key.startswith("llama_model.")}
+    partial = out / ".model.safetensors.tmp"
+    save_file(rest, partial)
+    os.replace(partial, out / "model.safetensors")
+    if "base_llm" in written:  # peft's unload leaves the base LLM without LoRA layers
+        model.llama_model.unload().save_pretrained(str(written["base_llm"]))
+        model.tokenizer.save_pretrained(str(written["base_llm"]))
+    config = config.copy()
+    config.model.llm_adapter = str(written["llm_adapter"].resolve())
+    config.model.ckpt = str(out.resolve())
+    if "base_llm" in written:  # the LLM now loads from its folder
+        config.model.llama_model = config.model.tokenizer = base
+        config.model.llama_config = {}
+    save_config(config, out / "config.yaml")
+    return written
+
+
+def export_peft(config: DictConfig, out: str | Path) -> dict[str, Path]:
+    model = load_for_inference(config, torch.device("cpu"), low_resource=False)
+    return write_peft_folders(model, config, out)
