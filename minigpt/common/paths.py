@@ -1,9 +1,12 @@
 """Where files are: relative paths in configs are found from the working directory, a checkout's root
-or the installed package (which ships train_configs/, eval_configs/ and prompts/)."""
+or the installed package (which ships train_configs/, eval_configs/ and prompts/). A model folder may
+also be named as on the Hugging Face hub (`meta-llama/Llama-2-7b-chat-hf`): it is then looked up in the
+local Hugging Face cache (HF_HUB_CACHE / HF_HOME), never downloaded."""
 from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 
 import braceexpand
@@ -21,6 +24,31 @@ def resolve_path(path: str | Path) -> Path:
         if (root / candidate).exists():
             return root / candidate
     return candidate
+
+
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
+
+
+def hub_cache_snapshot(repo_id: str) -> Path | None:
+    """The newest cached snapshot of a hub model, or None when the cache does not hold it (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    cache_dir = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)  # read now, not at import
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache_dir))
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or a malformed cache entry
+        return None
+
+
+def resolve_model_folder(name: str | Path) -> Path:
+    """A model or tokenizer folder: a path as resolve_path finds it, else a hub name found in the local cache."""
+    path = resolve_path(name)
+    if path.exists() or not HUB_NAME.match(str(name)):
+        return path
+    return hub_cache_snapshot(str(name)) or path
 
 
 def shard_paths(pattern: str) -> list[str]:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt.agents.facts import STAGES
 from minigpt.common import registry
 from minigpt.common.errors import ConfigError, InputError, install_hint
-from minigpt.common.paths import resolve_path, shard_paths
+from minigpt.common.paths import resolve_model_folder, resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
 from minigpt.conversation.chat import CHOICE_SCORINGS
 from minigpt.conversation.chat_styles import CHAT_PROMPTS
@@ -107,18 +107,20 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
     for key in ("llama_model", "tokenizer", "ckpt", "prompt_path", "vit_weights", "q_former_model"):
         if model[key] and "://" in model[key]:
             fail(f"model.{key}", f"'{model[key]}' is a URL; nothing is downloaded: fetch the file and give its local path")
-        check_path(f"model.{key}", model[key])
+        if key in ("llama_model", "tokenizer") and model[key] and not resolve_model_folder(model[key]).exists():
+            fail(f"model.{key}", f"path '{model[key]}' does not exist, and the Hugging Face cache does not hold it")
+        check_path(f"model.{key}", None if key in ("llama_model", "tokenizer") else model[key])
     _check_llm_folders(model, fail)
 
 
 def _check_llm_folders(model: DictConfig, fail) -> None:
     """The LLM folder holds a config.json and the tokenizer folder tokenizer files (found now, not after
     the vision side is built)."""
-    if model.llama_model and not (resolve_path(model.llama_model) / "config.json").is_file():
+    if model.llama_model and not (resolve_model_folder(model.llama_model) / "config.json").is_file():
         fail("model.llama_model", f"'{model.llama_model}' has no config.json (a Hugging Face model folder is expected)")
     key = "model.tokenizer" if model.tokenizer else "model.llama_model"
     folder = model.tokenizer or model.llama_model
-    if folder and not any((resolve_path(folder) / name).is_file() for name in TOKENIZER_FILES):
+    if folder and not any((resolve_model_folder(folder) / name).is_file() for name in TOKENIZER_FILES):
         fail(key, f"'{folder}' holds no tokenizer ({' or '.join(TOKENIZER_FILES)})")
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from minigpt.common.errors import InputError, InputFileNotFoundError, MissingExtraError
-from minigpt.common.paths import resolve_path
+from minigpt.common.paths import resolve_model_folder
 from minigpt.models.pretrained import LoadReport, summarize
 from minigpt.models.tokenizer import load_tokenizer
 
@@ -27,9 +27,9 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
               trust_remote_code: bool = False, attn_implementation: str = "sdpa"):
     """-> (model, tokenizer). `quantize_bits` (8: LLM.int8, 4: NF4) quantises a folder's linear layers
     with bitsandbytes as they load."""
-    tokenizer = load_tokenizer(resolve_path(tokenizer_path or llama_model), trust_remote_code)
+    tokenizer = load_tokenizer(resolve_model_folder(tokenizer_path or llama_model), trust_remote_code)
     if llama_model:
-        path = resolve_path(llama_model)
+        path = resolve_model_folder(llama_model)
         if not (Path(path) / "config.json").exists():
             raise InputFileNotFoundError(f"model.llama_model: '{path}' has no config.json (a Hugging Face model folder is expected)")
         kwargs = {"dtype": dtype, "local_files_only": True, "trust_remote_code": trust_remote_code,
