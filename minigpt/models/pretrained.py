@@ -17,6 +17,7 @@ from torch import nn
 
 from minigpt.common import checkpoint  # module import: checkpoint.py imports models/ in turn
 from minigpt.common.errors import CheckpointError
+from minigpt.models.hf_blip2 import is_hf_folder, qformer_weights, vision_weights
 from minigpt.models.key_names import qformer_key
 
 
@@ -86,7 +87,7 @@ def load_eva_vit(encoder: nn.Module, path: str | Path) -> LoadReport:
     onto our encoder: blocks past its depth are left out (BLIP-2 takes the second-to-last layer), and
     the position embeddings are resampled to its image size. An EVA-CLIP file with `visual.` keys works too."""
     source = str(path)
-    weights = checkpoint.read_weights(path)
+    weights = vision_weights(path) if is_hf_folder(path) else checkpoint.read_weights(path)
     if any(key.startswith("visual.") for key in weights):
         weights = {key.removeprefix("visual."): value for key, value in weights.items() if key.startswith("visual.")}
     report = LoadReport(source)
@@ -107,14 +108,15 @@ def load_eva_vit(encoder: nn.Module, path: str | Path) -> LoadReport:
 
 # ---- BLIP-2 Q-Former ----------------------------------------------------------------------------
 def load_blip2_qformer(model: nn.Module, path: str | Path) -> LoadReport:
-    """The BLIP-2 checkpoint (`blip2_pretrained_flant5xxl.pth`): Q-Former, query tokens and `ln_vision`.
-    Everything else in it (its ViT copy, ITM/ITC heads, the text embeddings) is reported unused."""
+    """The BLIP-2 checkpoint (`blip2_pretrained_flant5xxl.pth`) or a transformers BLIP-2 folder
+    (hf_blip2.py): Q-Former, query tokens and `ln_vision`. Everything else in a .pth (its ViT copy,
+    ITM/ITC heads, the text embeddings) is reported unused."""
     source = str(path)
     if model.Qformer is None:
         raise CheckpointError(f"model.q_former_model: {source}: this model has no Q-Former (model.has_qformer is false)")
     report = LoadReport(source)
-    mapped = {}
-    for key, value in checkpoint.read_weights(path).items():
+    mapped = qformer_weights(path) if is_hf_folder(path) else {}  # a transformers folder: already our names
+    for key, value in ({} if mapped else checkpoint.read_weights(path)).items():
         new_key = qformer_key(key) if key.startswith("Qformer.") else key
         if new_key and new_key.split(".")[0] in ("Qformer", "query_tokens", "ln_vision"):
             mapped[new_key] = value

@@ -1,0 +1,103 @@
+"""A transformers BLIP-2 folder (`Blip2ForConditionalGeneration.save_pretrained`, e.g. a hub snapshot of
+Salesforce/blip2-opt-2.7b) as the source of the EVA ViT and the Q-Former.
+
+`model.vit_weights` and `model.q_former_model` may name such a folder instead of the released .pth files.
+Its keys are renamed to the ones those files use (the rename is the reverse of transformers' own BLIP-2
+conversion), then the usual loaders take over:
+
+    vision_model.embeddings.class_embedding           cls_token
+    vision_model.embeddings.patch_embedding.*         patch_embed.proj.*
+    vision_model.embeddings.position_embedding        pos_embed
+    vision_model.encoder.layers.N.layer_norm1/2.*     blocks.N.norm1/2.*
+    vision_model.encoder.layers.N.self_attn.qkv.*     blocks.N.attn.qkv.weight, q_bias, v_bias
+    vision_model.encoder.layers.N.self_attn.projection.*  blocks.N.attn.proj.*
+    vision_model.encoder.layers.N.mlp.fc1/fc2.*       blocks.N.mlp.fc1/fc2.*
+    vision_model.post_layernorm.*                     ln_vision.*
+    qformer.*, query_tokens                           our Q-Former (the same transformers class)
+
+Its language model and language_projection (sized for OPT or Flan-T5) are not used.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from minigpt.common.errors import CheckpointError
+
+VISION_RENAMES = [
+    (r"^embeddings\.class_embedding$", "cls_token"),
+    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."),
+    (r"^embeddings\.position_embedding$", "pos_embed"),
+    (r"^encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"blocks.\1.norm\2."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.", r"blocks.\1.attn."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+]
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()})
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder}: no safetensors weights (model.safetensors or an index)")
+    return files
+
+
+def read_blip2_folder(folder: str | Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The folder's tensors whose names start with one of `prefixes`; a folder of another architecture
+    is refused, naming its model_type."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("model_type") != "blip-2":
+        raise CheckpointError(f"{folder}: a transformers folder of model_type {config.get('model_type')!r} "
+                              f"({', '.join(config.get('architectures') or ['no architectures'])}); a BLIP-2 folder "
+                              "(model_type 'blip-2') is expected")
+    weights = {}
+    for file in _weight_files(folder):
+        with safe_open(str(file), framework="pt") as reader:
+            for key in reader.keys():
+                if key.startswith(prefixes):
+                    weights[key] = reader.get_tensor(key)
+    return weights
+
+
+def vision_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The ViT's weights in the released EVA file's names (ln_vision not among them)."""
+    weights = {}
+    for key, value in read_blip2_folder(folder, ("vision_model.",)).items():
+        key = key.removeprefix("vision_model.")
+        if key.startswith("post_layernorm."):
+            continue
+        for pattern, replacement in VISION_RENAMES:
+            key = re.sub(pattern, replacement, key)
+        if key.endswith("attn.qkv.bias"):  # newer transformers join q_bias, a zero k bias and v_bias
+            weights.update(split_qkv_bias(key, value, folder))
+        else:
+            weights[key] = value
+    return weights
+
+
+def split_qkv_bias(key: str, bias: torch.Tensor, folder) -> dict[str, torch.Tensor]:
+    """[3C] -> q_bias [C], v_bias [C]; EVA has no key bias, so a non-zero one is not this ViT."""
+    query, key_bias, value = bias.chunk(3)
+    if key_bias.abs().max() > 0:
+        raise CheckpointError(f"{folder}: {key}: the key bias is not zero, which an EVA / BLIP-2 ViT never has")
+    block = key.removesuffix("qkv.bias")
+    return {f"{block}q_bias": query, f"{block}v_bias": value}
+
+
+def qformer_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Q-Former, query tokens and ln_vision in our module names."""
+    weights = read_blip2_folder(folder, ("qformer.", "query_tokens", "vision_model.post_layernorm."))
+    return {key.replace("vision_model.post_layernorm.", "ln_vision.").replace("qformer.", "Qformer.", 1): value
+            for key, value in weights.items()}
