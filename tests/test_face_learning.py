@@ -62,7 +62,7 @@ def section_table(scores: dict, blank: dict) -> dict:
 @pytest.mark.slow
 def test_face_sections_are_learned_from_the_image_and_select_steers_them(tmp_path):
     data, out = tmp_path / "faces", tmp_path / "output"
-    generate(data, seed=0, train_images=1500, test_images=150)
+    generate(data, seed=0, train_images=1500, test_images=100)
     tokenizer = f"model.tokenizer={data}/tokenizer"
     run_script(["train.py", "--cfg-path", "train_configs/tiny_v2_stage1.yaml", "--options", tokenizer,
                 f"datasets.cc_sbu.build_info.storage={data}/shards/shapes-{{000000..000003}}.tar",
@@ -76,12 +76,17 @@ def test_face_sections_are_learned_from_the_image_and_select_steers_them(tmp_pat
     Image.new("RGB", (64, 64), (255, 255, 255)).save(data / "images" / "blank.png")
     (data / "test.json").write_text(json.dumps(test))
     (data / "blank.json").write_text(json.dumps([{**r, "image": "blank.png"} for r in test]))
-    scores = {}
-    for run, name in (("all", "test"), ("all", "blank"), ("select", "test")):
-        options = [tokenizer, f"model.ckpt={out / run}",
-                   f"evaluation_datasets.faces.build_info.ann_path={data / name}.json",
-                   f"evaluation_datasets.faces.build_info.image_path={data / 'images'}"]
-        scores[run, name] = eval_scores(EVAL_CONFIG, options, tmp_path / f"eval_{run}_{name}")["faces"]
+    sections = [f"evaluation_datasets.{section}.build_info.{key}={value}" for section, file in
+                (("faces", "test.json"), ("blank", "blank.json"))
+                for key, value in (("ann_path", data / file), ("image_path", data / "images"))]
+    blank_section = [f"evaluation_datasets.blank.{key}" for key in (
+        "builder=face_annotations", "metric=attributes", "vis_processor.eval.name=blip2_image_eval",
+        "vis_processor.eval.image_size=64")]
+    full = eval_scores(EVAL_CONFIG, [tokenizer, f"model.ckpt={out / 'all'}", *sections, *blank_section],
+                       tmp_path / "eval_all")
+    steered = eval_scores(EVAL_CONFIG, [tokenizer, f"model.ckpt={out / 'select'}", *sections[:2]],
+                          tmp_path / "eval_select")["faces"]
+    scores = {("all", "test"): full["faces"], ("all", "blank"): full["blank"], ("select", "test"): steered}
     for run in ("all", "select"):
         print(run, json.dumps(section_table(scores[run, "test"], scores["all", "blank"]), indent=1))
 

@@ -17,7 +17,6 @@ sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_paragraphs import generate  # noqa: E402
 from test_learning import eval_scores, first_and_last_loss  # noqa: E402
 
-TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 SEED = [f"run.seed={os.environ['LEARNING_SEED']}"] if os.environ.get("LEARNING_SEED") else []
 MODEL_STAGES = "[caption,regions]"  # what the model itself says; segments are classical
 
@@ -27,8 +26,7 @@ def test_tiny_model_writes_paragraphs_about_what_the_image_shows(tmp_path):
     data, out = tmp_path / "paragraphs", tmp_path / "output"
     generate(data, seed=0)
     common = [f"model.tokenizer={data}/tokenizer", *SEED]
-    run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29551", "train.py", "--cfg-path",
-                "train_configs/tiny_paragraph.yaml", "--options", *common,
+    run_script(["train.py", "--cfg-path", "train_configs/tiny_paragraph.yaml", "--options", *common,
                 f"datasets.paragraphs.build_info.ann_path={data}/paragraph_train.json",
                 f"datasets.paragraphs.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=900)
     first, last = first_and_last_loss(out)
