@@ -83,12 +83,14 @@ class ImageRecordDataset(Dataset):
             image = read_image(io.BytesIO(record["image_bytes"]) if record.get("image_bytes") else path)
         except Exception as error:  # missing or unreadable: skipped and counted, or fatal if strict
             reason = "missing image" if isinstance(error, FileNotFoundError) else "unreadable image"
-            if self.strict:
-                raise InputError(f"{self.name}: {self.source}: id {record['id']!r}: {reason} {path}: {error}") from error
-            return {"id": sample["id"], "dataset": self.name, "skip": (reason, str(path))}
+            return self._skip(record, reason, f"{reason} {path}: {error}", path, error)
         reason = self.image_check(image) if self.image_check else None
         if reason is not None:
-            if self.strict:
-                raise InputError(f"{self.name}: {self.source}: id {record['id']!r}: {reason} in {path}")
-            return {"id": sample["id"], "dataset": self.name, "skip": (reason, str(path))}
+            return self._skip(record, reason, f"{reason} in {path}", path)
         return {**sample, "image": self.vis_processor(image)}
+
+    def _skip(self, record: dict, reason: str, detail: str, path, error: Exception | None = None) -> dict:
+        """A sample left out and counted by the collator, or under `strict` an error naming the record."""
+        if self.strict:
+            raise InputError(f"{self.name}: {self.source}: id {record['id']!r}: {detail}") from error
+        return {"id": str(record["id"]), "dataset": self.name, "skip": (reason, str(path))}

@@ -189,17 +189,23 @@ class Completion:
         tokens = len(self.served.model.tokenizer(answer, add_special_tokens=False)["input_ids"])
         return "length" if tokens >= self.options.max_new_tokens else "stop"
 
-    def usage(self, answer: str) -> dict:
-        completion = len(self.served.model.tokenizer(answer, add_special_tokens=False)["input_ids"])
+    def usage(self, *answers: str) -> dict:
+        """Token counts: the prompt once, the completions summed (n answers to one prompt)."""
+        tokenizer = self.served.model.tokenizer
+        completion = sum(len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers)
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": self.prompt_tokens + completion}
 
+    def seed(self) -> None:
+        """A request's seed is set once, before its first answer, so a seeded request repeats exactly."""
+        if self.params.seed is not None:
+            torch.manual_seed(self.params.seed)
+
     def generate(self, count: int = 1) -> list[tuple[dict, str]]:
         """`count` assistant messages with their finish reasons, tool calls read from the text when tools
-        are offered. A request's seed is set once, before the first, so a seeded request repeats exactly."""
+        are offered."""
         with self.served.lock:
-            if self.params.seed is not None:
-                torch.manual_seed(self.params.seed)
+            self.seed()
             generated = [generate_answers(self.served.model, self.served.collator, [self.sample], self.options)[0]
                          for _ in range(count)]
         replies = []
@@ -212,9 +218,7 @@ class Completion:
         replies = self.generate(self.params.n)
         texts = [message["content"] or "".join(call["function"]["arguments"] for call in message.get("tool_calls", []))
                  for message, _ in replies]
-        usage = self.usage(texts[0])
-        usage["completion_tokens"] = sum(self.usage(text)["completion_tokens"] for text in texts)
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage = self.usage(*texts)
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.served.name,
                 "choices": [{"index": index, "message": message, "finish_reason": finish}
                             for index, (message, finish) in enumerate(replies)], "usage": usage}
@@ -240,8 +244,7 @@ class Completion:
         else:
             answer = ""
             with served.lock:
-                if self.params.seed is not None:
-                    torch.manual_seed(self.params.seed)
+                self.seed()
                 for piece in stream_answer(served.model, served.collator, self.sample, self.options):
                     answer += piece
                     yield event({"content": piece})
