@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,22 @@ sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_shapes import generate  # noqa: E402
 
 os.environ.setdefault("WANDB_MODE", "offline")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers side by side (pytest -n N) share the cores: one thread each,
+    os.environ["OMP_NUM_THREADS"] = "1"    # also in the scripts they start, instead of each claiming them all
+
+
+LONGEST_FIRST = ["test_tool_learning.py", "test_paragraph_learning.py", "test_face_learning.py", "test_learning.py"]
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Under pytest -n the workers take tests in this order: the learning tests longest first, then the
+    other slow ones, then the rest, so that no long test starts late and ends the run alone."""
+    def rank(item) -> int:
+        if item.path.name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(item.path.name)
+        return len(LONGEST_FIRST) + (item.get_closest_marker("slow") is None)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +67,13 @@ def losses(output_dir: Path) -> dict[int, float]:
         if "loss" in record:
             curve[record["step"]] = record["loss"]
     return curve
+
+
+def free_port() -> str:
+    """A port no one listens on now, for a torchrun rendezvous: tests may run side by side (pytest -n)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 def run_script(args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -7,14 +7,19 @@ import sys
 import pytest
 import torch
 from omegaconf import OmegaConf
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
 
-from conftest import REPO, run_script
+from conftest import REPO, free_port, run_script
 from minigpt.common import registry
+from minigpt.common.checkpoint import save_checkpoint
 from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.models.inference import load_for_inference
+from minigpt.tools.export import export_peft
 
 CONFIG = REPO / "train_configs/tiny_v2_adapters.yaml"
 
@@ -50,7 +55,7 @@ def batch(model):
 
 def logits(model, inputs) -> torch.Tensor:
     with torch.no_grad():
-        return model(inputs)["logits"]
+        return model(inputs, with_loss=False)["logits"]
 
 
 def test_adapters_wrap_the_upper_vision_blocks_the_projector_and_the_llm(shapes_dir):
@@ -123,6 +128,39 @@ def test_merged_weights_give_the_adapters_logits(shapes_dir):
     assert not torch.allclose(logits(model, inputs), adapted, atol=1e-4)
 
 
+def test_each_task_adapter_exports_as_a_peft_folder_and_loads_back(shapes_dir, tmp_path):
+    """`--format peft` writes adapters/NAME per task adapter: its LLM part opens with peft on the base LLM
+    and gives our LLM's logits under that adapter; the exported config.yaml (adapters.NAME.peft_folder)
+    rebuilds the model with every adapter's logits; a folder for another rank is refused by name."""
+    model = build(shapes_dir)
+    save_checkpoint(tmp_path / "run", 1, model.checkpoint_weights(), {"step": 1})
+    config = load_config(REPO / "eval_configs/tiny_v2_adapters_eval.yaml",
+                         [f"model.tokenizer={shapes_dir}/tokenizer", f"model.ckpt={tmp_path}/run"], for_training=False)
+    written = export_peft(config, tmp_path / "peft")
+    assert sorted(written) == ["adapter grounding", "adapter vqa", "base_llm"]
+    inputs, input_ids = batch(model), torch.tensor([[1, 5, 9, 30, 7, 2]])
+    reloaded = load_for_inference(load_config(tmp_path / "peft" / "config.yaml", [], for_training=False),
+                                  torch.device("cpu"))
+    for name in ("grounding", "vqa"):
+        model.adapters.use(name)
+        reloaded.adapters.use(name)
+        with torch.no_grad():
+            ours_llm = model.llama_model(input_ids=input_ids).logits
+            base = AutoModelForCausalLM.from_pretrained(tmp_path / "peft" / "base_llm")
+            base_logits = base(input_ids=input_ids).logits
+            theirs = PeftModel.from_pretrained(base, tmp_path / "peft" / "adapters" / name).eval()(input_ids=input_ids)
+        torch.testing.assert_close(theirs.logits, ours_llm, atol=1e-5, rtol=0)
+        assert not torch.allclose(base_logits, ours_llm, atol=1e-3)  # the adapter matters
+        torch.testing.assert_close(logits(reloaded, inputs), logits(model, inputs), atol=1e-5, rtol=0)
+
+    with pytest.raises(ConfigError, match=r"model.adapters.vqa.peft_folder.*adapters/vqa: r is 8 there but "
+                                          r"model.adapters.vqa.r is 4"):  # refused before any model is built
+        load_config(tmp_path / "peft" / "config.yaml", ["model.adapters.vqa.r=4"], for_training=False)
+    (tmp_path / "peft" / "adapters" / "vqa" / "vision_projector.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"adapters/vqa: not a task adapter folder \(no vision_projector"):
+        load_config(tmp_path / "peft" / "config.yaml", [], for_training=False)
+
+
 def test_adapter_config_errors(shapes_dir):
     def error(*options):
         with pytest.raises(ConfigError) as info:
@@ -190,7 +228,7 @@ def test_two_ranks_route_batches_to_their_data_sets_adapters(shapes_dir, tmp_pat
     save_file(start, tmp_path / "start.safetensors")
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = tmp_path / "run"
-    run_script([torchrun, "--nproc-per-node", "2", "--master-port", "29541", "train.py", "--cfg-path", str(CONFIG),
+    run_script([torchrun, "--nproc-per-node", "2", "--master-port", free_port(), "train.py", "--cfg-path", str(CONFIG),
                 "--options", *adapter_options(shapes_dir), f"model.ckpt={tmp_path / 'start.safetensors'}",
                 "run.iters_per_epoch=6", "run.warmup_steps=0", "datasets.grounding.batch_size=2",
                 "datasets.sharegpt4v.batch_size=2", f"run.output_dir={out}"])

@@ -85,7 +85,7 @@ def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
         training-layout sequence (the last run of labelled positions), summed or averaged."""
         batch = chat.collator([{**sample, "turns": sample["turns"] + [(ASSISTANT, choice)]}])
         with torch.no_grad():
-            log_probs = chat.model(batch)["logits"][0].log_softmax(-1)
+            log_probs = chat.model(batch, with_loss=False)["logits"][0].log_softmax(-1)
         labels = batch["labels"][0].tolist()
         start = len(labels)
         while labels[start - 1] != -100:

@@ -103,7 +103,7 @@ def test_export_merges_the_llm_lora_and_gives_the_same_logits(shapes_dir, tmp_pa
                 "turns": [(USER, "What colors are in the image?"), (ASSISTANT, "red and blue")]}]
     batch = collator_for(model)(samples)
     with torch.no_grad():
-        base = model(batch)["logits"]
+        base = model(batch, with_loss=False)["logits"]
     for key, param in model.named_parameters():
         if "lora_B" in key:  # zero at init, which would make the merge trivially exact
             nn.init.normal_(param, std=0.05)
@@ -116,7 +116,7 @@ def test_export_merges_the_llm_lora_and_gives_the_same_logits(shapes_dir, tmp_pa
     merged = load_for_inference(exported, torch.device("cpu"))
     assert not any("lora" in key for key in merged.state_dict())
     with torch.no_grad():
-        expected, got = model(batch)["logits"], merged(batch)["logits"]
+        expected, got = model(batch, with_loss=False)["logits"], merged(batch, with_loss=False)["logits"]
     assert (expected - got).abs().max() < 1e-5
     assert (expected - base).abs().max() > 1e-2  # the LoRA does change the logits
 
@@ -150,7 +150,7 @@ def test_peft_export_opens_with_peft_on_the_base_llm_and_loads_back_as_model_llm
                                   "turns": [(USER, "What colors are in the image?"), (ASSISTANT, "red and blue")]}])
     input_ids = torch.tensor([[1, 5, 9, 30, 7, 2]])
     with torch.no_grad():
-        expected, expected_llm = model(batch)["logits"], model.llama_model(input_ids=input_ids).logits
+        expected, expected_llm = model(batch, with_loss=False)["logits"], model.llama_model(input_ids=input_ids).logits
     run_script(["-m", "minigpt", "export", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *options,
                 f"model.ckpt={tmp_path}/run", "--out", str(tmp_path / "peft"), "--format", "peft"])
 
@@ -162,7 +162,7 @@ def test_peft_export_opens_with_peft_on_the_base_llm_and_loads_back_as_model_llm
     assert (theirs - expected_llm).abs().max() < 1e-5
     reloaded = load_for_inference(load_config(folder / "config.yaml", [], for_training=False), torch.device("cpu"))
     with torch.no_grad():
-        assert (reloaded(batch)["logits"] - expected).abs().max() < 1e-5
+        assert (reloaded(batch, with_loss=False)["logits"] - expected).abs().max() < 1e-5
 
     adapter_config = json.loads((folder / "llm_adapter" / "adapter_config.json").read_text())
     other = tmp_path / "other_base"

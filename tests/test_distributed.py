@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, losses, stage2_options
+from conftest import REPO, free_port, losses, stage2_options
 from minigpt.common.checkpoint import read_weights
 from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config
@@ -31,14 +31,14 @@ def train(launcher: list[str], data_dir, output_dir, *extra, with_output: bool =
     return (losses(output_dir), result.stdout + result.stderr) if with_output else losses(output_dir)
 
 
-def torchrun(port: int) -> list[str]:
-    return [os.path.join(BIN, "torchrun"), "--nproc-per-node", "2", "--master-port", str(port)]
+def torchrun() -> list[str]:
+    return [os.path.join(BIN, "torchrun"), "--nproc-per-node", "2", "--master-port", free_port()]
 
 
 @pytest.fixture(scope="module")
 def ddp_run(shapes_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("ddp")
-    curve, printed = train(torchrun(29541), shapes_dir, output, with_output=True)
+    curve, printed = train(torchrun(), shapes_dir, output, with_output=True)
     return curve, output, re.search(r"MiniGPT4: ([\d,]+) trainable parameters", printed).group(1)
 
 
@@ -50,6 +50,17 @@ def test_ddp_two_ranks_match_one_process_with_doubled_accumulation(shapes_dir, t
     assert list(ddp_curve.values()) == pytest.approx(list(single_curve.values()), rel=1e-4)
     single_weights, ddp_weights = read_weights(tmp_path), read_weights(ddp_output)
     assert all(torch.allclose(single_weights[k], ddp_weights[k], atol=1e-5) for k in single_weights)
+
+
+@pytest.mark.slow
+def test_ddp_with_logits_at_every_position_gives_the_same_run(shapes_dir, tmp_path, ddp_run):
+    """The LM head only at labelled positions (the default, ddp_run) against transformers' computation over
+    every position, both under DDP: the same loss curve and weights."""
+    ddp_curve, ddp_output, _ = ddp_run
+    full_curve = train(torchrun(), shapes_dir, tmp_path, "model.logits_where_scored=false")
+    assert list(full_curve.values()) == pytest.approx(list(ddp_curve.values()), abs=1e-5)
+    full_weights, ddp_weights = read_weights(tmp_path), read_weights(ddp_output)
+    assert all(torch.allclose(full_weights[k], ddp_weights[k], atol=1e-5) for k in full_weights)
 
 
 # DeepSpeed JSONs as LLaVA (scripts/zero2.json) and LLaMA-Factory (examples/deepspeed/ds_z3_config.json) ship
@@ -85,8 +96,8 @@ def deepspeed_json(folder, stage: int) -> str:
 @pytest.mark.parametrize("stage, launcher", [(1, "deepspeed"), (2, "torchrun"), (3, "torchrun")])
 def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
     ddp_curve, ddp_output, ddp_trainable = ddp_run
-    command = ([os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "--master_port", "29542"] if launcher == "deepspeed"
-               else torchrun(29543))
+    command = ([os.path.join(BIN, "deepspeed"), "--num_gpus", "2", "--master_port", free_port()] if launcher == "deepspeed"
+               else torchrun())
     settings = deepspeed_json(tmp_path.parent, stage)
     curve, printed = train(command, shapes_dir, tmp_path, f"run.deepspeed_config={settings}", with_output=True)
     assert f"MiniGPT4: {ddp_trainable} trainable parameters" in printed  # counted whole, also under ZeRO-3
@@ -99,7 +110,7 @@ def test_zero_stage_matches_ddp(shapes_dir, tmp_path, ddp_run, stage, launcher):
     assert len(list((checkpoint / "deepspeed").glob("*optim_states.pt"))) == 2  # one partition per rank
     assert not list(checkpoint.glob("zero_to_*.py"))
     if stage >= 2:  # resume from the step-3 checkpoint: the same steps 4..6
-        resumed = train(torchrun(29544 + stage), shapes_dir, tmp_path / "resumed",
+        resumed = train(torchrun(), shapes_dir, tmp_path / "resumed",
                         f"run.deepspeed_config={settings}", f"run.resume_ckpt_path={tmp_path}/checkpoint_0000003")
         assert list(resumed) == [4, 5, 6]
         assert list(resumed.values()) == pytest.approx([curve[4], curve[5], curve[6]], rel=1e-5)

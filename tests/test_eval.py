@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, free_port, run_script
 from minigpt.common import registry
 from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config
@@ -192,7 +192,7 @@ def test_two_ranks_give_the_answers_and_scores_of_one(tmp_path, shapes_dir):
 
     config, path = eval_config(tmp_path, shapes_dir, shapes_sections(shapes_dir, count=10), output_dir=str(tmp_path / "one"))
     evaluate(config, str(path))
-    run_script([TORCHRUN, "--nproc-per-node", "2", "--master-port", "29545", "eval.py", "--cfg-path", str(path),
+    run_script([TORCHRUN, "--nproc-per-node", "2", "--master-port", free_port(), "eval.py", "--cfg-path", str(path),
                 "--options", f"run.output_dir={tmp_path}/two"])
     for name in ("refer", "vqa"):
         one, two = (json.loads((tmp_path / run / name / "scores.json").read_text()) for run in ("one", "two"))

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, free_port, run_script
 
 sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_shapes import generate  # noqa: E402
@@ -71,11 +71,11 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     generate(data, seed=0, grounding_images=0, grounding_test_images=0)
     out = tmp_path / "output"
     common = [f"model.tokenizer={data}/tokenizer", *SEED]
-    run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29531", "train.py",
+    run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
                 "--cfg-path", "train_configs/tiny_stage1.yaml", "--options", *common,
                 f"datasets.cc_sbu.build_info.storage={data}/shards/shapes-{{000000..000003}}.tar",
                 f"run.output_dir={out}/stage1"], timeout=900)
-    run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29532", "train.py",
+    run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
                 "--cfg-path", "train_configs/tiny_stage2.yaml", "--options", *common,
                 f"datasets.sharegpt4v.build_info.ann_path={data}/train.json",
                 f"datasets.sharegpt4v.build_info.image_path={data}/images",
@@ -130,7 +130,7 @@ def test_tiny_minigpt_v2_learns_grounding(tmp_path):
     OmegaConf.save(config, tmp_path / "tiny_v2_refer.yaml")
     out = tmp_path / "output"
     common = [f"model.tokenizer={data}/tokenizer", *SEED]
-    run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", "29533", "train.py",
+    run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
                 "--cfg-path", str(tmp_path / "tiny_v2_refer.yaml"), "--options", *common, "run.iters_per_epoch=500",
                 f"datasets.grounding.build_info.ann_path={data}/refer_train.json",
                 f"datasets.grounding.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=900)
@@ -167,9 +167,9 @@ def test_sub_images_read_fine_patterns_that_the_global_view_cannot(tmp_path):
     out = tmp_path / "output"
     layouts = {"sub_images": ("images", 32, 2), "global_view": ("images_half", 16, 1)}  # folder, side, grid
     accuracy = {}
-    for port, (name, (images, side, grid)) in zip((29534, 29535), layouts.items()):
+    for name, (images, side, grid) in layouts.items():
         common = [f"model.tokenizer={data}/tokenizer", f"model.sub_image_grid={grid}", *SEED]
-        run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", str(port), "train.py",
+        run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
                     "--cfg-path", "train_configs/tiny_subimages.yaml", "--options", *common,
                     f"datasets.sharegpt4v.build_info.ann_path={data}/train.json",
                     f"datasets.sharegpt4v.build_info.image_path={data}/{images}",

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, dataset_config
+from conftest import REPO, dataset_config, free_port
 from minigpt.common import registry
 from minigpt.conversation.collator import collator_for
 from minigpt.datasets.loader import BatchStream
@@ -55,7 +55,7 @@ def test_ranks_drawing_text_and_image_samples_do_not_hang(tmp_path, shapes_dir, 
     mixed = [("image" in records[a]) != ("image" in records[b]) for a, b in zip(*orders)]
     assert sum(mixed) >= 3, mixed
     torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc-per-node", "2",
-                "--master-port", "29519", "train.py", "--cfg-path", str(path)]
+                "--master-port", free_port(), "train.py", "--cfg-path", str(path)]
     result = subprocess.run(torchrun, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-5000:]
     log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]

@@ -37,7 +37,8 @@ def setup_distributed(device: str = "cuda") -> DistInfo:
     else:
         target = torch.device("cpu")
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        threads = os.environ.get("OMP_NUM_THREADS")  # the user's (or torchrun's) choice, else a share of the cores
+        torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // local_world))
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
     return DistInfo(rank, world_size, local_rank, target)

@@ -32,6 +32,7 @@ class AdapterConfig:
     vision_target_modules: List[str] = field(default_factory=lambda: ["attn.qkv", "attn.proj"])
     projector: bool = True  # LoRA on llama_proj
     llm_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # empty: none
+    peft_folder: Optional[str] = None  # start from a folder that `minigpt export --format peft` wrote for it
 
 
 @dataclass
@@ -92,6 +93,10 @@ class ModelConfig:
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     llm_adapter: Optional[str] = None  # a peft adapter folder to start the LLM's LoRA from (models/peft_folders.py)
     use_grad_checkpoint_llm: bool = False
+    # The LM head and loss only at labelled positions, logits_chunk_size rows at a time (models/scored_loss.py);
+    # false: over every position, as transformers computes it (the same loss, for comparison).
+    logits_where_scored: bool = True
+    logits_chunk_size: int = 1024
     attn_implementation: str = "sdpa"  # the LLM's attention: sdpa (PyTorch's fused kernels), flash_attention_2, eager
 
     # Prompting and the token budget, as MiniGPT-4 counts it: max_txt_len bounds what follows the first

@@ -26,7 +26,7 @@ from minigpt.datasets.builders.caption_builders import CaptionShardBuilder
 from minigpt.datasets.builders.messages_builder import dataset_info_entry
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import image_token_count, input_image_size
-from minigpt.models.peft_folders import check_adapter_config
+from minigpt.models.peft_folders import check_adapter_config, check_task_adapter_folder
 from minigpt.models.vision_encoder import PRESETS
 from minigpt.runners.deepspeed_config import deepspeed_settings
 from minigpt.runners.engines import deepspeed_micro_batch
@@ -73,6 +73,8 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
     for part, part_config in model.parts.items():
         if part_config.mode not in PART_MODES:
             fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
+    if model.logits_chunk_size < 1:
+        fail("model.logits_chunk_size", f"{model.logits_chunk_size} rows: at least 1")
     if model.parts.llm.mode == "lora" and model.lora_r <= 0:
         fail("model.lora_r", "parts.llm.mode is 'lora' but lora_r is 0")
     if model.llm_adapter:
@@ -82,6 +84,12 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
             check_adapter_config(model.llm_adapter, model)
         except InputError as error:
             fail("model.llm_adapter", str(error))
+    for name, adapter in model.adapters.items():
+        if adapter.peft_folder:
+            try:
+                check_task_adapter_folder(adapter.peft_folder, name, adapter)
+            except InputError as error:
+                fail(f"model.adapters.{name}.peft_folder", str(error))
     if model.chat_prompt not in CHAT_PROMPTS:
         fail("model.chat_prompt", f"'{model.chat_prompt}' is not one of {', '.join(CHAT_PROMPTS)}")
     if model.low_resource_bits not in (4, 8):

@@ -15,7 +15,9 @@ conversion), then the usual loaders take over:
     vision_model.post_layernorm.*                     ln_vision.*
     qformer.*, query_tokens                           our Q-Former (the same transformers class)
 
-Its language model and language_projection (sized for OPT or Flan-T5) are not used.
+Its language model and language_projection (sized for OPT or Flan-T5) are not used. The other way,
+`to_blip2_vision` and `blip2_vision_config` describe our ViT as a transformers Blip2VisionModel, which is
+how an export to transformers writes it (tools/hf_export.py).
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from timm.models.eva import Eva
+from torch import nn
+from transformers import Blip2VisionConfig
 
 from minigpt.common.errors import CheckpointError
 
@@ -36,6 +41,17 @@ VISION_RENAMES = [
     (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
     (r"^encoder\.layers\.(\d+)\.self_attn\.", r"blocks.\1.attn."),
     (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+]
+
+TO_BLIP2_VISION = [
+    (r"^cls_token$", "embeddings.class_embedding"),
+    (r"^patch_embed\.proj\.", "embeddings.patch_embedding."),
+    (r"^pos_embed$", "embeddings.position_embedding"),
+    (r"^blocks\.(\d+)\.norm(\d)\.", r"encoder.layers.\1.layer_norm\2."),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.self_attn.projection."),
+    (r"^blocks\.(\d+)\.attn\.", r"encoder.layers.\1.self_attn."),
+    (r"^blocks\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp."),
+    (r"^ln_vision\.", "post_layernorm."),
 ]
 
 
@@ -101,3 +117,30 @@ def qformer_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     weights = read_blip2_folder(folder, ("qformer.", "query_tokens", "vision_model.post_layernorm."))
     return {key.replace("vision_model.post_layernorm.", "ln_vision.").replace("qformer.", "Qformer.", 1): value
             for key, value in weights.items()}
+
+
+def to_blip2_vision(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our ViT's weights (timm EVA names) and ln_vision's as a Blip2VisionModel's: q_bias, a zero key bias
+    and v_bias joined into one qkv bias, ln_vision as post_layernorm."""
+    renamed = {}
+    for key, value in weights.items():
+        for pattern, replacement in TO_BLIP2_VISION:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    for key in [key for key in renamed if key.endswith("self_attn.q_bias")]:
+        attention = key.removesuffix("q_bias")
+        query, value = renamed.pop(key), renamed.pop(f"{attention}v_bias")
+        renamed[f"{attention}qkv.bias"] = torch.cat([query, torch.zeros_like(query), value])  # [3C]
+    return renamed
+
+
+def blip2_vision_config(encoder: Eva, ln_vision: nn.LayerNorm) -> Blip2VisionConfig:
+    """Our ViT's shape as a Blip2VisionConfig (same architecture: pre-norm blocks, GELU MLP, q and v biases).
+    One layer_norm_eps serves the blocks and post_layernorm there: it is the blocks' 1e-6, where ln_vision has
+    1e-5 (as in transformers' own BLIP-2 conversion), which moves near-uniform tokens' features slightly."""
+    block = encoder.blocks[0]
+    return Blip2VisionConfig(
+        hidden_size=encoder.embed_dim, intermediate_size=block.mlp.fc1.out_features,
+        num_hidden_layers=len(encoder.blocks), num_attention_heads=block.attn.num_heads,
+        image_size=encoder.patch_embed.img_size[0], patch_size=encoder.patch_embed.patch_size[0],
+        hidden_act="gelu", layer_norm_eps=block.norm1.eps, qkv_bias=True)

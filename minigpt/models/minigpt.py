@@ -21,20 +21,19 @@ import contextlib
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel, LogitsProcessorList, StoppingCriteriaList
 
 from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.common.schema import PART_NAMES
-from minigpt.conversation.collator import IGNORE_INDEX
 from minigpt.conversation.template import PromptTemplate, cut_at_markers
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
 from minigpt.models.llm import build_llm
-from minigpt.models.peft_folders import load_llm_adapter
+from minigpt.models.peft_folders import load_llm_adapter, load_task_adapter
+from minigpt.models.scored_loss import mean_token_loss, row_losses
 from minigpt.models.penalties import PresenceFrequencyPenalty
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.sub_images import join_views, split_views
@@ -63,7 +62,8 @@ class MiniGPT(nn.Module):
     def __init__(self, visual_encoder: nn.Module, ln_vision: nn.Module, llama_model: nn.Module, tokenizer,
                  template: PromptTemplate, num_image_tokens: int, input_size: int, qformer: nn.Module | None = None,
                  num_query_token: int = 32, max_context_len: int = 3800, vision_dtype: torch.dtype = torch.float32,
-                 extra_encoders: list[nn.Module] | None = None, proj_type: str = "linear", sub_image_grid: int = 1):
+                 extra_encoders: list[nn.Module] | None = None, proj_type: str = "linear", sub_image_grid: int = 1,
+                 logits_where_scored: bool = True, logits_chunk_size: int = 1024):
         super().__init__()
         self.visual_encoder = visual_encoder
         self.ln_vision = ln_vision
@@ -92,6 +92,7 @@ class MiniGPT(nn.Module):
         # (Vicuna v0: 2048; the default 3800 is Llama-2's MiniGPT-v2 limit).
         self.max_context_len = min(max_context_len, llama_model.config.max_position_embeddings)
         self.vision_dtype = vision_dtype
+        self.logits_where_scored, self.logits_chunk_size = logits_where_scored, logits_chunk_size
         self.part_modes = {part: "full" for part in self.part_modules()}
         self.pretrained_parts: set[str] = set()  # parts whose weights come from files outside our checkpoints
         self.adapters: TaskAdapters | None = None  # task adapters (ConLoRA), see attach_adapters
@@ -115,6 +116,9 @@ class MiniGPT(nn.Module):
         model._place(cfg, device, keep_llm=llm_on_cpu or cfg.low_resource and bool(cfg.llama_model))
         if cfg.adapters:
             model.attach_adapters(cfg.adapters, cfg.adapter)
+            for name, adapter_cfg in cfg.adapters.items():
+                if adapter_cfg.peft_folder:
+                    load_task_adapter(model, name, adapter_cfg.peft_folder)
         if cfg.feature_cache_gb > 0:
             model.feature_cache = FeatureCache(int(cfg.feature_cache_gb * 2**30))
         return model
@@ -148,7 +152,8 @@ class MiniGPT(nn.Module):
                    num_image_tokens=image_token_count(cfg), input_size=input_image_size(cfg), qformer=qformer,
                    num_query_token=cfg.num_query_token, max_context_len=cfg.max_context_len,
                    vision_dtype=vit_dtype(cfg) if (on_gpu and vision_frozen) else torch.float32,
-                   extra_encoders=extra_encoders, proj_type=cfg.proj_type, sub_image_grid=cfg.sub_image_grid)
+                   extra_encoders=extra_encoders, proj_type=cfg.proj_type, sub_image_grid=cfg.sub_image_grid,
+                   logits_where_scored=cfg.logits_where_scored, logits_chunk_size=cfg.logits_chunk_size)
 
     def _load_pretrained_parts(self, cfg) -> None:
         """The EVA ViT and Q-Former files; parts loaded from files stay out of our checkpoints."""
@@ -338,27 +343,30 @@ class MiniGPT(nn.Module):
             inputs_embeds = inputs_embeds + 0.0 * self.encode_image(blank).sum().to(inputs_embeds.dtype)
         return inputs_embeds
 
-    def forward(self, batch: dict, with_loss: bool = True) -> dict:
-        """{"loss": mean loss of the labelled tokens (None without with_loss), "logits": [B, T, V]}."""
+    def batch_embeds(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A collated batch -> (inputs_embeds [B, T, D] with its images in their slots, attention_mask [B, T])."""
         device = self.device
         images = batch["images"].to(device) if batch["images"] is not None else None
         inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images,
                                           batch.get("image_index"))
-        output = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"].to(device),
-                                  labels=batch["labels"].to(device) if with_loss else None)
+        return inputs_embeds, batch["attention_mask"].to(device)
+
+    def forward(self, batch: dict, with_loss: bool = True) -> dict:
+        """With `with_loss`: {"loss": the mean loss of the labelled tokens}, the LM head run only where a label
+        scores it (models/scored_loss.py) unless `logits_where_scored` is off. Without: {"logits": [B, T, V]}."""
+        inputs_embeds, attention_mask = self.batch_embeds(batch)
+        if with_loss and self.logits_where_scored:
+            loss = mean_token_loss(self.llama_model, inputs_embeds, attention_mask, batch["labels"], self.logits_chunk_size)
+            return {"loss": loss, "logits": None}
+        output = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                  labels=batch["labels"].to(self.device) if with_loss else None)
         return {"loss": output.loss, "logits": output.logits}
 
     @torch.no_grad()
     def answer_losses(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
         """[B] loss of each row's labelled (answer) tokens, their mean or (reduction "sum") their total: how
         unlikely the model finds that answer."""
-        logits = self.forward(batch, with_loss=False)["logits"][:, :-1]  # [B, T-1, V]: position t predicts token t + 1
-        labels = batch["labels"][:, 1:].to(logits.device)  # [B, T-1]
-        answered = labels != IGNORE_INDEX
-        token_losses = F.cross_entropy(logits[answered].float(), labels[answered], reduction="none")  # [answer tokens]
-        rows = answered.nonzero()[:, 0]
-        summed = torch.zeros(len(labels), device=logits.device).index_add_(0, rows, token_losses)
-        return summed if reduction == "sum" else summed / answered.sum(dim=1)
+        return row_losses(self.llama_model, *self.batch_embeds(batch), batch["labels"], reduction, self.logits_chunk_size)
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
@@ -368,9 +376,7 @@ class MiniGPT(nn.Module):
         """Answers for a left-padded generation batch (see ConversationCollator.generation_batch); an
         answer stops where the context is full, or before the first of the `stop` strings. `streamer` and
         `stopping_criteria` go to transformers' generate (see chat.stream_answer)."""
-        device = self.device
-        images = batch["images"].to(device) if batch["images"] is not None else None
-        inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images)
+        inputs_embeds, attention_mask = self.batch_embeds(batch)
         room = self.max_context_len - inputs_embeds.shape[1]
         if room < 1:
             raise InputError(f"prompt of {inputs_embeds.shape[1]} tokens leaves no room for an answer in "
@@ -383,7 +389,7 @@ class MiniGPT(nn.Module):
         penalized = presence_penalty or frequency_penalty
         penalties = [PresenceFrequencyPenalty(presence_penalty, frequency_penalty)] if penalized else []
         output_ids = self.llama_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"].to(device),
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask,
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
             repetition_penalty=repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id, streamer=streamer,

@@ -1,22 +1,30 @@
-"""The LLM's LoRA as a peft adapter folder (adapter_config.json + adapter_model.safetensors), both ways.
+"""LoRA as peft adapter folders (adapter_config.json + adapter_model.safetensors), both ways.
 
-Saved, the folder opens with `PeftModel.from_pretrained(base_llm, folder)` and gives our LLM's logits.
+Saved, the LLM's LoRA opens with `PeftModel.from_pretrained(base_llm, folder)` and gives our LLM's logits.
 Given as `model.llm_adapter`, a folder trained elsewhere (or exported here) starts our LLM's LoRA. Its
 rank and target modules must be the config's, and its base model must be the config's LLM: an adapter
 for another base is refused, naming both.
+
+A task adapter (models/adapters.py) is one such folder for its LLM part, plus its LoRA on the vision
+encoder and projector in `vision_projector.safetensors` (our module names, which peft ignores) and its
+settings in `task_adapter.json`. `model.adapters.NAME.peft_folder` loads one back.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from omegaconf import DictConfig
-from safetensors.torch import load_file
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
 
 from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+VISION_PROJECTOR_WEIGHTS, TASK_ADAPTER_SETTINGS = "vision_projector.safetensors", "task_adapter.json"
+PEFT_PREFIX = "base_model.model."  # peft's saved names: the base LLM's module path after it
 
 
 def read_adapter_config(folder: str | Path) -> dict:
@@ -69,3 +77,63 @@ def save_llm_adapter(llm, folder: str | Path, base_model: str) -> Path:
     adapter["base_model_name_or_path"] = base_model
     config_path.write_text(json.dumps(adapter, indent=2) + "\n")
     return folder
+
+
+def save_task_adapter(model, name: str, folder: str | Path, base_model: str) -> Path:
+    """Task adapter `name` of `model` as a peft folder for its LLM part (named as peft saves LoRA on
+    `base_model`), its vision and projector LoRA beside it, and its settings."""
+    from peft import LoraConfig
+
+    settings = model.adapters.configs[name]
+    llm_part, other_part = {}, {}
+    for key, value in model.adapters.named_weights(name).items():
+        key = key.replace(f".{name}.", ".")  # peft's files do not name the adapter
+        if key.startswith("llama_model."):
+            llm_part[PEFT_PREFIX + key.removeprefix("llama_model.").removeprefix(PEFT_PREFIX)] = value.detach()
+        else:
+            other_part[key] = value.detach()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias="none",
+                      target_modules=list(settings.llm_target_modules), task_type="CAUSAL_LM",
+                      base_model_name_or_path=base_model)
+    lora.save_pretrained(str(folder))
+    save_file({key: value.contiguous() for key, value in llm_part.items()}, folder / ADAPTER_WEIGHTS)
+    save_file({key: value.contiguous() for key, value in other_part.items()}, folder / VISION_PROJECTOR_WEIGHTS)
+    plain = OmegaConf.to_container(settings) if isinstance(settings, DictConfig) else dict(settings)
+    (folder / TASK_ADAPTER_SETTINGS).write_text(json.dumps({key: value for key, value in plain.items()
+                                                            if key != "peft_folder"}, indent=2) + "\n")
+    return folder
+
+
+def check_task_adapter_folder(folder: str | Path, name: str, settings) -> Path:
+    """The folder, if save_task_adapter wrote it for an adapter with these `settings` (InputError naming
+    the setting that differs; its tasks may differ, they only route requests)."""
+    path = resolve_path(str(folder))
+    for required in (ADAPTER_WEIGHTS, VISION_PROJECTOR_WEIGHTS, TASK_ADAPTER_SETTINGS):
+        if not (path / required).exists():
+            raise InputError(f"{folder}: not a task adapter folder (no {required}; `minigpt export --format peft` "
+                             "writes one per adapter)")
+    for field, value in json.loads((path / TASK_ADAPTER_SETTINGS).read_text()).items():
+        if field in settings and field != "tasks" and settings[field] != value:
+            raise InputError(f"{folder}: {field} is {value} there but model.adapters.{name}.{field} is "
+                             f"{settings[field]}")
+    return path
+
+
+def load_task_adapter(model, name: str, folder: str | Path) -> None:
+    """Put a folder written by save_task_adapter into task adapter `name`: every LoRA weight of that
+    adapter must be there, with its shape."""
+    path = check_task_adapter_folder(folder, name, model.adapters.configs[name])
+    weights = {"llama_model." + key.removeprefix(PEFT_PREFIX): value
+               for key, value in load_file(path / ADAPTER_WEIGHTS).items()}
+    weights.update(load_file(path / VISION_PROJECTOR_WEIGHTS))
+    own = model.adapters.named_weights(name)
+    for key, param in own.items():
+        plain = key.replace(f".{name}.", ".")
+        stored = weights.get(re.sub(r"^llama_model\.base_model\.model\.", "llama_model.", plain))
+        if stored is None or stored.shape != param.shape:
+            found = "missing" if stored is None else f"of shape {tuple(stored.shape)}"
+            raise InputError(f"{folder}: {plain} is {found}; adapter '{name}' has it of shape {tuple(param.shape)}")
+        with torch.no_grad():
+            param.copy_(stored)

@@ -115,6 +115,7 @@ def answer_questions(items: list[dict], section: DictConfig, model, collator, di
     """This rank's share of the unanswered items, appended to its predictions file batch by batch."""
     answered = read_predictions(folder)
     todo = [item for item in items if item["id"] not in answered][dist.rank::dist.world_size]
+    barrier()  # every rank splits the same unanswered items: none writes before all have read
     images = QuestionImages(todo, section.build_info.image_path, processor, strict, section.build_info.ann_path)
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     options = GenerationOptions(max_new_tokens=section.max_new_tokens, num_beams=section.num_beams,

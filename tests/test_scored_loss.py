@@ -1,0 +1,87 @@
+"""The LM head and loss only at labelled positions (models/scored_loss.py): the same loss and gradients as
+transformers' computation over every position, in each part mode, chunked or not; answer scores too."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO
+from minigpt.common import registry
+from minigpt.config.loader import load_config
+from minigpt.conversation.collator import IGNORE_INDEX, collator_for
+from minigpt.conversation.template import ASSISTANT, USER
+
+MODES = {"frozen LLM": ["model.parts.llm.mode=frozen"],
+         "LoRA": ["model.parts.llm.mode=lora", "model.lora_r=4"],
+         "full": ["model.parts.llm.mode=full", "model.parts.qformer.mode=full"]}
+
+
+def build(shapes_dir, options: list[str]):
+    config = load_config(REPO / "eval_configs/tiny_eval.yaml",
+                         [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null", *options], for_training=False)
+    torch.manual_seed(0)
+    model = registry.get("model", "minigpt4").from_config(config.model)
+    for key, param in model.named_parameters():
+        if "lora_B" in key:  # zero at init: LoRA would have no effect on the loss
+            torch.nn.init.normal_(param, std=0.05)
+    return model.eval()  # no dropout, so that two passes compute the same function; gradients still flow
+
+
+def batch(model):
+    torch.manual_seed(1)
+    samples = [{"id": "0", "image": torch.randn(3, 64, 64), "turns": [(USER, "What color is it?"), (ASSISTANT, "red")]},
+               {"id": "1", "image": torch.randn(3, 64, 64),
+                "turns": [(USER, "Describe it."), (ASSISTANT, "a big blue square at the top left of the image")]}]
+    return collator_for(model)(samples)
+
+
+def loss_and_grads(model, inputs) -> tuple[float, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    loss = model(inputs)["loss"]
+    loss.backward()
+    return loss.item(), {key: param.grad.clone() for key, param in model.named_parameters() if param.grad is not None}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("chunk_size", [3, 1024])
+def test_the_loss_and_gradients_are_the_full_computations(shapes_dir, mode, chunk_size):
+    model = build(shapes_dir, MODES[mode])
+    inputs = batch(model)
+    model.logits_where_scored, model.logits_chunk_size = True, chunk_size
+    head_rows = []  # positions the LM head maps to logits, per call (recomputed chunks call it again)
+    hook = model.llama_model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: head_rows.append(output.shape[:-1].numel()))
+    scored_loss, scored_grads = loss_and_grads(model, inputs)
+    hook.remove()
+    labelled = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert max(head_rows) <= chunk_size and sum(head_rows) in (labelled, 2 * labelled)  # 2x: recomputed
+    assert labelled < inputs["labels"].numel() / 3
+    model.logits_where_scored = False  # transformers' own loss over every position's logits
+    full_loss, full_grads = loss_and_grads(model, inputs)
+    assert scored_loss == pytest.approx(full_loss, abs=1e-5)
+    assert scored_grads.keys() == full_grads.keys() and len(full_grads) >= 2
+    assert any("llama_model" in key for key in full_grads) == (mode != "frozen LLM")
+    for key, grad in full_grads.items():
+        torch.testing.assert_close(scored_grads[key], grad, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_answer_scores_match_the_full_logits(shapes_dir):
+    model = build(shapes_dir, [])
+    model.logits_chunk_size = 4
+    inputs = batch(model)
+    with torch.no_grad():
+        logits = model(inputs, with_loss=False)["logits"][:, :-1]  # [B, T-1, V]
+    labels = inputs["labels"][:, 1:]
+    token_losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    answered = labels != IGNORE_INDEX
+    torch.testing.assert_close(model.answer_losses(inputs, reduction="sum"), token_losses.sum(1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.answer_losses(inputs), token_losses.sum(1) / answered.sum(1), atol=1e-5, rtol=0)
+
+
+def test_a_batch_without_labels_gives_a_zero_loss_that_reaches_the_head(shapes_dir):
+    model = build(shapes_dir, MODES["full"])
+    inputs = batch(model)
+    inputs["labels"][:] = IGNORE_INDEX
+    loss = model(inputs)["loss"]
+    loss.backward()
+    assert loss.item() == 0.0
+    assert model.llama_model.lm_head.weight.grad is not None  # DDP's all-reduce needs every rank's gradient
