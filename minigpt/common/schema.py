@@ -181,6 +181,8 @@ class RunConfig:
     max_epoch: int = 1
     iters_per_epoch: Optional[int] = None
     accum_grad_iters: int = 1
+    packing: bool = False  # several samples per row, each attending to itself (conversation/collator.py)
+    packing_length: Optional[int] = None  # tokens per packed row (at least the batch's longest sample; null: that)
     batch_size_train: Optional[int] = None  # default per-dataset batch size
     batch_size_eval: Optional[int] = None
     num_workers: int = 0

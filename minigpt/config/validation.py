@@ -140,7 +140,7 @@ def _validate_run(run: DictConfig, fail, check_path) -> None:
     if run.amp_dtype not in ("bfloat16", "float16"):
         fail("run.amp_dtype", f"'{run.amp_dtype}' is not bfloat16 or float16")
     for key in ("accum_grad_iters", "max_epoch", "log_freq", "iters_per_epoch", "ckpt_freq", "keep_last",
-                "batch_size_train", "batch_size_eval", "max_grad_norm"):
+                "batch_size_train", "batch_size_eval", "max_grad_norm", "packing_length"):
         if run[key] is not None and run[key] <= 0:  # (a negative clipping norm would flip every gradient)
             fail(f"run.{key}", f"must be > 0, got {run[key]}")
     for key in ("warmup_steps", "num_workers", "weight_decay", "init_lr", "min_lr", "warmup_lr"):

@@ -12,6 +12,15 @@ A batch holds:
   attention_mask [B, T]
   labels         [B, T]  the token id on answer positions, -100 on prompt, image and padding
   images         [N, 3, H, W] for the N samples that have an image, in batch order
+
+Packed (`packing=True`, `run.packing: true`), several samples share a row: they are placed first-fit by
+decreasing length into rows of `packing_length` tokens (at least the longest sample's; by default just
+that), and `position_ids` [R, L] restart at 0 where
+each sample begins. transformers reads such position ids, given no attention mask and no cache, as packed
+sequences: SDPA attends within each sample only (a block-diagonal causal mask) and flash-attention 2 runs
+its variable-length kernel. Each sample sees what it sees padded, so the loss over the batch's labelled
+tokens is the padded batch's (tests/test_packing.py), from fewer, fuller rows. Images stay one per image
+sample, in the order their slots appear row by row, which is the order the model fills them in.
 """
 from __future__ import annotations
 
@@ -46,11 +55,27 @@ class EncodedSample:
     truncated: bool
 
 
-def collator_for(model, max_txt_len: int | None = None, strict: bool = False) -> "ConversationCollator":
+def collator_for(model, max_txt_len: int | None = None, strict: bool = False, packing: bool = False,
+                 packing_length: int | None = None) -> "ConversationCollator":
     """The collator of a built model (anything with `tokenizer`, `template`, `num_image_tokens` and
     `max_context_len`)."""
     return ConversationCollator(model.tokenizer, model.template, model.num_image_tokens, max_txt_len, strict,
-                                getattr(model, "max_context_len", None))
+                                getattr(model, "max_context_len", None), packing, packing_length)
+
+
+def first_fit_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Sample indices per packed row: the longest sample first, each into the first row with room."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, free in enumerate(room) if lengths[index] <= free), None)
+        if row is None:
+            rows.append([])
+            room.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(index)
+        room[row] -= lengths[index]
+    return rows
 
 
 class ConversationCollator:
@@ -62,8 +87,10 @@ class ConversationCollator:
     """
 
     def __init__(self, tokenizer, template: PromptTemplate, num_image_tokens: int, max_txt_len: int | None = None,
-                 strict: bool = False, max_context_len: int | None = None):
+                 strict: bool = False, max_context_len: int | None = None, packing: bool = False,
+                 packing_length: int | None = None):
         self.tokenizer = tokenizer
+        self.packing, self.packing_length = packing, packing_length  # see the module docstring
         self.template = template
         self.num_image_tokens = num_image_tokens
         self.max_txt_len = max_txt_len
@@ -188,7 +215,8 @@ class ConversationCollator:
                 reason = getattr(error, "reason", "invalid conversation")
                 skipped.append({"dataset": sample.get("dataset", ""), "id": str(sample["id"]), "reason": reason,
                                 "detail": str(error)})
-        batch = self.pad(encoded, [s.get("image") for s in kept], padding_side="right")
+        images = [s.get("image") for s in kept]
+        batch = self.pack(encoded, images) if self.packing and encoded else self.pad(encoded, images, "right")
         batch["datasets"] = [s.get("dataset", "") for s in kept]
         batch["skipped"] = skipped
         batch["truncated"] = [e.truncated for e in encoded]
@@ -249,3 +277,28 @@ class ConversationCollator:
             "image_slots": image_slots,
             "images": torch.stack(present) if present else None,
         }
+
+    def pack(self, encoded: list[EncodedSample], images: list) -> dict:
+        """A packed training batch (see the module docstring); -> what pad() gives plus position_ids."""
+        capacity = max(max(len(e.input_ids) for e in encoded), self.packing_length or 0)
+        rows = first_fit_rows([len(e.input_ids) for e in encoded], capacity)
+        input_ids = torch.full((len(rows), capacity), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), capacity), IGNORE_INDEX, dtype=torch.long)
+        image_slots = torch.zeros((len(rows), capacity), dtype=torch.bool)
+        position_ids = torch.arange(capacity).repeat(len(rows), 1)  # a row's trailing padding: a run of its own
+        row_images = []
+        for row, members in enumerate(rows):
+            start = 0
+            for index in members:
+                sample, span = encoded[index], slice(start, start + len(encoded[index].input_ids))
+                input_ids[row, span] = torch.tensor(sample.input_ids, dtype=torch.long)
+                labels[row, span] = torch.tensor(sample.labels, dtype=torch.long)
+                image_slots[row, span] = torch.tensor(sample.image_slots, dtype=torch.bool)
+                position_ids[row, span] = torch.arange(len(sample.input_ids))
+                start = span.stop
+                if images[index] is not None:
+                    row_images.append(images[index])
+        return {"ids": [e.sample_id for e in encoded], "input_ids": input_ids, "labels": labels,
+                "attention_mask": torch.ones_like(input_ids),  # unused when packed: position_ids mark the samples
+                "position_ids": position_ids, "image_slots": image_slots,
+                "images": torch.stack(row_images) if row_images else None}

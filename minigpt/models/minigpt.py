@@ -33,9 +33,10 @@ from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
 from minigpt.models.llm import build_llm
 from minigpt.models.peft_folders import load_llm_adapter, load_task_adapter
-from minigpt.models.scored_loss import mean_token_loss, row_losses
 from minigpt.models.penalties import PresenceFrequencyPenalty
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
+from minigpt.models.projector import build_projector
+from minigpt.models.scored_loss import mean_token_loss, row_losses
 from minigpt.models.sub_images import join_views, split_views
 from minigpt.models.vision_encoder import build_vision_encoder, num_patches
 from minigpt.models.vision_mix import build_extra_encoder, mixed_width
@@ -44,15 +45,6 @@ from minigpt.models.vision_mix import build_extra_encoder, mixed_width
 def vit_dtype(cfg) -> torch.dtype:
     """The precision of a frozen vision encoder on a GPU (`vit_precision`)."""
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.vit_precision, torch.float32)
-
-
-def build_projector(in_width: int, llm_width: int, proj_type: str = "linear") -> nn.Module:
-    """`llama_proj`: linear (MiniGPT-4 / v2), or mlp: linear, GELU, linear (LLaVA-1.5, SPHINX)."""
-    if proj_type == "linear":
-        return nn.Linear(in_width, llm_width)
-    if proj_type == "mlp":
-        return nn.Sequential(nn.Linear(in_width, llm_width), nn.GELU(), nn.Linear(llm_width, llm_width))
-    raise ValueError(f"model.proj_type: '{proj_type}' is not linear or mlp")
 
 
 class MiniGPT(nn.Module):
@@ -343,22 +335,25 @@ class MiniGPT(nn.Module):
             inputs_embeds = inputs_embeds + 0.0 * self.encode_image(blank).sum().to(inputs_embeds.dtype)
         return inputs_embeds
 
-    def batch_embeds(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """A collated batch -> (inputs_embeds [B, T, D] with its images in their slots, attention_mask [B, T])."""
+    def batch_embeds(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """A collated batch -> (inputs_embeds [B, T, D] with its images in their slots, the LLM's masks: the
+        attention_mask, or for a packed batch its position_ids, from which transformers masks each sample)."""
         device = self.device
         images = batch["images"].to(device) if batch["images"] is not None else None
         inputs_embeds = self.embed_inputs(batch["input_ids"].to(device), batch["image_slots"].to(device), images,
                                           batch.get("image_index"))
-        return inputs_embeds, batch["attention_mask"].to(device)
+        if batch.get("position_ids") is not None:
+            return inputs_embeds, {"attention_mask": None, "position_ids": batch["position_ids"].to(device)}
+        return inputs_embeds, {"attention_mask": batch["attention_mask"].to(device)}
 
     def forward(self, batch: dict, with_loss: bool = True) -> dict:
         """With `with_loss`: {"loss": the mean loss of the labelled tokens}, the LM head run only where a label
         scores it (models/scored_loss.py) unless `logits_where_scored` is off. Without: {"logits": [B, T, V]}."""
-        inputs_embeds, attention_mask = self.batch_embeds(batch)
+        inputs_embeds, masks = self.batch_embeds(batch)
         if with_loss and self.logits_where_scored:
-            loss = mean_token_loss(self.llama_model, inputs_embeds, attention_mask, batch["labels"], self.logits_chunk_size)
-            return {"loss": loss, "logits": None}
-        output = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+            return {"loss": mean_token_loss(self.llama_model, inputs_embeds, batch["labels"], self.logits_chunk_size,
+                                            **masks), "logits": None}
+        output = self.llama_model(inputs_embeds=inputs_embeds, use_cache=False, **masks,
                                   labels=batch["labels"].to(self.device) if with_loss else None)
         return {"loss": output.loss, "logits": output.logits}
 
@@ -366,7 +361,8 @@ class MiniGPT(nn.Module):
     def answer_losses(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
         """[B] loss of each row's labelled (answer) tokens, their mean or (reduction "sum") their total: how
         unlikely the model finds that answer."""
-        return row_losses(self.llama_model, *self.batch_embeds(batch), batch["labels"], reduction, self.logits_chunk_size)
+        inputs_embeds, masks = self.batch_embeds(batch)
+        return row_losses(self.llama_model, inputs_embeds, batch["labels"], reduction, self.logits_chunk_size, **masks)
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
@@ -376,7 +372,7 @@ class MiniGPT(nn.Module):
         """Answers for a left-padded generation batch (see ConversationCollator.generation_batch); an
         answer stops where the context is full, or before the first of the `stop` strings. `streamer` and
         `stopping_criteria` go to transformers' generate (see chat.stream_answer)."""
-        inputs_embeds, attention_mask = self.batch_embeds(batch)
+        inputs_embeds, masks = self.batch_embeds(batch)
         room = self.max_context_len - inputs_embeds.shape[1]
         if room < 1:
             raise InputError(f"prompt of {inputs_embeds.shape[1]} tokens leaves no room for an answer in "
@@ -389,7 +385,7 @@ class MiniGPT(nn.Module):
         penalized = presence_penalty or frequency_penalty
         penalties = [PresenceFrequencyPenalty(presence_penalty, frequency_penalty)] if penalized else []
         output_ids = self.llama_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds, attention_mask=masks["attention_mask"],
             max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
             repetition_penalty=repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id, streamer=streamer,

@@ -29,12 +29,13 @@ def _chunk_losses(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) 
     return F.cross_entropy(head(hidden).float(), targets, reduction="none")
 
 
-def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                 chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024,
+                 **masks) -> tuple[torch.Tensor, torch.Tensor]:
     """-> ([N] loss of each labelled token, [N] its row in the batch), in batch order. Position t predicts
-    token t + 1, so a label at t + 1 scores the hidden state at t."""
+    token t + 1, so a label at t + 1 scores the hidden state at t. `masks`: the attention_mask, or for a
+    packed batch position_ids (and attention_mask None)."""
     decoder, head = decoder_and_head(llm)
-    hidden = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = decoder(inputs_embeds=inputs_embeds, use_cache=False, **masks).last_hidden_state
     next_labels = labels[:, 1:].to(hidden.device)  # [B, T-1]
     scored = next_labels != IGNORE_INDEX  # [B, T-1]
     scored_hidden, targets = hidden[:, :-1][scored], next_labels[scored]  # [N, D], [N]
@@ -48,17 +49,17 @@ def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: to
     return torch.cat(losses), rows
 
 
-def mean_token_loss(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                    chunk_size: int = 1024) -> torch.Tensor:
+def mean_token_loss(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024,
+                    **masks) -> torch.Tensor:
     """The mean loss over every labelled token of the batch: transformers' causal-LM loss."""
-    return token_losses(llm, inputs_embeds, attention_mask, labels, chunk_size)[0].mean()
+    return token_losses(llm, inputs_embeds, labels, chunk_size, **masks)[0].mean()
 
 
-def row_losses(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-               reduction: str = "mean", chunk_size: int = 1024) -> torch.Tensor:
+def row_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
+               chunk_size: int = 1024, **masks) -> torch.Tensor:
     """[B] each row's summed (reduction "sum") or mean loss over its labelled tokens: how unlikely the model
     finds that row's answer."""
-    losses, rows = token_losses(llm, inputs_embeds, attention_mask, labels, chunk_size)
+    losses, rows = token_losses(llm, inputs_embeds, labels, chunk_size, **masks)
     summed = torch.zeros(len(labels), device=losses.device).index_add_(0, rows, losses)
     if reduction == "sum":
         return summed

@@ -146,7 +146,8 @@ class TrainRecipe:
 
     def _setup_data(self) -> MixedBatches:
         run = self.run
-        collate = self.collate = collator_for(self.model, self.config.model.max_txt_len, strict=run.strict)
+        collate = self.collate = collator_for(self.model, self.config.model.max_txt_len, run.strict, run.packing,
+                                              run.packing_length)
         streams, ratios = {}, {}
         for name, dataset_cfg in self.config.datasets.items():
             dataset = build_dataset(name, dataset_cfg, "train", strict=run.strict)
