@@ -84,7 +84,7 @@ class ModelConfig:
     llama_config: Dict[str, Any] = field(default_factory=dict)
     tokenizer: Optional[str] = None  # defaults to the llama_model folder
     trust_remote_code: bool = False  # run Python code shipped in the llama_model folder (only one you trust)
-    low_resource: bool = False  # quantise the LLM with bitsandbytes (inference)
+    low_resource: bool = False  # quantise the LLM with bitsandbytes (inference; training: QLoRA, models/training_model.py)
     low_resource_bits: int = 8  # 8: LLM.int8; 4: NF4
     device_8bit: int = 0
     lora_r: int = 0

@@ -64,6 +64,11 @@ def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_trai
         raise ConfigError(sources[0][0], "datasets", "no dataset to train on")
     for name, dataset in config.datasets.items():
         _validate_dataset(f"datasets.{name}", dataset, config, fail, check_path)
+    if config.model.low_resource and config.model.parts.llm.mode == "full":
+        fail("model.low_resource", "a quantised LLM does not train fully: set model.parts.llm.mode to lora "
+                                   "(QLoRA) or frozen")
+    if config.model.low_resource and config.run.deepspeed_config:
+        fail("model.low_resource", "a quantised LLM trains under DDP (torchrun), not under DeepSpeed")
     if config.run.deepspeed_config:
         _validate_deepspeed(config, fail)
     _validate_output_dir(config.run, fail)

@@ -105,6 +105,25 @@ def require_bitsandbytes(bits: int):
     return bitsandbytes
 
 
+def dequantized_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """{parameter name: float weight [out, in]} of every bitsandbytes layer in `module`: an NF4 weight
+    dequantised, an int8 one times its row scales (which its first forward moves into the layer's state).
+    What a LoRA on top of them was trained with."""
+    weights = {}
+    for name, layer in module.named_modules():
+        weight = getattr(layer, "weight", None)
+        if hasattr(layer, "base_layer"):  # peft's LoRA wrapper, whose weight is its base layer's
+            continue
+        if type(weight).__name__ == "Params4bit":
+            import bitsandbytes
+
+            weights[f"{name}.weight"] = bitsandbytes.functional.dequantize_4bit(weight.data, weight.quant_state)
+        elif type(weight).__name__ == "Int8Params":
+            scales = weight.SCB if getattr(weight, "SCB", None) is not None else layer.state.SCB
+            weights[f"{name}.weight"] = weight.data.float() * scales.float().unsqueeze(1) / 127
+    return weights
+
+
 def quantize_linear_layers(module: nn.Module, bits: int = 8, compute_dtype: torch.dtype = torch.float32,
                            skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
     """Swap nn.Linear layers for bitsandbytes ones in place: int8 (bits=8) or NF4 (bits=4, computing in

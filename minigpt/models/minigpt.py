@@ -31,7 +31,7 @@ from minigpt.conversation.template import PromptTemplate, cut_at_markers
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
-from minigpt.models.llm import build_llm
+from minigpt.models.llm import build_llm, dequantized_weights
 from minigpt.models.peft_folders import load_llm_adapter, load_task_adapter
 from minigpt.models.penalties import PresenceFrequencyPenalty
 from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
@@ -246,10 +246,13 @@ class MiniGPT(nn.Module):
     def checkpoint_weights(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must hold: trained parameters, every task adapter, plus every part not loaded
         from pretrained files (a frozen but randomly initialised encoder is part of the model too).
-        Keys are canonical (no `.base_layer`), so they load with or without adapters attached."""
+        Keys are canonical (no `.base_layer`), so they load with or without adapters attached; quantised
+        weights are saved dequantised (QLoRA on an LLM built from config)."""
         keep = {id(p) for part, items in self.part_modules().items() if part not in self.pretrained_parts
                 for item in items for p in ([item] if isinstance(item, nn.Parameter) else item.parameters())}
-        return {canonical_key(name): param.detach().contiguous() for name, param in self.named_parameters()
+        dequantized = dequantized_weights(self)
+        return {canonical_key(name): dequantized.get(name, param).detach().contiguous()
+                for name, param in self.named_parameters()
                 if param.requires_grad or id(param) in keep or is_adapter_weight(name)}
 
     @property

@@ -11,6 +11,8 @@ from minigpt.common.errors import CheckpointError
 from minigpt.models.adapters import canonical_key
 from minigpt.models.key_names import released_key
 
+QUANTIZED_PARAMS = ("Params4bit", "Int8Params")  # bitsandbytes' weight classes
+
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """Load what a checkpoint holds into `model`; a shape mismatch is an error naming the key.
@@ -21,6 +23,8 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     weights = read_weights(path)
     own = model.state_dict()
     model_key = {canonical_key(key): key for key in own}  # checkpoints use canonical names
+    # A quantised layer (QLoRA) keeps the weights it was quantised from: a checkpoint's are the same, dequantised.
+    quantized = {name for name, param in model.named_parameters() if type(param).__name__ in QUANTIZED_PARAMS}
     renamed, unused = {}, []
     for key, value in weights.items():
         ours = released_key(key)  # LAVIS Q-Former and peft 0.2.0 LoRA names -> ours
@@ -28,6 +32,8 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
             unused.append(key)
             continue
         target = model_key.get(canonical_key(ours), ours)
+        if target in quantized:
+            continue
         if target in own and own[target].shape != value.shape:
             raise CheckpointError(f"{path}: {key}: checkpoint shape {tuple(value.shape)} does not match the model's "
                              f"{tuple(own[target].shape)} (was it trained with another LLM size or config?)")

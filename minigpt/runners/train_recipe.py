@@ -27,6 +27,7 @@ from minigpt.conversation.collator import IGNORE_INDEX, collator_for
 from minigpt.datasets.accounting import SampleAccounting
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.datasets.loader import BatchStream, MixedBatches
+from minigpt.models.training_model import build_for_training
 from minigpt.models.weights import load_weights
 from minigpt.runners.curves import plot_curves
 from minigpt.runners.deepspeed_config import deepspeed_settings
@@ -74,9 +75,8 @@ class TrainRecipe:
         self.use_fp16_scaling = use_amp and self.amp_dtype == torch.float16
         self.autocast = (lambda: torch.autocast("cuda", dtype=self.amp_dtype)) if use_amp else contextlib.nullcontext
         compute_dtype = self.amp_dtype if use_amp else torch.float32
-        self.model = registry.get("model", self.config.model.arch).from_config(self.config.model, self.device, compute_dtype)
-        if self.config.model.ckpt:
-            report = load_weights(self.model, self.config.model.ckpt)
+        self.model, report = build_for_training(self.config.model, self.device, compute_dtype)
+        if report is not None:
             self.print(f"loaded {self.config.model.ckpt}: {len(report['unexpected'])} unexpected keys, "
                        f"trainable parameters not in it: {len(report['missing_trainable'])}")
 
