@@ -1,6 +1,7 @@
 """Training step throughput: our MiniGPT-4 against the same model assembled from transformers' BLIP-2.
 
     python bench/train_throughput.py --preset tiny --device cpu     # tiny_stage2 shapes, on the CPU
+    python bench/train_throughput.py --preset small --device cpu    # ViT 12x384, Q-Former 4x256, LLM 8x512, 32k vocabulary
     python bench/train_throughput.py --preset 7b                    # on a GPU: EVA ViT-g, Q-Former, Llama-2-7B shape
 
 The baseline is what a user would write instead: `Blip2ForConditionalGeneration` with a Llama language
@@ -8,8 +9,12 @@ model of identical shapes, the vision model, Q-Former and LLM frozen with requir
 projection trained by AdamW, bf16 autocast on a GPU. Ours is the recipe's step: `from_config` as
 train.py builds it, AdamW over the trainable groups, the same autocast. Both see the same batches
 (random weights, random images, the same token ids and labels). Two stages, as MiniGPT-4 trains:
-- stage1: short captions (about 20 tokens) in big batches;
-- stage2: instruction answers (about 100 tokens) in the stage-2 template, batch 12.
+- stage1: short captions (15 to 25 words) in big batches;
+- stage2: instruction answers (10 to 190 words: a phrase to a paragraph) in the stage-2 template, batch 12.
+
+Ours runs with each lever added in turn, so that each one's share of the gain shows: `ours_plain` (the
+LM head over every position, padded rows, as the baseline computes), `ours_scored` (the LM head only at
+labelled positions, model.logits_where_scored) and `ours` (also packed rows, run.packing).
 Reported: samples/s, tokens/s (attention-mask tokens), peak memory (GPU allocations, or the process's
 peak resident set on the CPU), on a GPU the model FLOPs utilisation, and ours / baseline. Times are
 medians over --steps steps after --warmup steps. On a GPU each model runs alone in its own process; on
@@ -48,6 +53,14 @@ from minigpt.models.inference import peak_memory_gib  # noqa: E402
 
 PRESETS = {  # config the model section comes from, its overrides, and per stage: (batch size, answer words)
     "tiny": ("train_configs/tiny_stage2.yaml", ["model.max_txt_len=200"], {"stage1": (32, 20), "stage2": (12, 100)}),
+    "small": ("train_configs/tiny_stage2.yaml", [
+        "model.max_txt_len=300", "model.image_size=224", "model.num_query_token=32",
+        "model.vit_config={patch_size: 14, embed_dim: 384, depth: 12, num_heads: 6, mlp_ratio: 4.0}",
+        "model.qformer_config={hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 4, intermediate_size: 1024, "
+        "cross_attention_frequency: 2}",
+        "model.llama_config={model_type: llama, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 8, "
+        "num_attention_heads: 8, num_key_value_heads: 8, max_position_embeddings: 1024, vocab_size: 32000}"],
+        {"stage1": (32, 20), "stage2": (12, 100)}),
     "7b": ("train_configs/minigpt4_stage2_finetune.yaml", ["model.llama_model=null", "model.vit_weights=null",
                                                            "model.q_former_model=null"], {"stage1": (64, 20), "stage2": (12, 100)}),
 }
@@ -63,27 +76,36 @@ def model_config(preset: str, tokenizer: Path):
     return load_config(REPO / path, options, for_training=False).model
 
 
-def batches(model, image_size: int, stage: str, batch_size: int, words: int, count: int = 3) -> list[dict]:
-    """`count` collated batches of random images and text of the stage's length."""
+def batches(image_size: int, stage: str, batch_size: int, words: int, count: int = 3) -> list[list[dict]]:
+    """The samples of `count` batches: random images and text of the stage's length."""
     generator = torch.Generator().manual_seed(0)
     vocabulary = "red green blue yellow square circle triangle left right top bottom of the image a on".split()
     question = "Describe this image in detail." if stage == "stage2" else "Describe the image briefly."
     result = []
     for _ in range(count):
         samples = []
+        spread = words * 9 // 10 if stage == "stage2" else words // 4
         for index in range(batch_size):
-            length = words + int(torch.randint(-words // 4, words // 4 + 1, (1,), generator=generator))
+            length = words + int(torch.randint(-spread, spread + 1, (1,), generator=generator))
             answer = " ".join(vocabulary[int(i)] for i in torch.randint(len(vocabulary), (length,), generator=generator))
             samples.append({"id": str(index), "image": torch.randn(3, image_size, image_size, generator=generator),
                             "turns": [(USER, question), (ASSISTANT, answer)]})
-        result.append(collator_for(model)(samples))
+        result.append(samples)
     return result
 
 
+LEVERS = {  # our variants: (LM head only at labelled positions, packed rows)
+    "ours_plain": (False, False), "ours_scored": (True, False), "ours": (True, True)}
+RUNNERS = ["baseline", *LEVERS]
+
+
 class Ours:
-    def __init__(self, cfg, device: torch.device, compute_dtype: torch.dtype):
+    def __init__(self, cfg, device: torch.device, compute_dtype: torch.dtype, levers: tuple[bool, bool], data: list):
+        torch.manual_seed(0)
         self.model = registry.get("model", cfg.arch).from_config(cfg, device, compute_dtype).train()
+        self.model.logits_where_scored = levers[0]
         self.optimizer = torch.optim.AdamW(self.model.param_groups(0.05, {}), lr=1e-5)
+        self.data = [collator_for(self.model, packing=levers[1])(samples) for samples in data]
 
     def loss(self, batch: dict) -> torch.Tensor:
         return self.model(batch)["loss"]
@@ -92,7 +114,8 @@ class Ours:
 class Baseline:
     """transformers' BLIP-2 with a Llama language model of the same shapes; frozen parts as a user freezes them."""
 
-    def __init__(self, cfg, ours_model, device: torch.device):
+    def __init__(self, cfg, ours_model, device: torch.device, data: list):
+        self.data = [collator_for(ours_model)(samples) for samples in data]
         model, self.image_token_id = blip2_baseline(ours_model, cfg.image_size, cfg.num_query_token)
         self.model = model.to(device).train()
         for name, param in self.model.named_parameters():
@@ -117,15 +140,15 @@ def step_flops(model, batch: dict) -> float:
     return 2 * vit_params * vit_tokens * images + 2 * qformer_params * model.num_image_tokens * images + 4 * llm_params * tokens
 
 
-def timed_steps(runners: dict, data: list[dict], warmup: int, steps: int, device: torch.device) -> dict[str, list[float]]:
+def timed_steps(runners: dict, warmup: int, steps: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds per training step of each runner, the runners taking turns step by step, so that a drift
     in the machine's speed (a shared CPU) falls on all of them alike."""
     on_gpu = device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
     times = {name: [] for name in runners}
     for index in range(warmup + steps):
-        batch = data[index % len(data)]
         for name, runner in runners.items():
+            batch = runner.data[index % len(runner.data)]
             if on_gpu:
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
@@ -142,27 +165,29 @@ def timed_steps(runners: dict, data: list[dict], warmup: int, steps: int, device
 
 
 def measure(args) -> list[dict]:
-    """One child: `--model ours|baseline` alone (speed and peak memory), or `both` taking turns (speed only)."""
+    """One child: one runner alone (speed and peak memory), or `all` taking turns (speed only)."""
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     cfg = model_config(args.preset, Path(args.tokenizer))
-    torch.manual_seed(0)
-    ours = Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32)
     batch_size, words = PRESETS[args.preset][2][args.stage]
-    data = batches(ours.model, cfg.image_size, args.stage, batch_size, words)
-    flops = step_flops(ours.model, data[0])
-    names = ["ours", "baseline"] if args.model == "both" else [args.model]
-    runners = {name: ours if name == "ours" else Baseline(cfg, ours.model, device) for name in names}
-    del ours
+    data = batches(cfg.image_size, args.stage, batch_size, words)
+    reference = Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32, LEVERS["ours_plain"], data)
+    flops = step_flops(reference.model, reference.data[0])
+    tokens = statistics.mean(int(b["attention_mask"].sum()) for b in reference.data)
+    runners = {}
+    for name in RUNNERS if args.model == "all" else [args.model]:
+        runners[name] = (Baseline(cfg, reference.model, device, data) if name == "baseline" else
+                         Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32, LEVERS[name], data))
+    del reference
     if on_gpu:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    times = timed_steps(runners, data, args.warmup, args.steps, device)
-    tokens = statistics.mean(int(b["attention_mask"].sum()) for b in data)
+    times = timed_steps(runners, args.warmup, args.steps, device)
     rows = []
     for name, seconds in times.items():
         step = statistics.median(seconds)
         row = {"stage": args.stage, "model": name, "batch_size": batch_size, "tokens_per_sample": round(tokens / batch_size, 1),
+               "rows": statistics.mean(b["input_ids"].shape[0] for b in runners[name].data),
                "step_s": round(step, 4), "samples_per_s": round(batch_size / step, 2), "tokens_per_s": round(tokens / step, 1)}
         if len(runners) == 1:
             row["peak_memory_gib"] = round(peak_memory_gib(device), 3)
@@ -170,6 +195,52 @@ def measure(args) -> list[dict]:
             row["mfu"] = round(flops / step / H100_BF16_FLOPS, 4)
         rows.append(row)
     return rows
+
+
+def stage_rows(args, stage: str, tokenizer: Path) -> list[dict]:
+    def child(model: str, warmup: int, steps: int) -> list[dict]:
+        command = [__file__, "--preset", args.preset, "--stage", stage, "--model", model, "--device", args.device,
+                   "--warmup", str(warmup), "--steps", str(steps), "--tokenizer", str(tokenizer)]
+        return run_child(command, f"{stage} {model}")["rows"]
+
+    if args.device.startswith("cuda"):  # steady timings: each runner alone, speed and memory in one run
+        return [row for name in RUNNERS for row in child(name, args.warmup, args.steps)]
+    rows = child("all", args.warmup, args.steps)  # a shared CPU drifts: the runners take turns,
+    for row in rows:  # then each runs alone for its peak memory
+        row["peak_memory_gib"] = child(row["model"], 1, 1)[0]["peak_memory_gib"]
+    return rows
+
+
+def ratios_of(rows: list[dict], stages: list[str]) -> dict:
+    """Per stage: ours / baseline throughput and peak memory, and each lever's step (the variant over the one
+    before it), so that each one's share of the gain shows."""
+    ratios = {}
+    for stage in stages:
+        by_name = {row["model"]: row for row in rows if row["stage"] == stage}
+        base, steps, previous = by_name["baseline"], {}, by_name["baseline"]
+        for name in LEVERS:
+            steps[name] = {"throughput": round(by_name[name]["samples_per_s"] / previous["samples_per_s"], 3),
+                           "peak_memory": round(by_name[name]["peak_memory_gib"] / previous["peak_memory_gib"], 3)}
+            previous = by_name[name]
+        ratios[stage] = {"throughput": round(by_name["ours"]["samples_per_s"] / base["samples_per_s"], 3),
+                         "peak_memory": round(by_name["ours"]["peak_memory_gib"] / base["peak_memory_gib"], 3),
+                         "steps": steps}
+    return ratios
+
+
+def print_table(rows: list[dict], ratios: dict, preset: str, device: str) -> None:
+    mfu = "mfu" in rows[0]
+    print(f"\n{'stage':<7} {'model':<12} {'batch':>5} {'rows':>5} {'tok/sample':>10} {'samples/s':>10} {'tokens/s':>10} "
+          f"{'peak GiB':>9}" + (f" {'MFU':>6}" if mfu else "") + f"   ({preset} preset on {device})")
+    for row in rows:
+        print(f"{row['stage']:<7} {row['model']:<12} {row['batch_size']:>5} {row['rows']:>5.1f} {row['tokens_per_sample']:>10} "
+              f"{row['samples_per_s']:>10.2f} {row['tokens_per_s']:>10.1f} {row['peak_memory_gib']:>9.2f}"
+              + (f" {row['mfu']:>6.1%}" if mfu else ""))
+    for stage, ratio in ratios.items():
+        steps = ", ".join(f"{name} {step['throughput']:.2f}x speed / {step['peak_memory']:.2f}x memory"
+                          for name, step in ratio["steps"].items())
+        print(f"{stage}: ours / baseline throughput {ratio['throughput']:.2f}x, peak memory {ratio['peak_memory']:.2f}x "
+              f"(each over the one before: {steps})")
 
 
 def main() -> None:
@@ -181,7 +252,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", help="JSON results (default bench/results/train_throughput_<preset>.json)")
     parser.add_argument("--stage", choices=("stage1", "stage2"), help=argparse.SUPPRESS)  # one measurement, in a child
-    parser.add_argument("--model", choices=("ours", "baseline", "both"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", choices=(*RUNNERS, "all"), help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -192,33 +263,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = small_tokenizer(Path(folder) / "tokenizer")
         for stage in args.stages:
-            def child(model: str, warmup: int, steps: int) -> list[dict]:
-                command = [__file__, "--preset", args.preset, "--stage", stage, "--model", model, "--device", args.device,
-                           "--warmup", str(warmup), "--steps", str(steps), "--tokenizer", str(tokenizer)]
-                return run_child(command, f"{stage} {model}")["rows"]
-
-            if args.device.startswith("cuda"):  # steady timings: each model alone, speed and memory in one run
-                stage_rows = child("ours", args.warmup, args.steps) + child("baseline", args.warmup, args.steps)
-            else:  # a shared CPU drifts: time the two taking turns, then each alone for its peak memory
-                stage_rows = child("both", args.warmup, args.steps)
-                for row in stage_rows:
-                    row["peak_memory_gib"] = child(row["model"], 1, 1)[0]["peak_memory_gib"]
-            rows += stage_rows
-            print(f"{stage}: " + ", ".join(f"{r['model']} {r['samples_per_s']} samples/s" for r in stage_rows), file=sys.stderr)
-    ratios = {}
-    for stage in args.stages:
-        ours, base = (next(r for r in rows if r["stage"] == stage and r["model"] == m) for m in ("ours", "baseline"))
-        ratios[stage] = {"throughput": round(ours["samples_per_s"] / base["samples_per_s"], 3),
-                         "peak_memory": round(ours["peak_memory_gib"] / base["peak_memory_gib"], 3)}
-
-    mfu = "mfu" in rows[0]
-    print(f"\n{'stage':<7} {'model':<9} {'batch':>5} {'tok/sample':>10} {'samples/s':>10} {'tokens/s':>10} {'peak GiB':>9}"
-          + (f" {'MFU':>6}" if mfu else "") + f"   ({args.preset} preset on {args.device})")
-    for row in rows:
-        print(f"{row['stage']:<7} {row['model']:<9} {row['batch_size']:>5} {row['tokens_per_sample']:>10} {row['samples_per_s']:>10.2f} "
-              f"{row['tokens_per_s']:>10.1f} {row['peak_memory_gib']:>9.2f}" + (f" {row['mfu']:>6.1%}" if mfu else ""))
-    for stage, ratio in ratios.items():
-        print(f"{stage}: ours / baseline throughput {ratio['throughput']:.2f}x, peak memory {ratio['peak_memory']:.2f}x")
+            rows += stage_rows(args, stage, tokenizer)
+            print(f"{stage}: " + ", ".join(f"{r['model']} {r['samples_per_s']} samples/s" for r in rows
+                                           if r["stage"] == stage), file=sys.stderr)
+    ratios = ratios_of(rows, args.stages)
+    print_table(rows, ratios, args.preset, args.device)
     write_result(Path(args.out or REPO / "bench" / "results" / f"train_throughput_{args.preset}.json"), "train_throughput",
                  args.device, {"preset": args.preset, "warmup": args.warmup, "steps": args.steps, "runs": rows, "ratios": ratios})
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "dataset"))
@@ -16,22 +17,40 @@ sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_shapes import generate  # noqa: E402
 
 os.environ.setdefault("WANDB_MODE", "offline")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # workers side by side (pytest -n N) share the cores: one thread each,
-    os.environ["OMP_NUM_THREADS"] = "1"    # also in the scripts they start, instead of each claiming them all
 
 
-LONGEST_FIRST = ["test_tool_learning.py", "test_paragraph_learning.py", "test_face_learning.py", "test_learning.py"]
+LEARNING = ["test_tool_learning.py", "test_paragraph_learning.py", "test_face_learning.py", "test_learning.py"]
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """Under pytest -n the workers take tests in this order: the learning tests longest first, then the
-    other slow ones, then the rest, so that no long test starts late and ends the run alone."""
+    """Under pytest -n: the learning tests go to one worker, one after the other (their xdist group), and
+    first, then the other slow tests, then the rest, so that no long test starts late and ends the run alone."""
+    for item in items:
+        if item.path.name in LEARNING:
+            item.add_marker(pytest.mark.xdist_group("learning"))
+
     def rank(item) -> int:
-        if item.path.name in LONGEST_FIRST:
-            return LONGEST_FIRST.index(item.path.name)
-        return len(LONGEST_FIRST) + (item.get_closest_marker("slow") is None)
+        return LEARNING.index(item.path.name) if item.path.name in LEARNING else \
+            len(LEARNING) + (item.get_closest_marker("slow") is None)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def cpu_threads(request, monkeypatch):
+    """Workers side by side (pytest -n) share the cores: each test runs on one thread, also in the scripts it
+    starts, but for the learning tests. What a tiny model learns depends on its arithmetic, which depends on
+    the thread count; their thresholds were measured with every core, as a plain run uses them."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    learning = request.node.path.name in LEARNING
+    if learning:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(os.cpu_count() if learning else 1)
+    yield
 
 
 @pytest.fixture(scope="session")

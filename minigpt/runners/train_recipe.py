@@ -245,6 +245,8 @@ class TrainRecipe:
                    "supervised_fraction": window["supervised"] / max(window["tokens"], 1),
                    "epoch": (self.step - 1) // self.iters_per_epoch,
                    "samples_by_dataset_rank0": dict(self.mix)}  # each micro-step draws one data set on all ranks
+        if self.device.type == "cuda":  # rank 0's peak allocation since the start
+            metrics["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if self.logger:
             self.logger.log(metrics, self.step)
         self._reset_window()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every GPU figure still owed, in one run on one GPU (planned to take under 8 minutes; not yet run on one):
+#   - stage-2 training at the 7B shape: samples/s, MFU and peak memory of ours, each lever added in turn,
+#     against the transformers BLIP-2 assembly, bf16 with SDPA (bench/train_throughput.py);
+#   - chat with MiniGPT-4 at the 7B shape in bf16, int8 and NF4: peak memory, decode tokens/s at batch 1
+#     and 8, ours and the BLIP-2 assembly (bench/generate.py);
+#   - whole train.py runs at the 7B shape: plain, DeepSpeed ZeRO-2 and QLoRA (NF4), seconds per step
+#     and peak memory (bench/train_steps.py);
+# then one summary table (bench/summary.py). Results: bench/results/*_gpu.json and gpu_check_gpu.txt.
+#
+#   bash bench/gpu_check.sh                    # on the GPU machine
+#   bash bench/gpu_check.sh --dry-run [DIR]    # the same steps on the CPU at tiny shapes, results in DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python}
+if [[ "${1:-}" == "--dry-run" ]]; then
+    device=cpu; preset=tiny; out=${2:-$(mktemp -d)}; suffix=dryrun; steps=2; new_tokens=4
+else
+    device=cuda:0; preset=7b; out=bench/results; suffix=gpu; steps=5; new_tokens=64
+fi
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+$python bench/train_throughput.py --preset "$preset" --device "$device" --stages stage2 --warmup 1 --steps "$steps" \
+    --out "$out/train_throughput_$suffix.json"
+$python bench/generate.py --shape "$preset" --device "$device" --arch minigpt4 --batch-sizes 1 8 \
+    --new-tokens "$new_tokens" --work-dir "$work" --out "$out/generate_$suffix.json"
+$python bench/train_steps.py --shape "$preset" --device "$device" --steps "$steps" --out "$out/train_steps_$suffix.json"
+$python bench/summary.py "$out/train_throughput_$suffix.json" "$out/generate_$suffix.json" \
+    "$out/train_steps_$suffix.json" | tee "$out/gpu_check_$suffix.txt"
