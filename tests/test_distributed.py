@@ -63,6 +63,34 @@ def test_ddp_with_logits_at_every_position_gives_the_same_run(shapes_dir, tmp_pa
     assert all(torch.allclose(full_weights[k], ddp_weights[k], atol=1e-5) for k in full_weights)
 
 
+def two_nodes(shapes_dir, output_dir, *extra) -> dict[int, float]:
+    """train.py as two nodes of one process each: two torchrun agents meeting at a c10d rendezvous on the
+    loopback address, as two machines meet at the first one's; -> step -> loss."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    agents = [subprocess.Popen(
+        [os.path.join(BIN, "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+         "--rdzv-endpoint", endpoint, "--rdzv-id", "two-nodes", "--node-rank", str(node), "train.py", "--cfg-path",
+         STAGE2, "--options", *stage2_options(shapes_dir), *STEPS, f"run.output_dir={output_dir}", *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
+    outputs = [agent.communicate(timeout=600) for agent in agents]
+    for agent, (_, stderr) in zip(agents, outputs):
+        assert agent.returncode == 0, stderr[-5000:]
+    return losses(output_dir)
+
+
+@pytest.mark.slow
+def test_two_nodes_match_one_node_with_two_processes_and_resume(shapes_dir, tmp_path, ddp_run):
+    ddp_curve, ddp_output, _ = ddp_run
+    curve = two_nodes(shapes_dir, tmp_path / "run")
+    assert list(curve) == list(ddp_curve) == list(range(1, 7))
+    assert list(curve.values()) == pytest.approx(list(ddp_curve.values()), rel=1e-4)
+    weights, ddp_weights = read_weights(tmp_path / "run"), read_weights(ddp_output)
+    assert all(torch.allclose(weights[k], ddp_weights[k], atol=1e-5) for k in weights)
+    resumed = two_nodes(shapes_dir, tmp_path / "resumed", f"run.resume_ckpt_path={tmp_path}/run/checkpoint_0000003")
+    assert list(resumed) == [4, 5, 6]
+    assert list(resumed.values()) == pytest.approx([curve[4], curve[5], curve[6]], rel=1e-5)
+
+
 # DeepSpeed JSONs as LLaVA (scripts/zero2.json) and LLaMA-Factory (examples/deepspeed/ds_z3_config.json) ship
 # them: "auto" wherever the trainer knows the value.
 FP16_AUTO = {"enabled": "auto", "loss_scale": 0, "loss_scale_window": 1000, "initial_scale_power": 16, "hysteresis": 2,
