@@ -22,16 +22,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 LEARNING = ["test_tool_learning.py", "test_paragraph_learning.py", "test_face_learning.py", "test_learning.py"]
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list) -> None:
-    """Under pytest -n: the learning tests go to one worker, one after the other (their xdist group), and
-    first, then the other slow tests, then the rest, so that no long test starts late and ends the run alone."""
-    for item in items:
-        if item.path.name in LEARNING:
-            item.add_marker(pytest.mark.xdist_group("learning"))
-        elif item.path.name == "test_distributed.py":  # its tests compare with one DDP run, made once per worker
-            item.add_marker(pytest.mark.xdist_group("distributed"))
-
+    """Under pytest -n the workers take tests in this order: the learning tests longest first, then the
+    other slow ones, then the rest, so that no long test starts late and ends the run alone."""
     def rank(item) -> int:
         return LEARNING.index(item.path.name) if item.path.name in LEARNING else \
             len(LEARNING) + (item.get_closest_marker("slow") is None)

@@ -13,7 +13,7 @@ from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.models.inference import load_for_inference
-from minigpt.serving import openai_api
+from minigpt.serving import batching, openai_api
 from minigpt.serving.openai_api import ServedModel, create_app
 
 TOOLS = [{"type": "function", "function": {"name": name, "description": "", "parameters": {"type": "object"}}}
@@ -37,7 +37,7 @@ def scripted(served, monkeypatch):
     def generate(model, collator, samples, options, **kwargs):
         script["samples"].append(samples[0])
         return [script["replies"].pop(0)]
-    monkeypatch.setattr(openai_api, "generate_answers", generate)
+    monkeypatch.setattr(batching, "generate_answers", generate)
     return script
 
 

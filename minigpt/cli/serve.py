@@ -5,6 +5,7 @@
 Any OpenAI client then talks to it (docs/demos-and-serving.md has an example). Images come as data URLs, or as
 file paths under --image-root. It listens on 127.0.0.1 unless --host says otherwise. With --api-key (or
 MINIGPT_API_KEY), requests must carry that key as clients send theirs (Authorization: Bearer KEY).
+Requests that arrive together are answered in one generation batch, up to --max-batch (serving/batching.py).
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", default=".", help="image paths in requests must lie under this folder")
     parser.add_argument("--api-key", default=os.environ.get("MINIGPT_API_KEY"),
                         help="the key clients must send (default: $MINIGPT_API_KEY; none: no key needed)")
+    parser.add_argument("--max-batch", type=int, default=8, help="requests answered together at most (1: one at a time)")
 
 
 def run(args: argparse.Namespace) -> int:
     config, model = load_from_arguments(args)
     served = ServedModel(args.name or Path(args.cfg_path).stem, model, image_processor_for(config),
-                         Path(args.image_root), int(args.max_image_mb * 2**20))
+                         Path(args.image_root), int(args.max_image_mb * 2**20), args.max_batch)
     uvicorn.run(create_app(served, args.api_key), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -190,24 +190,44 @@ def stream_answer(model, collator, sample: dict, options: GenerationOptions) -> 
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    markers, text, shown = [model.template.end_sym, *options.stop], "", ""
+    visible = VisibleAnswer([model.template.end_sym, *options.stop])
     try:
         for piece in streamer:
-            text += piece
-            visible = cut_at_markers(text, markers).lstrip()
-            if visible == text.lstrip():  # hold back what may start a marker, and trailing space
-                visible = visible[:len(visible) - max(_partial_suffix(visible, m) for m in markers)].rstrip()
-            if visible.startswith(shown) and len(visible) > len(shown):
-                yield visible[len(shown):]
-                shown = visible
+            shown = visible.add(piece)
+            if shown:
+                yield shown
     finally:
         stop.set()
         thread.join()
     if "error" in result:
         raise result["error"]
-    answer = result.get("answer", shown)
-    if answer.startswith(shown) and len(answer) > len(shown):
-        yield answer[len(shown):]
+    rest = visible.finish(result.get("answer", visible.shown))
+    if rest:
+        yield rest
+
+
+class VisibleAnswer:
+    """The part of a growing answer that can be shown: nothing from its first end marker or stop string on,
+    what may be the start of one held back, and no space at either end; the rest once it is whole."""
+
+    def __init__(self, markers: list[str]):
+        self.markers, self.text, self.shown = [m for m in markers if m], "", ""
+
+    def add(self, piece: str) -> str:
+        """Take the next raw piece; -> the newly visible text ("" while it is held back)."""
+        self.text += piece
+        visible = cut_at_markers(self.text, self.markers).lstrip()
+        if visible == self.text.lstrip():  # hold back what may start a marker, and trailing space
+            visible = visible[:len(visible) - max((_partial_suffix(visible, m) for m in self.markers), default=0)]
+            visible = visible.rstrip()
+        if not (visible.startswith(self.shown) and len(visible) > len(self.shown)):
+            return ""
+        new, self.shown = visible[len(self.shown):], visible
+        return new
+
+    def finish(self, answer: str) -> str:
+        """The whole answer (as generate gave it) -> what of it was not shown yet."""
+        return answer[len(self.shown):] if answer.startswith(self.shown) and len(answer) > len(self.shown) else ""
 
 
 def _partial_suffix(text: str, marker: str) -> int:

@@ -15,7 +15,6 @@ import binascii
 import hmac
 import io
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,13 +27,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-import torch
 
-from minigpt.conversation.chat import generate_answers, stream_answer
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.conversation.tool_calls import tool_result_text
 from minigpt.processors.image import to_rgb
+from minigpt.serving.batching import Batcher
 from minigpt.serving.request_params import ParameterError, read_params
 from minigpt.serving.tool_calling import (ToolRequestError, ToolSetup, assistant_text, call_names, read_tool_setup,
                                           reply_message, tool_call_deltas)
@@ -50,17 +48,19 @@ class RequestError(ValueError):
 
 @dataclass
 class ServedModel:
-    """A loaded model and what answering needs, with the lock that lets one request use it at a time."""
+    """A loaded model and what answering needs: the batcher whose thread answers requests that arrive
+    together in one generation batch (serving/batching.py), up to `max_batch` at a time."""
 
     name: str
     model: object
     image_processor: object
     image_root: Path
     max_image_bytes: int = 20 * 2**20
+    max_batch: int = 8
 
     def __post_init__(self):
         self.collator = collator_for(self.model)
-        self.lock = threading.Lock()
+        self.batcher = Batcher(self.model, self.collator, self.max_batch)
 
 
 def read_image(url: str, served: ServedModel, param: str) -> Image.Image:
@@ -196,18 +196,10 @@ class Completion:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": self.prompt_tokens + completion}
 
-    def seed(self) -> None:
-        """A request's seed is set once, before its first answer, so a seeded request repeats exactly."""
-        if self.params.seed is not None:
-            torch.manual_seed(self.params.seed)
-
     def generate(self, count: int = 1) -> list[tuple[dict, str]]:
         """`count` assistant messages with their finish reasons, tool calls read from the text when tools
-        are offered."""
-        with self.served.lock:
-            self.seed()
-            generated = [generate_answers(self.served.model, self.served.collator, [self.sample], self.options)[0]
-                         for _ in range(count)]
+        are offered. A seed is set once, before the first answer, so a seeded request repeats exactly."""
+        generated = self.served.batcher.answers(self.sample, self.options, self.params.seed, count)
         replies = []
         for text in generated:
             message, finish = reply_message(self.sample["answer_prefix"] + text, self.tools)
@@ -243,11 +235,9 @@ class Completion:
             yield event({}, finish)
         else:
             answer = ""
-            with served.lock:
-                self.seed()
-                for piece in stream_answer(served.model, served.collator, self.sample, self.options):
-                    answer += piece
-                    yield event({"content": piece})
+            for piece in served.batcher.stream(self.sample, self.options, self.params.seed):
+                answer += piece
+                yield event({"content": piece})
             yield event({}, self.finish_reason(answer))
         if self.params.include_usage:
             yield event(None, usage=self.usage(answer))

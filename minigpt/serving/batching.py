@@ -1,0 +1,137 @@
+"""Batched serving: requests that arrive together are answered by one generation batch.
+
+Requests wait in a queue; one worker thread owns the model. It takes the oldest request and every
+queued one that can share its batch (the same generation options and the same task adapter), up to
+`max_batch`, waiting `wait_s` for more to arrive, and answers them with one left-padded `generate`:
+each row stops at its own end marker, and rows never attend to each other, so a greedy answer is the
+one the request would get alone (tests/test_batched_serving.py). A streaming request gets its text as
+the batch decodes: a streamer hands each step's tokens to their rows. A request with a seed, or for
+several answers, runs alone, so that its seed repeats it exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from minigpt.conversation.chat import GenerationOptions, VisibleAnswer, adapter_for, generate_answers
+
+
+@dataclass
+class Job:
+    """One request: what to answer, and a queue of ("piece", text), then ("done", answers) or ("error", e)."""
+
+    sample: dict
+    options: GenerationOptions
+    seed: int | None = None
+    count: int = 1
+    events: queue.Queue = field(default_factory=queue.Queue)
+
+    def batch_key(self, model) -> tuple | None:
+        """Jobs with equal keys share a batch; None: this one runs alone."""
+        if self.seed is not None or self.count > 1:
+            return None
+        return dataclasses.astuple(self.options), adapter_for(model, self.sample)
+
+
+class RowStreamer(BaseStreamer):
+    """transformers' streamer for a batch: each decoding step's tokens [B] go to their rows' jobs as text,
+    a word at a time (a token may still change how the word before it decodes)."""
+
+    def __init__(self, tokenizer, jobs: list[Job]):
+        self.tokenizer, self.jobs = tokenizer, jobs
+        self.tokens: list[list[int]] = [[] for _ in jobs]
+        self.sent = [""] * len(jobs)
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate hands over the prompt first
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(len(self.jobs), -1)[:, -1].tolist()):
+            self.tokens[row].append(token)
+            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+            ready = text if text.endswith("\n") else text[:text.rfind(" ") + 1]
+            if "\ufffd" not in ready and len(ready) > len(self.sent[row]):
+                self.jobs[row].events.put(("piece", ready[len(self.sent[row]):]))
+                self.sent[row] = ready
+
+    def end(self) -> None:
+        pass
+
+
+class Batcher:
+    """The worker thread that owns the model and answers queued requests in batches."""
+
+    def __init__(self, model, collator, max_batch: int = 8, wait_s: float = 0.01):
+        self.model, self.collator, self.max_batch, self.wait_s = model, collator, max_batch, wait_s
+        self.queue: queue.Queue[Job] = queue.Queue()
+        self.waiting: list[Job] = []  # taken from the queue, but for a later batch
+        threading.Thread(target=self._serve, daemon=True, name="batcher").start()
+
+    def answers(self, sample: dict, options: GenerationOptions, seed: int | None = None, count: int = 1) -> list[str]:
+        job = Job(sample, options, seed, count)
+        self.queue.put(job)
+        while True:
+            kind, value = job.events.get()
+            if kind == "done":
+                return value
+            if kind == "error":
+                raise value
+
+    def stream(self, sample: dict, options: GenerationOptions, seed: int | None = None) -> Iterator[str]:
+        """The answer in pieces as its batch decodes; joined, they are `answers(...)[0]`."""
+        job = Job(sample, options, seed)
+        self.queue.put(job)
+        visible = VisibleAnswer([self.model.template.end_sym, *options.stop])
+        while True:
+            kind, value = job.events.get()
+            if kind == "error":
+                raise value
+            shown = visible.add(value) if kind == "piece" else visible.finish(value[0])
+            if shown:
+                yield shown
+            if kind == "done":
+                return
+
+    def _next_batch(self) -> list[Job]:
+        """The oldest job and, if it can share, the queued jobs with its key (waiting `wait_s` for more)."""
+        first = self.waiting.pop(0) if self.waiting else self.queue.get()
+        key = first.batch_key(self.model)
+        if key is None:
+            return [first]
+        batch, later = [first], []
+        for job in self.waiting:
+            (batch if job.batch_key(self.model) == key and len(batch) < self.max_batch else later).append(job)
+        while len(batch) < self.max_batch:
+            try:
+                job = self.queue.get(timeout=self.wait_s)
+            except queue.Empty:
+                break
+            (batch if job.batch_key(self.model) == key else later).append(job)
+        self.waiting = later
+        return batch
+
+    def _serve(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                if batch[0].seed is not None:
+                    torch.manual_seed(batch[0].seed)
+                if len(batch) == 1 and batch[0].count > 1:
+                    results = [[generate_answers(self.model, self.collator, [batch[0].sample], batch[0].options)[0]
+                                for _ in range(batch[0].count)]]
+                else:
+                    answers = generate_answers(self.model, self.collator, [job.sample for job in batch],
+                                               batch[0].options, streamer=RowStreamer(self.model.tokenizer, batch))
+                    results = [[answer] for answer in answers]
+                for job, result in zip(batch, results):
+                    job.events.put(("done", result))
+            except Exception as error:  # each waiting request reports it
+                for job in batch:
+                    job.events.put(("error", error))
