@@ -45,8 +45,9 @@ def cpu_threads(request, monkeypatch):
         yield
         return
     every_core = request.node.path.name in ALL_CORES
-    if every_core:
+    if every_core:  # beside another worker: threads that wait sleep instead of spinning on a shared core
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(os.cpu_count() if every_core else 1)
