@@ -55,6 +55,7 @@ PRESETS = {  # config the model section comes from, its overrides, and per stage
     "tiny": ("train_configs/tiny_stage2.yaml", ["model.max_txt_len=200"], {"stage1": (32, 20), "stage2": (12, 100)}),
     "small": ("train_configs/tiny_stage2.yaml", [
         "model.max_txt_len=300", "model.image_size=224", "model.num_query_token=32",
+        "datasets.sharegpt4v.vis_processor.train.image_size=224",
         "model.vit_config={patch_size: 14, embed_dim: 384, depth: 12, num_heads: 6, mlp_ratio: 4.0}",
         "model.qformer_config={hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 4, intermediate_size: 1024, "
         "cross_attention_frequency: 2}",
