@@ -42,7 +42,7 @@ def loss_and_grads(model, inputs) -> tuple[float, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("chunk_size", [3, 256])
+@pytest.mark.parametrize("chunk_size", [3, 1024])
 def test_the_loss_and_gradients_are_the_full_computations(shapes_dir, mode, chunk_size):
     model = build(shapes_dir, MODES[mode])
     inputs = batch(model)

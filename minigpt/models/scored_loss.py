@@ -29,7 +29,7 @@ def _chunk_losses(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) 
     return F.cross_entropy(head(hidden).float(), targets, reduction="none")
 
 
-def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int = 256,
+def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024,
                  **masks) -> tuple[torch.Tensor, torch.Tensor]:
     """-> ([N] loss of each labelled token, [N] its row in the batch), in batch order. Position t predicts
     token t + 1, so a label at t + 1 scores the hidden state at t. `masks`: the attention_mask, or for a
@@ -49,14 +49,14 @@ def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tens
     return torch.cat(losses), rows
 
 
-def mean_token_loss(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int = 256,
+def mean_token_loss(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024,
                     **masks) -> torch.Tensor:
     """The mean loss over every labelled token of the batch: transformers' causal-LM loss."""
     return token_losses(llm, inputs_embeds, labels, chunk_size, **masks)[0].mean()
 
 
 def row_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
-               chunk_size: int = 256, **masks) -> torch.Tensor:
+               chunk_size: int = 1024, **masks) -> torch.Tensor:
     """[B] each row's summed (reduction "sum") or mean loss over its labelled tokens: how unlikely the model
     finds that row's answer."""
     losses, rows = token_losses(llm, inputs_embeds, labels, chunk_size, **masks)
