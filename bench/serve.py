@@ -5,15 +5,17 @@ same run (the same server code with --max-batch 1).
     python bench/serve.py                          # 8 clients, tiny model, on the CPU
     python bench/serve.py --clients 16 --requests 4
 
-Each client sends its requests one after another (an image and a question, greedy, --max-tokens new
-tokens); reported: completion tokens per second over all clients, requests per second, and the mean
-latency of a request. The weights are random: speed does not depend on their values.
+Each client is a process of its own (as clients are in a deployment: their HTTP work does not share the
+server's interpreter) and sends its requests one after another (an image and a question, greedy,
+--max-tokens new tokens); reported: completion tokens per second over all clients, requests per second,
+and the mean latency of a request. The weights are random: speed does not depend on their values.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import io
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -55,31 +57,42 @@ def start_server(served: ServedModel) -> tuple[uvicorn.Server, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def client(url: str, index: int, requests: int, max_tokens: int, results: list) -> None:
+def client(url: str, index: int, requests: int, max_tokens: int, go, results) -> None:
+    """One client process: says it is ready, then sends its requests one after another once `go` is set;
+    (latency, tokens) of each to `results`."""
+    bodies = []
+    for number in range(requests):
+        question = QUESTIONS[(index + number) % len(QUESTIONS)]
+        bodies.append({"model": "tiny", "max_tokens": max_tokens, "temperature": 0, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": image_url(index * 100 + number)}},
+            {"type": "text", "text": question}]}]})
     with httpx.Client(timeout=600) as http:
-        for number in range(requests):
-            question = QUESTIONS[(index + number) % len(QUESTIONS)]
-            body = {"model": "tiny", "max_tokens": max_tokens, "temperature": 0, "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": image_url(index * 100 + number)}},
-                {"type": "text", "text": question}]}]}
+        results.put("ready")
+        go.wait()
+        for body in bodies:
             start = time.perf_counter()
             reply = http.post(f"{url}/v1/chat/completions", json=body)
             reply.raise_for_status()
-            results.append((time.perf_counter() - start, reply.json()["usage"]["completion_tokens"]))
+            results.put((time.perf_counter() - start, reply.json()["usage"]["completion_tokens"]))
 
 
 def measure(model, image_processor, max_batch: int, args) -> dict:
     served = ServedModel("tiny", model, image_processor, Path(tempfile.gettempdir()), max_batch=max_batch)
     server, url = start_server(served)
-    results: list = []
-    threads = [threading.Thread(target=client, args=(url, index, args.requests, args.max_tokens, results))
+    processes = multiprocessing.get_context("spawn")
+    go, queue = processes.Event(), processes.Queue()
+    clients = [processes.Process(target=client, args=(url, index, args.requests, args.max_tokens, go, queue))
                for index in range(args.clients)]
+    for process in clients:
+        process.start()
+    for _ in clients:
+        assert queue.get() == "ready"
     start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    go.set()
+    results = [queue.get() for _ in range(args.clients * args.requests)]
     elapsed = time.perf_counter() - start
+    for process in clients:
+        process.join()
     server.should_exit = True
     tokens = sum(count for _, count in results)
     return {"max_batch": max_batch, "requests": len(results), "completion_tokens": tokens,

@@ -99,3 +99,36 @@ def test_requests_with_other_options_or_a_seed_do_not_share_a_batch(model, batch
     answers = concurrently(lambda request: batcher.answers(*request)[0], requests)
     assert answers[4] == answers[5]  # the same seed, each run alone: the same sampled answer
     assert sum(batch_sizes) == 6 and batch_sizes.count(1) >= 2 and max(batch_sizes) <= 2
+
+
+def test_incremental_row_text_equals_decoding_the_whole_row(shapes_dir):
+    """RowDecoder decodes a short window per token; its text must be what decoding every token gives,
+    for any tokens: word pieces, byte pieces of a multi-byte character, special tokens."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(shapes_dir / "tokenizer")
+    generator = torch.Generator().manual_seed(0)
+    texts = ["a small blue circle, then a red square.\nNext line", "ÄÖ naïve café 東京 🙂 x", "tokens"]
+    rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    rows += [torch.randint(0, len(tokenizer), (40,), generator=generator).tolist() for _ in range(20)]
+    checked = 0
+    for tokens in rows:
+        decoder = batching.RowDecoder(tokenizer)
+        for count, token in enumerate(tokens, start=1):
+            text = decoder.add(token)
+            whole = tokenizer.decode(tokens[:count], skip_special_tokens=True)
+            if "\ufffd" not in whole:  # (a run of byte pieces that is not yet whole UTF-8 decodes as \ufffd)
+                assert text == whole
+                checked += 1
+    assert checked > 80  # steps compared
+
+
+def test_only_streamed_requests_get_pieces(model):
+    batcher = batching.Batcher(model, collator_for(model), max_batch=8, wait_s=0.2)
+    whole, streamed = batching.Job(samples()[0], OPTIONS), batching.Job(samples()[2], OPTIONS, streamed=True)
+    batcher.queue.put(whole)
+    batcher.queue.put(streamed)
+    kinds = {name: [] for name in ("whole", "streamed")}
+    for name, job in (("whole", whole), ("streamed", streamed)):
+        while not kinds[name] or kinds[name][-1] not in ("done", "error"):
+            kinds[name].append(job.events.get(timeout=60)[0])
+    assert kinds["whole"] == ["done"] and kinds["streamed"].count("piece") >= 2 and kinds["streamed"][-1] == "done"

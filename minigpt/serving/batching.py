@@ -24,12 +24,14 @@ from minigpt.conversation.chat import GenerationOptions, VisibleAnswer, adapter_
 
 @dataclass
 class Job:
-    """One request: what to answer, and a queue of ("piece", text), then ("done", answers) or ("error", e)."""
+    """One request: what to answer, and a queue of ("piece", text) when streamed, then ("done", answers)
+    or ("error", e)."""
 
     sample: dict
     options: GenerationOptions
     seed: int | None = None
     count: int = 1
+    streamed: bool = False
     events: queue.Queue = field(default_factory=queue.Queue)
 
     def batch_key(self, model) -> tuple | None:
@@ -39,23 +41,46 @@ class Job:
         return dataclasses.astuple(self.options), adapter_for(model, self.sample)
 
 
+class RowDecoder:
+    """One row's tokens as text, decoded incrementally: each new token decodes a short window that starts
+    a few tokens back (a word piece can change how its neighbour reads), so a step's cost does not grow
+    with the answer."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.tokens, self.text = tokenizer, [], ""
+        self.window_start = self.read_end = 0  # tokens[window_start:read_end] are already in self.text
+
+    def add(self, token: int) -> str:
+        """-> the whole text so far."""
+        self.tokens.append(token)
+        known = self._decode(self.tokens[self.window_start:self.read_end])
+        extended = self._decode(self.tokens[self.window_start:])
+        if len(extended) > len(known) and not extended.endswith("\ufffd"):  # not in the middle of a character
+            self.text += extended[len(known):]
+            self.window_start, self.read_end = self.read_end, len(self.tokens)
+        return self.text
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
 class RowStreamer(BaseStreamer):
-    """transformers' streamer for a batch: each decoding step's tokens [B] go to their rows' jobs as text,
-    a word at a time (a token may still change how the word before it decodes)."""
+    """transformers' streamer for a batch: each decoding step's tokens [B] go to the streamed rows' jobs as
+    text, a word at a time (a token may still change how the word before it decodes)."""
 
     def __init__(self, tokenizer, jobs: list[Job]):
-        self.tokenizer, self.jobs = tokenizer, jobs
-        self.tokens: list[list[int]] = [[] for _ in jobs]
-        self.sent = [""] * len(jobs)
+        self.jobs = jobs
+        self.rows = {row: RowDecoder(tokenizer) for row, job in enumerate(jobs) if job.streamed}
+        self.sent = dict.fromkeys(self.rows, "")
         self.prompt_seen = False
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_seen:  # generate hands over the prompt first
             self.prompt_seen = True
             return
-        for row, token in enumerate(value.reshape(len(self.jobs), -1)[:, -1].tolist()):
-            self.tokens[row].append(token)
-            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        step_tokens = value.reshape(len(self.jobs), -1)[:, -1].tolist()  # [B]
+        for row, decoder in self.rows.items():
+            text = decoder.add(step_tokens[row])
             ready = text if text.endswith("\n") else text[:text.rfind(" ") + 1]
             if "\ufffd" not in ready and len(ready) > len(self.sent[row]):
                 self.jobs[row].events.put(("piece", ready[len(self.sent[row]):]))
@@ -86,7 +111,7 @@ class Batcher:
 
     def stream(self, sample: dict, options: GenerationOptions, seed: int | None = None) -> Iterator[str]:
         """The answer in pieces as its batch decodes; joined, they are `answers(...)[0]`."""
-        job = Job(sample, options, seed)
+        job = Job(sample, options, seed, streamed=True)
         self.queue.put(job)
         visible = VisibleAnswer([self.model.template.end_sym, *options.stop])
         while True:
@@ -127,8 +152,9 @@ class Batcher:
                     results = [[generate_answers(self.model, self.collator, [batch[0].sample], batch[0].options)[0]
                                 for _ in range(batch[0].count)]]
                 else:
+                    streamer = RowStreamer(self.model.tokenizer, batch) if any(j.streamed for j in batch) else None
                     answers = generate_answers(self.model, self.collator, [job.sample for job in batch],
-                                               batch[0].options, streamer=RowStreamer(self.model.tokenizer, batch))
+                                               batch[0].options, streamer=streamer)
                     results = [[answer] for answer in answers]
                 for job, result in zip(batch, results):
                     job.events.put(("done", result))
