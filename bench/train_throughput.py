@@ -15,11 +15,13 @@ train.py builds it, AdamW over the trainable groups, the same autocast. Both see
 Ours runs with each lever added in turn, so that each one's share of the gain shows: `ours_plain` (the
 LM head over every position, padded rows, as the baseline computes), `ours_scored` (the LM head only at
 labelled positions, model.logits_where_scored) and `ours` (also packed rows, run.packing).
-Reported: samples/s, tokens/s (attention-mask tokens), peak memory (GPU allocations, or the process's
-peak resident set on the CPU), on a GPU the model FLOPs utilisation, and ours / baseline. Times are
-medians over --steps steps after --warmup steps. On a GPU each model runs alone in its own process; on
-a (shared, drifting) CPU the two take turns step by step in one process, and peak memory comes from a
-short run of each alone.
+Reported: samples/s, tokens/s (attention-mask tokens), peak memory during the steps: the GPU's
+allocations, or on the CPU the process's peak resident set less what it held before building anything
+(the Python runtime and libraries, about 0.9 GiB either way; the whole figure is kept as
+process_peak_gib), so both count weights, data, optimizer and the steps' activations; on a GPU the
+model FLOPs utilisation; and ours / baseline. Times are medians over --steps steps after --warmup
+steps. On a GPU each model runs alone in its own process; on a (shared, drifting) CPU the two take turns
+step by step in one process, and peak memory comes from a short run of each alone.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ from minigpt.common import registry  # noqa: E402
 from minigpt.config.loader import load_config  # noqa: E402
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER  # noqa: E402
-from minigpt.models.inference import peak_memory_gib  # noqa: E402
+from minigpt.models.inference import peak_memory_gib, reset_peak_memory  # noqa: E402
 
 PRESETS = {  # config the model section comes from, its overrides, and per stage: (batch size, answer words)
     "tiny": ("train_configs/tiny_stage2.yaml", ["model.max_txt_len=200"], {"stage1": (32, 20), "stage2": (12, 100)}),
@@ -169,6 +171,7 @@ def measure(args) -> list[dict]:
     """One child: one runner alone (speed and peak memory), or `all` taking turns (speed only)."""
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
+    runtime_gib = 0.0 if on_gpu else peak_memory_gib(device)  # the CPU's figure leaves out the libraries
     cfg = model_config(args.preset, Path(args.tokenizer))
     batch_size, words = PRESETS[args.preset][2][args.stage]
     data = batches(cfg.image_size, args.stage, batch_size, words)
@@ -180,9 +183,7 @@ def measure(args) -> list[dict]:
         runners[name] = (Baseline(cfg, reference.model, device, data) if name == "baseline" else
                          Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32, LEVERS[name], data))
     del reference
-    if on_gpu:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)  # the peak counts the runners' weights, optimizer and steps, not the reference
     times = timed_steps(runners, args.warmup, args.steps, device)
     rows = []
     for name, seconds in times.items():
@@ -191,7 +192,9 @@ def measure(args) -> list[dict]:
                "rows": statistics.mean(b["input_ids"].shape[0] for b in runners[name].data),
                "step_s": round(step, 4), "samples_per_s": round(batch_size / step, 2), "tokens_per_s": round(tokens / step, 1)}
         if len(runners) == 1:
-            row["peak_memory_gib"] = round(peak_memory_gib(device), 3)
+            row["peak_memory_gib"] = round(peak_memory_gib(device) - runtime_gib, 3)
+            if not on_gpu:
+                row["process_peak_gib"] = round(peak_memory_gib(device), 3)
         if on_gpu:
             row["mfu"] = round(flops / step / H100_BF16_FLOPS, 4)
         rows.append(row)
@@ -208,7 +211,8 @@ def stage_rows(args, stage: str, tokenizer: Path) -> list[dict]:
         return [row for name in RUNNERS for row in child(name, args.warmup, args.steps)]
     rows = child("all", args.warmup, args.steps)  # a shared CPU drifts: the runners take turns,
     for row in rows:  # then each runs alone for its peak memory
-        row["peak_memory_gib"] = child(row["model"], 1, 1)[0]["peak_memory_gib"]
+        alone = child(row["model"], 1, 1)[0]
+        row["peak_memory_gib"], row["process_peak_gib"] = alone["peak_memory_gib"], alone["process_peak_gib"]
     return rows
 
 

@@ -16,6 +16,8 @@ sys.path.insert(0, str(REPO / "dataset"))
 
 from synthetic_shapes import generate  # noqa: E402
 
+from minigpt.conversation.collator import collator_for  # noqa: E402
+
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
@@ -87,6 +89,20 @@ def losses(output_dir: Path) -> dict[int, float]:
         if "loss" in record:
             curve[record["step"]] = record["loss"]
     return curve
+
+
+def fit_answers(model, samples: list[dict], steps: int = 30, lr: float = 3e-3):
+    """The model with its LLM trained on `samples` (each ending with its answer turn) until it says those
+    answers, so that greedy decoding has clear answers to give; -> the model, in eval mode."""
+    batch = collator_for(model)(samples)
+    for param in model.llama_model.parameters():
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.llama_model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(batch)["loss"].backward()
+        optimizer.step()
+    return model.eval()
 
 
 def free_port() -> str:

@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, fit_answers
 from minigpt.config.loader import load_config
 from minigpt.conversation.chat import GenerationOptions, generate_answers
 from minigpt.conversation.collator import collator_for
@@ -27,15 +27,7 @@ def model(shapes_dir):
     torch.manual_seed(0)
     model = load_for_inference(config, torch.device("cpu"))
     fitted = [{**sample, "turns": [*sample["turns"], (ASSISTANT, answer)]} for sample, answer in zip(samples(), ANSWERS)]
-    batch = collator_for(model)(fitted)
-    optimizer = torch.optim.AdamW(model.llama_model.parameters(), lr=3e-3)
-    for param in model.llama_model.parameters():
-        param.requires_grad_(True)
-    for _ in range(40):
-        optimizer.zero_grad()
-        model(batch)["loss"].backward()
-        optimizer.step()
-    return model.eval()
+    return fit_answers(model, fitted, steps=40)
 
 
 def samples() -> list[dict]:

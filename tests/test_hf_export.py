@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors import safe_open
 from transformers import AutoImageProcessor, AutoTokenizer, Blip2ForConditionalGeneration
 
-from conftest import REPO, run_script
+from conftest import REPO, fit_answers, run_script
 from minigpt.common import registry
 from minigpt.common.checkpoint import save_checkpoint
 from minigpt.common.errors import ConfigError
@@ -40,16 +40,9 @@ def trained_model(shapes_dir, tmp_path, cfg: str, arch: str, question: str):
     torch.manual_seed(0)
     model = registry.get("model", arch).from_config(config.model)
     image = Blip2ImageProcessor(config.model.image_size)(picture())
-    batch = collator_for(model)([{"id": "0", "image": image, "turns": [(USER, question), (ASSISTANT, ANSWER)]}])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)  # the frozen parts get no gradient; the LLM does
-    for param in model.llama_model.parameters():
-        param.requires_grad_(True)
-    for _ in range(30):
-        optimizer.zero_grad()
-        model(batch)["loss"].backward()
-        optimizer.step()
+    fit_answers(model, [{"id": "0", "image": image, "turns": [(USER, question), (ASSISTANT, ANSWER)]}])
     save_checkpoint(tmp_path / "run", 1, model.checkpoint_weights(), {"step": 1})
-    return model.eval(), [f"model.tokenizer={shapes_dir}/tokenizer", f"model.ckpt={tmp_path}/run"]
+    return model, [f"model.tokenizer={shapes_dir}/tokenizer", f"model.ckpt={tmp_path}/run"]
 
 
 def our_prompt(model, image: torch.Tensor, question: str) -> dict:

@@ -11,6 +11,7 @@ from minigpt.common import registry
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.models.inference import peak_memory_gib, reset_peak_memory
 from minigpt.models.llm import load_llm_folder
 
 
@@ -224,3 +225,14 @@ def test_demo_answers_in_4_bit_and_reports_peak_memory(shapes_dir, tmp_path):
     assert result.stdout.strip()
     assert "peak resident memory" in result.stderr and "after loading" in result.stderr
     assert "after the answer" in result.stderr
+
+
+def test_peak_memory_can_start_afresh_after_what_was_freed():
+    """Benchmarks measure their steps, not the models built and dropped before them."""
+    cpu = torch.device("cpu")
+    scratch = torch.ones(2**27)  # 512 MiB, touched
+    before = peak_memory_gib(cpu)
+    del scratch
+    reset_peak_memory(cpu)
+    assert peak_memory_gib(cpu) < before - 0.4
+    assert peak_memory_gib(cpu) > 0.05  # the runtime itself

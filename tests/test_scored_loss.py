@@ -9,6 +9,8 @@ from minigpt.common import registry
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.models import scored_loss
+from minigpt.models.scored_loss import rows_per_chunk
 
 MODES = {"frozen LLM": ["model.parts.llm.mode=frozen"],
          "LoRA": ["model.parts.llm.mode=lora", "model.lora_r=4"],
@@ -43,21 +45,28 @@ def loss_and_grads(model, inputs) -> tuple[float, dict[str, torch.Tensor]]:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("chunk_size", [3, 1024])
-def test_the_loss_and_gradients_are_the_full_computations(shapes_dir, mode, chunk_size):
+@pytest.mark.parametrize("path", ["gradients in the forward pass", "recomputed"])
+def test_the_loss_and_gradients_are_the_full_computations(shapes_dir, mode, chunk_size, path, monkeypatch):
     model = build(shapes_dir, MODES[mode])
     inputs = batch(model)
     model.logits_where_scored, model.logits_chunk_size = True, chunk_size
-    head_rows = []  # positions the LM head maps to logits, per call (recomputed chunks call it again)
-    hook = model.llama_model.get_output_embeddings().register_forward_hook(
-        lambda module, args, output: head_rows.append(output.shape[:-1].numel()))
-    scored_loss, scored_grads = loss_and_grads(model, inputs)
-    hook.remove()
+    head_rows = []  # positions the LM head maps to logits, per call
+    if path == "recomputed":  # the path of a head that is not a plain linear layer: chunks run again in backward
+        monkeypatch.setattr(scored_loss, "fits_fused_loss", lambda head: False)
+        hook = model.llama_model.get_output_embeddings().register_forward_hook(
+            lambda module, args, output: head_rows.append(output.shape[:-1].numel()))
+    else:
+        logits_of = scored_loss.chunk_logits
+        monkeypatch.setattr(scored_loss, "chunk_logits", lambda *args: head_rows.append(len(args[0])) or logits_of(*args))
+    scored_loss_value, scored_grads = loss_and_grads(model, inputs)
+    if path == "recomputed":
+        hook.remove()
     labelled = int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
-    assert max(head_rows) <= chunk_size and sum(head_rows) in (labelled, 2 * labelled)  # 2x: recomputed
+    assert max(head_rows) <= chunk_size and sum(head_rows) == labelled * (2 if path == "recomputed" else 1)
     assert labelled < inputs["labels"].numel() / 3
     model.logits_where_scored = False  # transformers' own loss over every position's logits
     full_loss, full_grads = loss_and_grads(model, inputs)
-    assert scored_loss == pytest.approx(full_loss, abs=1e-5)
+    assert scored_loss_value == pytest.approx(full_loss, abs=1e-5)
     assert scored_grads.keys() == full_grads.keys() and len(full_grads) >= 2
     assert any("llama_model" in key for key in full_grads) == (mode != "frozen LLM")
     for key, grad in full_grads.items():
@@ -85,3 +94,28 @@ def test_a_batch_without_labels_gives_a_zero_loss_that_reaches_the_head(shapes_d
     loss.backward()
     assert loss.item() == 0.0
     assert model.llama_model.lm_head.weight.grad is not None  # DDP's all-reduce needs every rank's gradient
+
+
+def test_default_chunks_hold_about_32_mib_of_logits():
+    assert rows_per_chunk(32000) == 262  # a Llama-2 vocabulary: 262 x 32000 float32 logits = 32 MiB
+    assert rows_per_chunk(128256) == 65
+    assert rows_per_chunk(1000) == 1024 and rows_per_chunk(10**6) == 64  # the bounds
+    assert rows_per_chunk(32000, 3) == 3  # a configured size wins
+
+
+def test_under_bfloat16_autocast_both_paths_agree(shapes_dir, monkeypatch):
+    """The GPU recipe trains under bf16 autocast: the gradients computed in the forward pass keep each
+    tensor's dtype and match the recomputed path's."""
+    model = build(shapes_dir, MODES["full"])
+    inputs = batch(model)
+    results = {}
+    for path in ("gradients in the forward pass", "recomputed"):
+        monkeypatch.setattr(scored_loss, "fits_fused_loss", lambda head, fused=path != "recomputed": fused)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results[path] = loss_and_grads(model, inputs)
+    (fused_loss, fused_grads), (recomputed_loss, recomputed_grads) = results.values()
+    assert fused_loss == pytest.approx(recomputed_loss, rel=1e-2)
+    head_key = next(key for key in fused_grads if key.endswith("lm_head.weight"))
+    for key in (head_key, next(key for key in fused_grads if "llama_proj" in key or "projector" in key)):
+        assert fused_grads[key].dtype == torch.float32
+        torch.testing.assert_close(fused_grads[key], recomputed_grads[key], atol=2e-3, rtol=5e-2, msg=key)

@@ -96,7 +96,7 @@ class ModelConfig:
     # The LM head and loss only at labelled positions, logits_chunk_size rows at a time (models/scored_loss.py);
     # false: over every position, as transformers computes it (the same loss, for comparison).
     logits_where_scored: bool = True
-    logits_chunk_size: int = 1024
+    logits_chunk_size: Optional[int] = None  # None: rows for about 32 MiB of float32 logits (64 to 1024)
     attn_implementation: str = "sdpa"  # the LLM's attention: sdpa (PyTorch's fused kernels), flash_attention_2, eager
 
     # Prompting and the token budget, as MiniGPT-4 counts it: max_txt_len bounds what follows the first

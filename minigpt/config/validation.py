@@ -78,7 +78,7 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
     for part, part_config in model.parts.items():
         if part_config.mode not in PART_MODES:
             fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
-    if model.logits_chunk_size < 1:
+    if model.logits_chunk_size is not None and model.logits_chunk_size < 1:
         fail("model.logits_chunk_size", f"{model.logits_chunk_size} rows: at least 1")
     if model.parts.llm.mode == "lora" and model.lora_r <= 0:
         fail("model.lora_r", "parts.llm.mode is 'lora' but lora_r is 0")

@@ -1,9 +1,12 @@
 """Load a model for inference from an eval config: build, load `ckpt`, optionally quantise to 8 or 4 bits."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib.util
 import resource
 import sys
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -108,12 +111,35 @@ def split_llm(llm: torch.nn.Module, device_map: dict[str, int | str], offload_di
     return dispatch_model(llm, device_map=device_map, offload_dir=offload_dir)
 
 
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
 def peak_memory_gib(device: torch.device) -> float:
-    """Peak memory so far: torch's GPU allocations, or on the CPU the process's peak resident set, which
-    counts the Python runtime and libraries as well."""
+    """Peak memory since the process started or reset_peak_memory: torch's GPU allocations, or on the CPU
+    the process's peak resident set, which counts the Python runtime and libraries as well."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
+    if PROC_STATUS.exists():  # Linux: the high-water mark that reset_peak_memory can lower
+        line = next(line for line in PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 2**20  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start peak_memory_gib afresh from what is held now, so that a measurement leaves out what was built
+    and freed before it. On the CPU (Linux) freed heap goes back to the system first, so that the
+    resident set is what is still in use."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    gc.collect()
+    if PROC_CLEAR_REFS.exists():
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+        PROC_CLEAR_REFS.write_text("5")  # 5: reset the peak resident set to the current one
 
 
 def report_peak_memory(device: torch.device, when: str) -> None:

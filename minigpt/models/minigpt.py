@@ -55,7 +55,7 @@ class MiniGPT(nn.Module):
                  template: PromptTemplate, num_image_tokens: int, input_size: int, qformer: nn.Module | None = None,
                  num_query_token: int = 32, max_context_len: int = 3800, vision_dtype: torch.dtype = torch.float32,
                  extra_encoders: list[nn.Module] | None = None, proj_type: str = "linear", sub_image_grid: int = 1,
-                 logits_where_scored: bool = True, logits_chunk_size: int = 1024):
+                 logits_where_scored: bool = True, logits_chunk_size: int | None = None):
         super().__init__()
         self.visual_encoder = visual_encoder
         self.ln_vision = ln_vision
