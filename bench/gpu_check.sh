@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure still owed, in one run on one GPU (planned to take under 8 minutes; not yet run on one):
 #   - stage-2 training at the 7B shape: samples/s, MFU and peak memory of ours, each lever added in turn,
-#     against the transformers BLIP-2 assembly, bf16 with SDPA (bench/train_throughput.py);
+#     against the transformers BLIP-2 assembly, bf16 with SDPA, and again with flash-attention when it is
+#     installed (packed rows then take its varlen path) (bench/train_throughput.py);
 #   - chat with MiniGPT-4 at the 7B shape in bf16, int8 and NF4: peak memory, decode tokens/s at batch 1
 #     and 8, ours and the BLIP-2 assembly (bench/generate.py);
 #   - whole train.py runs at the 7B shape: plain, DeepSpeed ZeRO-2 and QLoRA (NF4), seconds per step
@@ -13,18 +14,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
-if [[ "${1:-}" == "--dry-run" ]]; then
-    device=cpu; preset=tiny; out=${2:-$(mktemp -d)}; suffix=dryrun; steps=2; new_tokens=4
+if [[ "${1:-}" == "--dry-run" ]]; then  # the second attention run takes eager, to run that path too
+    device=cpu; preset=tiny; out=${2:-$(mktemp -d)}; suffix=dryrun; steps=2; new_tokens=4; second_attn=eager
 else
     device=cuda:0; preset=7b; out=bench/results; suffix=gpu; steps=5; new_tokens=64
+    second_attn=$($python -c "import flash_attn; print('flash_attention_2')" 2>/dev/null || true)
 fi
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 $python bench/train_throughput.py --preset "$preset" --device "$device" --stages stage2 --warmup 1 --steps "$steps" \
     --out "$out/train_throughput_$suffix.json"
+results=("$out/train_throughput_$suffix.json")
+if [[ -n "$second_attn" ]]; then
+    $python bench/train_throughput.py --preset "$preset" --device "$device" --stages stage2 --warmup 1 \
+        --steps "$steps" --attn "$second_attn" --out "$out/train_throughput_${second_attn}_$suffix.json"
+    results+=("$out/train_throughput_${second_attn}_$suffix.json")
+fi
 $python bench/generate.py --shape "$preset" --device "$device" --arch minigpt4 --batch-sizes 1 8 \
     --new-tokens "$new_tokens" --work-dir "$work" --out "$out/generate_$suffix.json"
 $python bench/train_steps.py --shape "$preset" --device "$device" --steps "$steps" --out "$out/train_steps_$suffix.json"
-$python bench/summary.py "$out/train_throughput_$suffix.json" "$out/generate_$suffix.json" \
-    "$out/train_steps_$suffix.json" | tee "$out/gpu_check_$suffix.txt"
+$python bench/summary.py "${results[@]}" "$out/generate_$suffix.json" "$out/train_steps_$suffix.json" \
+    | tee "$out/gpu_check_$suffix.txt"

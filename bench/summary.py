@@ -13,7 +13,8 @@ def training_lines(result: dict) -> list[str]:
     lines = []
     for row in result["runs"]:
         mfu = f", MFU {row['mfu']:.1%}" if "mfu" in row else ""
-        lines.append(f"train {row['stage']} {row['model']}: {row['samples_per_s']:.2f} samples/s, "
+        attn = f" ({row['attn']})" if row.get("attn", "sdpa") != "sdpa" else ""
+        lines.append(f"train {row['stage']} {row['model']}{attn}: {row['samples_per_s']:.2f} samples/s, "
                      f"peak {row['peak_memory_gib']:.2f} GiB{mfu}")
     for stage, ratio in result["ratios"].items():
         lines.append(f"train {stage} ours / baseline: {ratio['throughput']:.2f}x throughput, "

@@ -3,6 +3,7 @@
     python bench/train_throughput.py --preset tiny --device cpu     # tiny_stage2 shapes, on the CPU
     python bench/train_throughput.py --preset small --device cpu    # ViT 12x384, Q-Former 4x256, LLM 8x512, 32k vocabulary
     python bench/train_throughput.py --preset 7b                    # on a GPU: EVA ViT-g, Q-Former, Llama-2-7B shape
+    python bench/train_throughput.py --preset 7b --attn flash_attention_2   # both LLMs on flash-attention
 
 The baseline is what a user would write instead: `Blip2ForConditionalGeneration` with a Llama language
 model of identical shapes, the vision model, Q-Former and LLM frozen with requires_grad_(False), the
@@ -71,9 +72,9 @@ FROZEN = ["model.parts.vision_encoder.mode=frozen", "model.parts.qformer.mode=fr
           "model.parts.projector.mode=full", "model.ckpt=null", "model.prompt_path=null"]
 
 
-def model_config(preset: str, tokenizer: Path):
+def model_config(preset: str, tokenizer: Path, attn: str = "sdpa"):
     path, overrides, _ = PRESETS[preset]
-    options = [*overrides, *FROZEN, f"model.tokenizer={tokenizer}"]
+    options = [*overrides, *FROZEN, f"model.tokenizer={tokenizer}", f"model.attn_implementation={attn}"]
     if preset == "7b":
         options += [f"model.llama_config.{key}={value}" for key, value in LLAMA2_7B.items()]
     return load_config(REPO / path, options, for_training=False).model
@@ -120,6 +121,7 @@ class Baseline:
     def __init__(self, cfg, ours_model, device: torch.device, data: list):
         self.data = [collator_for(ours_model)(samples) for samples in data]
         model, self.image_token_id = blip2_baseline(ours_model, cfg.image_size, cfg.num_query_token)
+        model.language_model.set_attn_implementation(cfg.attn_implementation)  # ours' attention kernel
         self.model = model.to(device).train()
         for name, param in self.model.named_parameters():
             param.requires_grad_(name.startswith("language_projection."))
@@ -172,7 +174,7 @@ def measure(args) -> list[dict]:
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     runtime_gib = 0.0 if on_gpu else peak_memory_gib(device)  # the CPU's figure leaves out the libraries
-    cfg = model_config(args.preset, Path(args.tokenizer))
+    cfg = model_config(args.preset, Path(args.tokenizer), args.attn)
     batch_size, words = PRESETS[args.preset][2][args.stage]
     data = batches(cfg.image_size, args.stage, batch_size, words)
     reference = Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32, LEVERS["ours_plain"], data)
@@ -188,7 +190,7 @@ def measure(args) -> list[dict]:
     rows = []
     for name, seconds in times.items():
         step = statistics.median(seconds)
-        row = {"stage": args.stage, "model": name, "batch_size": batch_size, "tokens_per_sample": round(tokens / batch_size, 1),
+        row = {"stage": args.stage, "model": name, "attn": args.attn, "batch_size": batch_size, "tokens_per_sample": round(tokens / batch_size, 1),
                "rows": statistics.mean(b["input_ids"].shape[0] for b in runners[name].data),
                "step_s": round(step, 4), "samples_per_s": round(batch_size / step, 2), "tokens_per_s": round(tokens / step, 1)}
         if len(runners) == 1:
@@ -204,7 +206,7 @@ def measure(args) -> list[dict]:
 def stage_rows(args, stage: str, tokenizer: Path) -> list[dict]:
     def child(model: str, warmup: int, steps: int) -> list[dict]:
         command = [__file__, "--preset", args.preset, "--stage", stage, "--model", model, "--device", args.device,
-                   "--warmup", str(warmup), "--steps", str(steps), "--tokenizer", str(tokenizer)]
+                   "--warmup", str(warmup), "--steps", str(steps), "--tokenizer", str(tokenizer), "--attn", args.attn]
         return run_child(command, f"{stage} {model}")["rows"]
 
     if args.device.startswith("cuda"):  # steady timings: each runner alone, speed and memory in one run
@@ -255,6 +257,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--attn", choices=("sdpa", "flash_attention_2", "eager"), default="sdpa",
+                        help="the LLMs' attention (flash_attention_2: packed rows take its varlen path)")
     parser.add_argument("--out", help="JSON results (default bench/results/train_throughput_<preset>.json)")
     parser.add_argument("--stage", choices=("stage1", "stage2"), help=argparse.SUPPRESS)  # one measurement, in a child
     parser.add_argument("--model", choices=(*RUNNERS, "all"), help=argparse.SUPPRESS)
