@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU figure still owed, in one run on one GPU (planned to take under 8 minutes; not yet run on one):
-#   - stage-2 training at the 7B shape: samples/s, MFU and peak memory of ours, each lever added in turn,
+#   - stage-1 and stage-2 training at the 7B shape: samples/s, MFU and peak memory of ours, each lever added in turn,
 #     against the transformers BLIP-2 assembly, bf16 with SDPA, and again with flash-attention when it is
 #     installed (packed rows then take its varlen path) (bench/train_throughput.py);
 #   - chat with MiniGPT-4 at the 7B shape in bf16, int8 and NF4: peak memory, decode tokens/s at batch 1
@@ -10,21 +10,23 @@
 # then one summary table (bench/summary.py). Results: bench/results/*_gpu.json and gpu_check_gpu.txt.
 #
 #   bash bench/gpu_check.sh                    # on the GPU machine
+#   RESULTS=DIR bash bench/gpu_check.sh        # each result file into DIR as soon as it is measured
 #   bash bench/gpu_check.sh --dry-run [DIR]    # the same steps on the CPU at tiny shapes, results in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
-if [[ "${1:-}" == "--dry-run" ]]; then  # the second attention run takes eager, to run that path too
-    device=cpu; preset=tiny; out=${2:-$(mktemp -d)}; suffix=dryrun; steps=2; new_tokens=4; second_attn=eager
+if [[ "${1:-}" == "--dry-run" ]]; then  # stage 2 alone (stage 1 is the same code on other batches);
+    device=cpu; preset=tiny; out=${2:-$(mktemp -d)}; suffix=dryrun; steps=2; new_tokens=4  # eager for the
+    stages=stage2; second_attn=eager  # second attention run, to run that path too
 else
-    device=cuda:0; preset=7b; out=bench/results; suffix=gpu; steps=5; new_tokens=64
+    device=cuda:0; preset=7b; out=${RESULTS:-bench/results}; suffix=gpu; steps=5; new_tokens=64; stages="stage1 stage2"
     second_attn=$($python -c "import flash_attn; print('flash_attention_2')" 2>/dev/null || true)
 fi
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$python bench/train_throughput.py --preset "$preset" --device "$device" --stages stage2 --warmup 1 --steps "$steps" \
-    --out "$out/train_throughput_$suffix.json"
+$python bench/train_throughput.py --preset "$preset" --device "$device" --stages $stages --warmup 1 \
+    --steps "$steps" --out "$out/train_throughput_$suffix.json"
 results=("$out/train_throughput_$suffix.json")
 if [[ -n "$second_attn" ]]; then
     $python bench/train_throughput.py --preset "$preset" --device "$device" --stages stage2 --warmup 1 \

@@ -120,7 +120,7 @@ class Baseline:
 
     def __init__(self, cfg, ours_model, device: torch.device, data: list):
         self.data = [collator_for(ours_model)(samples) for samples in data]
-        model, self.image_token_id = blip2_baseline(ours_model, cfg.image_size, cfg.num_query_token)
+        model, self.image_token_id = blip2_baseline(ours_model, cfg.image_size, cfg.num_query_token, device)
         model.language_model.set_attn_implementation(cfg.attn_implementation)  # ours' attention kernel
         self.model = model.to(device).train()
         for name, param in self.model.named_parameters():
