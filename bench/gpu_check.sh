@@ -16,9 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 if [[ "${1:-}" == "--dry-run" ]]; then
-    # stage 2 only (stage 1 is the same code on other batches); eager stands in for flash-attention
+    # stage 2 only (stage 1 is the same code on other batches); no second attention run (ATTN=eager
+    # adds one, standing in for flash-attention)
     device=cpu; preset=tiny; out=${2:-$(mktemp -d)}; suffix=dryrun; steps=2; new_tokens=4
-    stages=stage2; second_attn=eager
+    stages=stage2; second_attn=${ATTN:-}
 else
     device=cuda:0; preset=7b; out=${RESULTS:-bench/results}; suffix=gpu; steps=5; new_tokens=64
     stages="stage1 stage2"; second_attn=$($python -c "import flash_attn; print('flash_attention_2')" 2>/dev/null || true)
