@@ -4,6 +4,7 @@ import threading
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from conftest import REPO, fit_answers
 from minigpt.config.loader import load_config
@@ -96,7 +97,6 @@ def test_requests_with_other_options_or_a_seed_do_not_share_a_batch(model, batch
 def test_incremental_row_text_equals_decoding_the_whole_row(shapes_dir):
     """RowDecoder decodes a short window per token; its text must be what decoding every token gives,
     for any tokens: word pieces, byte pieces of a multi-byte character, special tokens."""
-    from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(shapes_dir / "tokenizer")
     generator = torch.Generator().manual_seed(0)
     texts = ["a small blue circle, then a red square.\nNext line", "ÄÖ naïve café 東京 🙂 x", "tokens"]

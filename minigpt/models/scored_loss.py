@@ -88,10 +88,9 @@ def fits_fused_loss(head: nn.Module) -> bool:
     return type(head) is nn.Linear and head.bias is None and not hasattr(head.weight, "ds_id")
 
 
-def scored_hidden_states(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, **masks):
+def scored_hidden_states(decoder: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, **masks):
     """-> (the decoder's [B, T, D] hidden states, [N, D] those a label scores, [N] their targets, [N] their
     rows). Position t predicts token t + 1, so a label at t + 1 scores the hidden state at t."""
-    decoder, _ = decoder_and_head(llm)
     hidden = decoder(inputs_embeds=inputs_embeds, use_cache=False, **masks).last_hidden_state
     next_labels = labels[:, 1:].to(hidden.device)  # [B, T-1]
     scored = next_labels != IGNORE_INDEX  # [B, T-1]
@@ -107,8 +106,8 @@ def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tens
                  **masks) -> tuple[torch.Tensor, torch.Tensor]:
     """-> ([N] loss of each labelled token, [N] its row in the batch), in batch order. `masks`: the
     attention_mask, or for a packed batch position_ids (and attention_mask None)."""
-    _, head = decoder_and_head(llm)
-    hidden, scored_hidden, targets, rows = scored_hidden_states(llm, inputs_embeds, labels, **masks)
+    decoder, head = decoder_and_head(llm)
+    hidden, scored_hidden, targets, rows = scored_hidden_states(decoder, inputs_embeds, labels, **masks)
     if not len(targets):
         return zero_loss(head, hidden).reshape(1), rows.new_zeros(1)
     recompute = torch.is_grad_enabled() and scored_hidden.requires_grad
@@ -122,10 +121,10 @@ def token_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tens
 def mean_token_loss(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None,
                     **masks) -> torch.Tensor:
     """The mean loss over every labelled token of the batch: transformers' causal-LM loss."""
-    _, head = decoder_and_head(llm)
+    decoder, head = decoder_and_head(llm)
     if not (torch.is_grad_enabled() and fits_fused_loss(head)):
         return token_losses(llm, inputs_embeds, labels, chunk_size, **masks)[0].mean()
-    hidden, scored_hidden, targets, _ = scored_hidden_states(llm, inputs_embeds, labels, **masks)
+    hidden, scored_hidden, targets, _ = scored_hidden_states(decoder, inputs_embeds, labels, **masks)
     if not len(targets):
         return zero_loss(head, hidden)
     return HeadLossWithGradients.apply(scored_hidden, head.weight, targets,
