@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from conftest import REPO, fit_answers
 from minigpt.config.loader import load_config
-from minigpt.conversation.chat import GenerationOptions, generate_answers
+from minigpt.conversation.chat import GenerationOptions, generate_answers, generate_counted_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.models.inference import load_for_inference
@@ -60,8 +60,8 @@ def batch_sizes(monkeypatch):
 
     def counted(model, collator, batch_samples, options, **kwargs):
         sizes.append(len(batch_samples))
-        return generate_answers(model, collator, batch_samples, options, **kwargs)
-    monkeypatch.setattr(batching, "generate_answers", counted)
+        return generate_counted_answers(model, collator, batch_samples, options, **kwargs)
+    monkeypatch.setattr(batching, "generate_counted_answers", counted)
     return sizes
 
 
@@ -70,7 +70,7 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(model, batch_size
     alone = [generate_answers(model, collator, [sample], OPTIONS)[0] for sample in samples()]
     assert sum(answer == expected for answer, expected in zip(alone, ANSWERS)) >= 4  # the fitted answers
     batcher = batching.Batcher(model, collator, max_batch=8, wait_s=0.2)
-    together = concurrently(lambda sample: batcher.answers(sample, OPTIONS)[0], samples())
+    together = concurrently(lambda sample: batcher.answers(sample, OPTIONS)[0].text, samples())
     assert together == alone
     assert max(batch_sizes) >= 3 and sum(batch_sizes) == len(QUESTIONS)  # shared batches, each request once
 
@@ -89,7 +89,7 @@ def test_requests_with_other_options_or_a_seed_do_not_share_a_batch(model, batch
     sampled = GenerationOptions(max_new_tokens=12, do_sample=True, temperature=0.9)
     requests = [(sample, OPTIONS if index % 2 else GenerationOptions(max_new_tokens=6), None)
                 for index, sample in enumerate(samples()[:4])] + [(samples()[4], sampled, 7), (samples()[4], sampled, 7)]
-    answers = concurrently(lambda request: batcher.answers(*request)[0], requests)
+    answers = concurrently(lambda request: batcher.answers(*request)[0].text, requests)
     assert answers[4] == answers[5]  # the same seed, each run alone: the same sampled answer
     assert sum(batch_sizes) == 6 and batch_sizes.count(1) >= 2 and max(batch_sizes) <= 2
 

@@ -12,6 +12,7 @@ from conftest import REPO
 from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
+from minigpt.conversation.generated import GeneratedAnswer
 from minigpt.models.inference import load_for_inference
 from minigpt.serving import batching
 from minigpt.serving.openai_api import ServedModel, create_app
@@ -36,8 +37,8 @@ def scripted(served, monkeypatch):
 
     def generate(model, collator, samples, options, **kwargs):
         script["samples"].append(samples[0])
-        return [script["replies"].pop(0)]
-    monkeypatch.setattr(batching, "generate_answers", generate)
+        return [GeneratedAnswer(script["replies"].pop(0), token_count=10, finish_reason="stop")]
+    monkeypatch.setattr(batching, "generate_counted_answers", generate)
     return script
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from minigpt.common.errors import InputError
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
+from minigpt.conversation.generated import GeneratedAnswer
 from minigpt.conversation.template import ASSISTANT, USER, cut_at_markers
 from minigpt.processors.image import to_rgb
 
@@ -98,19 +99,25 @@ def adapter_groups(model, samples: list[dict]) -> Iterator[list[int]]:
 
 
 def generate_answers(model, collator, samples: list[dict], options: GenerationOptions, **generate_kwargs) -> list[str]:
-    """Answers for samples whose turns end with a user question, generated as left-padded batches, one
-    per task adapter that the samples select. `generate_kwargs` (streamer, stopping_criteria) go to the
-    model's generate."""
-    answers: list[str] = [""] * len(samples)
+    """Answers for samples whose turns end with a user question (see generate_counted_answers)."""
+    return [answer.text for answer in generate_counted_answers(model, collator, samples, options, **generate_kwargs)]
+
+
+def generate_counted_answers(model, collator, samples: list[dict], options: GenerationOptions,
+                             **generate_kwargs) -> list[GeneratedAnswer]:
+    """Answers for samples whose turns end with a user question, each with the number of ids generated for it
+    and why it ended (what an API reports as usage), generated as left-padded batches, one per task adapter
+    that the samples select. `generate_kwargs` (streamer, stopping_criteria) go to the model's generate."""
+    answers: list[GeneratedAnswer | None] = [None] * len(samples)
     for indices in adapter_groups(model, samples):
         batch = collator.generation_batch([samples[i] for i in indices])
-        texts = model.generate(batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams,
-                               temperature=options.temperature, top_p=options.top_p,
-                               repetition_penalty=options.repetition_penalty, do_sample=options.do_sample,
-                               stop=options.stop, presence_penalty=options.presence_penalty,
-                               frequency_penalty=options.frequency_penalty, **generate_kwargs)
-        for index, text in zip(indices, texts):
-            answers[index] = text
+        generated = model.generate_counted(
+            batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams, temperature=options.temperature,
+            top_p=options.top_p, repetition_penalty=options.repetition_penalty, do_sample=options.do_sample,
+            stop=options.stop, presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty, **generate_kwargs)
+        for index, answer in zip(indices, generated):
+            answers[index] = answer
     return answers
 
 

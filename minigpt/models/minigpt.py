@@ -27,9 +27,11 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, LogitsProcessorL
 from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.common.schema import PART_NAMES
-from minigpt.conversation.template import PromptTemplate, cut_at_markers
+from minigpt.conversation.generated import GeneratedAnswer
+from minigpt.conversation.template import PromptTemplate
 from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weight
 from minigpt.models.feature_cache import FeatureCache
+from minigpt.models.generation import RowEnds, counted_answers
 from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
 from minigpt.models.llm import build_llm, dequantized_weights
 from minigpt.models.peft_folders import load_llm_adapter, load_task_adapter
@@ -367,32 +369,33 @@ class MiniGPT(nn.Module):
         inputs_embeds, masks = self.batch_embeds(batch)
         return row_losses(self.llama_model, inputs_embeds, batch["labels"], reduction, self.logits_chunk_size, **masks)
 
+    def generate(self, batch: dict, **options) -> list[str]:
+        """The answers' texts for a left-padded generation batch; `options` are generate_counted's."""
+        return [answer.text for answer in self.generate_counted(batch, **options)]
+
     @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
-                 top_p: float = 0.9, repetition_penalty: float = 1.05, do_sample: bool = False,
-                 streamer=None, stopping_criteria: list | None = None, stop: tuple[str, ...] = (),
-                 presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> list[str]:
-        """Answers for a left-padded generation batch (see ConversationCollator.generation_batch); an
-        answer stops where the context is full, or before the first of the `stop` strings. `streamer` and
-        `stopping_criteria` go to transformers' generate (see chat.stream_answer)."""
+    def generate_counted(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
+                         top_p: float = 0.9, repetition_penalty: float = 1.05, do_sample: bool = False,
+                         streamer=None, stopping_criteria: list | None = None, stop: tuple[str, ...] = (),
+                         presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> list[GeneratedAnswer]:
+        """Answers for a left-padded generation batch (ConversationCollator.generation_batch) with the ids generated
+        for each and why it ended (models/generation.py: an API's usage and finish reason). An answer stops where
+        the context is full, or before the first `stop` string; `streamer` and `stopping_criteria` go to generate."""
         inputs_embeds, masks = self.batch_embeds(batch)
         room = self.max_context_len - inputs_embeds.shape[1]
         if room < 1:
             raise InputError(f"prompt of {inputs_embeds.shape[1]} tokens leaves no room for an answer in "
                              f"max_context_len={self.max_context_len}; reset the conversation")
-        max_new_tokens = min(max_new_tokens, room)
         end_sym = self.template.end_sym
         markers = [*([] if end_sym == self.tokenizer.eos_token else [end_sym]), *stop]
-        stop_strings = {"stop_strings": markers, "tokenizer": self.tokenizer} if markers else {}
+        ends = RowEnds(self.tokenizer, markers, stopping_criteria)
         sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
         penalized = presence_penalty or frequency_penalty
         penalties = [PresenceFrequencyPenalty(presence_penalty, frequency_penalty)] if penalized else []
         output_ids = self.llama_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=masks["attention_mask"],
-            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
+            max_new_tokens=min(max_new_tokens, room), num_beams=num_beams, do_sample=do_sample,
             repetition_penalty=repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id, streamer=streamer,
-            stopping_criteria=StoppingCriteriaList(stopping_criteria or []),
-            logits_processor=LogitsProcessorList(penalties), **sampling, **stop_strings)
-        texts = self.tokenizer.batch_decode(output_ids, skip_special_tokens=True)
-        return [cut_at_markers(text, [end_sym, *stop]).strip() for text in texts]
+            eos_token_id=self.tokenizer.eos_token_id, streamer=streamer, stopping_criteria=StoppingCriteriaList([ends]),
+            logits_processor=LogitsProcessorList(penalties), **sampling)
+        return counted_answers(output_ids, ends, self.tokenizer, [end_sym, *stop], num_beams)

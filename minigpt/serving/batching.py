@@ -6,7 +6,8 @@ queued one that can share its batch (the same generation options and the same ta
 each row stops at its own end marker, and rows never attend to each other, so a greedy answer is the
 one the request would get alone (tests/test_batched_serving.py). A streaming request gets its text as
 the batch decodes: a streamer hands each step's tokens to their rows. A request with a seed, or for
-several answers, runs alone, so that its seed repeats it exactly.
+several answers, runs alone, so that its seed repeats it exactly. Every answer comes back with the number
+of ids generated for it and why it ended (conversation/generated.py), for the API's usage.
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from typing import Iterator
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from minigpt.conversation.chat import GenerationOptions, VisibleAnswer, adapter_for, generate_answers
+from minigpt.conversation.chat import GenerationOptions, VisibleAnswer, adapter_for, generate_counted_answers
+from minigpt.conversation.generated import GeneratedAnswer
 
 
 @dataclass
 class Job:
-    """One request: what to answer, and a queue of ("piece", text) when streamed, then ("done", answers)
-    or ("error", e)."""
+    """One request: what to answer, and a queue of ("piece", text) when streamed, then ("done", a list of
+    GeneratedAnswer) or ("error", e)."""
 
     sample: dict
     options: GenerationOptions
@@ -90,6 +92,29 @@ class RowStreamer(BaseStreamer):
         pass
 
 
+class AnswerStream:
+    """One streamed answer: iterating gives its text in pieces as its batch decodes, what can be shown of it
+    (chat.VisibleAnswer); once that ends, `answer` is the whole GeneratedAnswer. The usage of a streamed
+    reply is known only then: it counts the ids generated, which the pieces do not show."""
+
+    def __init__(self, job: Job, markers: list[str]):
+        self.job, self.visible = job, VisibleAnswer(markers)
+        self.answer: GeneratedAnswer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            kind, value = self.job.events.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                self.answer = value[0]
+            shown = self.visible.add(value) if kind == "piece" else self.visible.finish(self.answer.text)
+            if shown:
+                yield shown
+            if kind == "done":
+                return
+
+
 class Batcher:
     """The worker thread that owns the model and answers queued requests in batches."""
 
@@ -99,7 +124,8 @@ class Batcher:
         self.waiting: list[Job] = []  # taken from the queue, but for a later batch
         threading.Thread(target=self._serve, daemon=True, name="batcher").start()
 
-    def answers(self, sample: dict, options: GenerationOptions, seed: int | None = None, count: int = 1) -> list[str]:
+    def answers(self, sample: dict, options: GenerationOptions, seed: int | None = None,
+                count: int = 1) -> list[GeneratedAnswer]:
         job = Job(sample, options, seed, count)
         self.queue.put(job)
         while True:
@@ -109,20 +135,12 @@ class Batcher:
             if kind == "error":
                 raise value
 
-    def stream(self, sample: dict, options: GenerationOptions, seed: int | None = None) -> Iterator[str]:
-        """The answer in pieces as its batch decodes; joined, they are `answers(...)[0]`."""
+    def stream(self, sample: dict, options: GenerationOptions, seed: int | None = None) -> AnswerStream:
+        """The answer in pieces as its batch decodes (joined, they are `answers(...)[0].text`), then the whole
+        answer with its token count."""
         job = Job(sample, options, seed, streamed=True)
         self.queue.put(job)
-        visible = VisibleAnswer([self.model.template.end_sym, *options.stop])
-        while True:
-            kind, value = job.events.get()
-            if kind == "error":
-                raise value
-            shown = visible.add(value) if kind == "piece" else visible.finish(value[0])
-            if shown:
-                yield shown
-            if kind == "done":
-                return
+        return AnswerStream(job, [self.model.template.end_sym, *options.stop])
 
     def _next_batch(self) -> list[Job]:
         """The oldest job and, if it can share, the queued jobs with its key (waiting `wait_s` for more)."""
@@ -149,12 +167,13 @@ class Batcher:
                 if batch[0].seed is not None:
                     torch.manual_seed(batch[0].seed)
                 if len(batch) == 1 and batch[0].count > 1:
-                    results = [[generate_answers(self.model, self.collator, [batch[0].sample], batch[0].options)[0]
-                                for _ in range(batch[0].count)]]
+                    job = batch[0]
+                    results = [[generate_counted_answers(self.model, self.collator, [job.sample], job.options)[0]
+                                for _ in range(job.count)]]
                 else:
                     streamer = RowStreamer(self.model.tokenizer, batch) if any(j.streamed for j in batch) else None
-                    answers = generate_answers(self.model, self.collator, [job.sample for job in batch],
-                                               batch[0].options, streamer=streamer)
+                    answers = generate_counted_answers(self.model, self.collator, [job.sample for job in batch],
+                                                       batch[0].options, streamer=streamer)
                     results = [[answer] for answer in answers]
                 for job, result in zip(batch, results):
                     job.events.put(("done", result))

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from minigpt.conversation.collator import collator_for
+from minigpt.conversation.generated import GeneratedAnswer
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.conversation.tool_calls import tool_result_text
 from minigpt.processors.image import to_rgb
@@ -185,35 +186,30 @@ class Completion:
                                "max_tokens")
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-    def finish_reason(self, answer: str) -> str:
-        tokens = len(self.served.model.tokenizer(answer, add_special_tokens=False)["input_ids"])
-        return "length" if tokens >= self.options.max_new_tokens else "stop"
-
-    def usage(self, *answers: str) -> dict:
-        """Token counts: the prompt once, the completions summed (n answers to one prompt)."""
-        tokenizer = self.served.model.tokenizer
-        completion = sum(len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers)
+    def usage(self, *answers: GeneratedAnswer) -> dict:
+        """Token counts: the prompt once, and the ids generated for the answers, summed (n answers to one
+        prompt). Counted where they were generated: re-tokenizing the answers' text gives another number."""
+        completion = sum(answer.token_count for answer in answers)
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
                 "total_tokens": self.prompt_tokens + completion}
 
-    def generate(self, count: int = 1) -> list[tuple[dict, str]]:
-        """`count` assistant messages with their finish reasons, tool calls read from the text when tools
-        are offered. A seed is set once, before the first answer, so a seeded request repeats exactly."""
+    def generate(self, count: int = 1) -> list[tuple[dict, str, GeneratedAnswer]]:
+        """`count` assistant messages with their finish reasons ("tool_calls" when tools are offered and
+        called, else the generation's "stop" or "length") and the answers as generated. A seed is set once,
+        before the first answer, so a seeded request repeats exactly."""
         generated = self.served.batcher.answers(self.sample, self.options, self.params.seed, count)
         replies = []
-        for text in generated:
-            message, finish = reply_message(self.sample["answer_prefix"] + text, self.tools)
-            replies.append((message, finish or self.finish_reason(text)))
+        for answer in generated:
+            message, finish = reply_message(self.sample["answer_prefix"] + answer.text, self.tools)
+            replies.append((message, finish or answer.finish_reason, answer))
         return replies
 
     def answer(self) -> dict:
         replies = self.generate(self.params.n)
-        texts = [message["content"] or "".join(call["function"]["arguments"] for call in message.get("tool_calls", []))
-                 for message, _ in replies]
-        usage = self.usage(*texts)
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.served.name,
                 "choices": [{"index": index, "message": message, "finish_reason": finish}
-                            for index, (message, finish) in enumerate(replies)], "usage": usage}
+                            for index, (message, finish, _) in enumerate(replies)],
+                "usage": self.usage(*(answer for _, _, answer in replies))}
 
     def chunks(self) -> Iterator[str]:
         """Server-sent events: the role, then each new piece of text, then the finish reason and [DONE]."""
@@ -228,17 +224,16 @@ class Completion:
 
         yield event({"role": "assistant", "content": ""})
         if self.tools.active:  # a call is known only once the whole reply is: generate it, then send it in pieces
-            message, finish = self.generate()[0]
+            message, finish, answer = self.generate()[0]
             for delta in tool_call_deltas(message):
                 yield event(delta)
-            answer = "".join(call["function"]["arguments"] for call in message.get("tool_calls", []))
             yield event({}, finish)
         else:
-            answer = ""
-            for piece in served.batcher.stream(self.sample, self.options, self.params.seed):
-                answer += piece
+            stream = served.batcher.stream(self.sample, self.options, self.params.seed)
+            for piece in stream:
                 yield event({"content": piece})
-            yield event({}, self.finish_reason(answer))
+            answer = stream.answer
+            yield event({}, answer.finish_reason)
         if self.params.include_usage:
             yield event(None, usage=self.usage(answer))
         yield "data: [DONE]\n\n"
