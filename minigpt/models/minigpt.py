@@ -364,8 +364,7 @@ class MiniGPT(nn.Module):
 
     @torch.no_grad()
     def answer_losses(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
-        """[B] loss of each row's labelled (answer) tokens, their mean or (reduction "sum") their total: how
-        unlikely the model finds that answer."""
+        """[B] loss of each row's labelled (answer) tokens, their mean or (with "sum") total: how unlikely it is."""
         inputs_embeds, masks = self.batch_embeds(batch)
         return row_losses(self.llama_model, inputs_embeds, batch["labels"], reduction, self.logits_chunk_size, **masks)
 
