@@ -96,8 +96,8 @@ def answer(rng: random.Random, section: str, faces: list[dict]) -> tuple[str, st
                 f"Head: {tilt_words(face)}.")
         return text, f"{face['hair']} hair, {face['eyes']} eyes", {"hair": face["hair"], "eyes": face["eyes"]}
     if section == "Number of Faces":
-        noun = "face" if count == "one" else "faces"
-        return rng.choice((f"There is {count} {noun} in the image.", f"{count.capitalize()} {noun}.")), count, {"count": count}
+        noun, verb = ("face", "is") if count == "one" else ("faces", "are")
+        return rng.choice((f"There {verb} {count} {noun} in the image.", f"{count.capitalize()} {noun}.")), count, {"count": count}
     moods = " and ".join(f"the person on the {place} looks {f['expression']}"
                          for place, f in zip(("left", "middle", "right") if len(faces) == 3 else ("left", "right"), faces))
     return f"{count.capitalize()} people side by side: {moods}.", count, {"count": count}

@@ -11,7 +11,8 @@ Writes, deterministically from the seed (same seed -> identical files):
     DIR/grounding_train.json           MiniGPT-v2 grounding in the same layout, with a "task" per record:
                                        [refer] expression -> box, [identify] box -> expression,
                                        [grounding] description with <p>phrase</p> {box} pairs
-    DIR/grounding_test.json            held out: one [refer] question per image, with the pixel "box"
+    DIR/grounding_test.json            held out: one [refer] question per image, with the pixel "box" (and
+                                       "boxes": those of every shape in the image)
     DIR/images/*.jpg                   the images all of the JSON files refer to
     DIR/tokenizer/                     a sentencepiece BPE tokenizer trained on all of the text above
 
@@ -202,7 +203,8 @@ def grounding_records(rng: random.Random, index: int, shapes: list[dict], image:
 
     target = rng.choice(shapes)
     if split != "train":
-        return [{**refer(target), "box": target["bbox"]}]
+        # "boxes": every shape of the image, for the baseline that boxes any shape whatever the description
+        return [{**refer(target), "box": target["bbox"], "boxes": [s["bbox"] for s in shapes]}]
     records = [refer(s, f"_{number}") for number, s in enumerate(shapes)]
     records.append({"id": f"{split}_identify_{index:06d}", "image": image, "task": "identify",
                     "conversations": turn_pair(box(target), expression(target), first=True)})

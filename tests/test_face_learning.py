@@ -8,10 +8,12 @@ held-out faces and on the same questions about a blank image. A second finetune 
 To fit the test into a few minutes, both finetunes train on the five sections the test checks and leave
 out the detailed descriptions (the config's sharegpt4v part); the second one runs
 300 steps, long enough to learn the count (glasses and human-or-not take longer on some seeds).
-LEARNING_SEED=<n> runs it with another training seed (see tests/test_learning.py).
+Every section must beat, by a margin, the strongest of its controls (tests/learning_controls.py): the
+best constant answer among the training answers, chance, another face's right answer, and the model given
+blank and shuffled images; an answer counts only when it names the truth and no other value.
+LEARNING_SEED / LEARNING_DATA_SEED pick the seeds (see tests/test_learning.py).
 """
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,12 +22,14 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_script
+from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_controls, record
+from minigpt.evaluation.attribute_metrics import score_attributes
 
 sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_faces import generate  # noqa: E402
-from test_learning import eval_scores, first_and_last_loss  # noqa: E402
+from test_learning import eval_scores, first_and_last_loss, shuffled_images, with_images  # noqa: E402
 
-SEED = [f"run.seed={os.environ['LEARNING_SEED']}"] if os.environ.get("LEARNING_SEED") else []
+SEED = TRAINING_SEED
 EXPRESSION = "Facial Expression due to contextual cues"
 LEARNED = (EXPRESSION, "Fitzpatrick", "Accessories", "Number of Faces", "Human or not")
 LEFT_OUT = "Fitzpatrick"
@@ -52,17 +56,61 @@ def finetune(config: Path, data: Path, out: Path, sections: list[str], steps: in
     assert last < 0.3 * first, f"{out.name}: loss {first:.3f} -> {last:.3f}"
 
 
-def section_table(scores: dict, blank: dict) -> dict:
-    """Per section: match, match on the blank image, wrong and chance."""
-    return {section: {"match": round(scores[f"{section}/match"], 3), "blank": round(blank[f"{section}/match"], 3),
-                      "wrong": round(scores[f"{section}/wrong"], 3), "chance": round(scores[f"{section}/chance"], 3)}
-            for section in LEARNED}
+def section_match(predictions: list[str], references: list[dict]) -> float:
+    return score_attributes(predictions, references)[0]["match"]
+
+
+def face_controls(data: Path) -> dict[str, dict[str, float]]:
+    """Per learned section, the data-only controls: training answers given to every held-out face."""
+    train, test = (json.loads((data / f"face_{split}.json").read_text()) for split in ("train", "test"))
+    controls = {}
+    for section in LEARNED:
+        held_out = [r for r in test if r["section"] == section]
+        references = [{"section": section, "attributes": r["attributes"]} for r in held_out]
+        controls[section] = data_controls([r["answer"] for r in train if r["section"] == section], references,
+                                          section_match, truths=[r["answer"] for r in held_out])
+    return controls
+
+
+def check_faces(scores: dict[str, dict], controls: dict[str, dict[str, float]]) -> None:
+    """scores: eval sections of the full finetune (faces, blank, shuffled) and of the `select` one
+    (select, select_blank), each with "<section>/match"."""
+    runs = {"faces": {"blank image": "blank", "shuffled images": "shuffled"}, "select": {"blank image": "select_blank"}}
+
+    def image_controls(run: str, section: str) -> dict[str, float]:
+        return {f"{run} {kind}": scores[key][f"{section}/match"] for kind, key in runs[run].items()}
+
+    for section in LEARNED:
+        assert_beats(section, scores["faces"][f"{section}/match"], {**controls[section], **image_controls("faces", section)},
+                     margin=0.15)
+    count = "Number of Faces"  # the run with the shorter list learned from the image what it kept ...
+    assert_beats(f"select: {count}", scores["select"][f"{count}/match"], {**controls[count], **image_controls("select", count)},
+                 margin=0.15)
+    left_out = scores["select"][f"{LEFT_OUT}/match"]  # ... and not what it left out
+    assert left_out <= max(controls[LEFT_OUT].values()) + 0.1, f"select: {LEFT_OUT} {left_out:.3f} learned all the same"
+    assert left_out <= scores["faces"][f"{LEFT_OUT}/match"] - 0.3
+
+
+def eval_sections(data: Path, test: list[dict]) -> list[str]:
+    """eval.py options for the held-out faces as they are, on a blank image and on shuffled images."""
+    Image.new("RGB", (64, 64), (255, 255, 255)).save(data / "images" / "blank.png")
+    variants = {"faces": test, "blank": with_images(test, lambda index: "blank.png"), "shuffled": shuffled_images(test)}
+    options = []
+    for name, records in variants.items():
+        (data / f"{name}.json").write_text(json.dumps(records))
+        options += [f"evaluation_datasets.{name}.build_info.ann_path={data / f'{name}.json'}",
+                    f"evaluation_datasets.{name}.build_info.image_path={data / 'images'}"]
+        if name != "faces":
+            options += [f"evaluation_datasets.{name}.{key}" for key in (
+                "builder=face_annotations", "metric=attributes", "max_new_tokens=24",
+                "vis_processor.eval.name=blip2_image_eval", "vis_processor.eval.image_size=64")]
+    return options
 
 
 @pytest.mark.slow
 def test_face_sections_are_learned_from_the_image_and_select_steers_them(tmp_path):
     data, out = tmp_path / "faces", tmp_path / "output"
-    generate(data, seed=0, train_images=1500, test_images=100)
+    generate(data, seed=DATA_SEED, train_images=1500, test_images=100)
     tokenizer = f"model.tokenizer={data}/tokenizer"
     run_script(["train.py", "--cfg-path", "train_configs/tiny_v2_stage1.yaml", "--options", tokenizer,
                 f"datasets.cc_sbu.build_info.storage={data}/shards/shapes-{{000000..000003}}.tar",
@@ -73,29 +121,12 @@ def test_face_sections_are_learned_from_the_image_and_select_steers_them(tmp_pat
     finetune(config, data, out / "select", kept, SELECT_STEPS)
 
     test = [r for r in json.loads((data / "face_test.json").read_text()) if r["section"] in LEARNED]
-    Image.new("RGB", (64, 64), (255, 255, 255)).save(data / "images" / "blank.png")
-    (data / "test.json").write_text(json.dumps(test))
-    (data / "blank.json").write_text(json.dumps([{**r, "image": "blank.png"} for r in test]))
-    sections = [f"evaluation_datasets.{section}.build_info.{key}={value}" for section, file in
-                (("faces", "test.json"), ("blank", "blank.json"))
-                for key, value in (("ann_path", data / file), ("image_path", data / "images"))]
-    blank_section = [f"evaluation_datasets.blank.{key}" for key in (
-        "builder=face_annotations", "metric=attributes", "vis_processor.eval.name=blip2_image_eval",
-        "vis_processor.eval.image_size=64")]
-    full = eval_scores(EVAL_CONFIG, [tokenizer, f"model.ckpt={out / 'all'}", *sections, *blank_section],
-                       tmp_path / "eval_all")
-    steered = eval_scores(EVAL_CONFIG, [tokenizer, f"model.ckpt={out / 'select'}", *sections[:2]],
-                          tmp_path / "eval_select")["faces"]
-    scores = {("all", "test"): full["faces"], ("all", "blank"): full["blank"], ("select", "test"): steered}
-    for run in ("all", "select"):
-        print(run, json.dumps(section_table(scores[run, "test"], scores["all", "blank"]), indent=1))
-
-    ours, blank, steered = scores["all", "test"], scores["all", "blank"], scores["select", "test"]
-    for section in LEARNED:
-        assert ours[f"{section}/match"] >= ours[f"{section}/chance"] + 0.15, section
-        assert ours[f"{section}/match"] >= blank[f"{section}/match"] + 0.15, section
-    count = "Number of Faces"  # the run with the shorter list learned from the image what it kept ...
-    assert steered[f"{count}/match"] >= steered[f"{count}/chance"] + 0.2
-    assert steered[f"{count}/match"] >= blank[f"{count}/match"] + 0.15
-    assert steered[f"{LEFT_OUT}/match"] <= ours[f"{LEFT_OUT}/chance"] + 0.1  # ... and not what it left out
-    assert steered[f"{LEFT_OUT}/match"] <= ours[f"{LEFT_OUT}/match"] - 0.3
+    sections = eval_sections(data, test)
+    full = eval_scores(EVAL_CONFIG, [tokenizer, f"model.ckpt={out / 'all'}", *sections], tmp_path / "eval_all")
+    steered = eval_scores(EVAL_CONFIG, [tokenizer, f"model.ckpt={out / 'select'}", *sections], tmp_path / "eval_select",
+                          datasets=("faces", "blank"))
+    scores = {**full, "select": steered["faces"], "select_blank": steered["blank"]}
+    controls = face_controls(data)
+    record("faces", {f"{run}/{section}": round(scores[run][f"{section}/match"], 3) for run in scores for section in LEARNED}
+           | {f"{kind}/{section}": round(value, 3) for section, values in controls.items() for kind, value in values.items()})
+    check_faces(scores, controls)

@@ -94,11 +94,11 @@ def test_attribute_scores_per_section_with_wrong_values_and_chance():
     references = [{"section": "Fitzpatrick", "attributes": {"skin": value}} for value in ("ii", "v", "iii")]
     references += [{"section": "Short", "attributes": {"hair": "red", "eyes": "blue"}},
                    {"section": "Short", "attributes": {"hair": "black", "eyes": "green"}}]
-    answers = ["Type II.", "Type III on the scale.", "type iii", "A face with red hair and blue eyes.", "Black hair."]
+    answers = ["Type II.", "Type III on the scale.", "type iii or v", "A face with red hair and blue eyes.", "Black hair."]
     scores, per_item = score_attributes(answers, references)
-    assert [item["match"] for item in per_item] == [1.0, 0.0, 1.0, 1.0, 0.0]
-    assert [item["wrong"] for item in per_item] == [0.0, 1.0, 0.0, 0.0, 0.0]
-    assert scores["Fitzpatrick/match"] == pytest.approx(2 / 3) and scores["Fitzpatrick/chance"] == pytest.approx(1 / 3)
+    assert [item["match"] for item in per_item] == [1.0, 0.0, 0.0, 1.0, 0.0]  # "iii or v" names a wrong value too
+    assert [item["wrong"] for item in per_item] == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert scores["Fitzpatrick/match"] == pytest.approx(1 / 3) and scores["Fitzpatrick/chance"] == pytest.approx(1 / 3)
     assert scores["Short/soft"] == 0.75 and scores["Short/chance"] == 0.5
     with pytest.raises(ValueError, match="need 'attributes'"):
         score_attributes(["x"], [{"answers": ["x"]}])

@@ -4,7 +4,8 @@ synthetic faces: an expression, a Fitzpatrick type, yes / no ...).
 A reference is {"section": name, "attributes": {attribute: value}}. The words an attribute can take are
 all the values the references give it, so a wrong answer is recognised without a list written by hand.
 Per answer:
-    match   every reference value is named (as a whole word, any case)
+    match   every reference value is named (as a whole word, any case) and no other value of its
+            attributes: an answer that lists every value would otherwise always be right
     soft    the share of reference values named
     wrong   some other value of one of the attributes is named (a wrong expression, a wrong type)
 Scores are given per section ("<section>/match" ...) and over all answers, with each section's chance
@@ -35,7 +36,7 @@ def score_attributes(predictions: list[str], references: list[dict]) -> tuple[di
         named = [_named(value, words) for value in truth.values()]
         wrong = any(_named(other, words) for attribute, value in truth.items() for other in values[attribute]
                     if other != value)
-        item = {"match": float(all(named)), "soft": sum(named) / len(named), "wrong": float(wrong)}
+        item = {"match": float(all(named) and not wrong), "soft": sum(named) / len(named), "wrong": float(wrong)}
         per_item.append(item)
         by_section[reference.get("section", "all")].append((item, truth))
     scores = {key: sum(item[key] for item in per_item) / max(1, len(per_item)) for key in ("match", "soft", "wrong")}
