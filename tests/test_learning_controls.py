@@ -2,6 +2,7 @@
 answer (the best constant answer, the right answer about another image, or the same score with and
 without the right image), fails; fed right answers, it passes. Small generated data, no training."""
 import json
+import os
 import random
 import sys
 
@@ -142,3 +143,27 @@ def test_paragraph_assertions_fail_without_the_image(tmp_path):
                            ("gallery", {"model/IR@1": 0.2}), ("gallery", {"caption_only/recall": 0.9}),
                            ("shuffled", {"model/recall": 0.9}), ("shuffled", {"model/precision": 0.9})):
         assert fails(paragraphs.check_paragraphs, {**right, section: {**right[section], **wrong}}, controls), wrong
+
+
+def test_sweep_table_shows_each_setting_with_the_spread(tmp_path):
+    import subprocess
+
+    lines = [{"test": "colours", "sweep": "colours base", "passed": True, "values": {"shapes_test": 0.9, "blank": 0.06}},
+             {"test": "colours", "sweep": "colours seed=1", "passed": False, "values": {"shapes_test": 0.7, "blank": 0.1}},
+             {"test": "faces", "sweep": "faces base", "passed": False, "values": {}}]  # crashed before its numbers
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    table = subprocess.run([sys.executable, str(REPO / "scripts/learning_sweep_table.py"), str(results), "--markdown"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "| value | base | seed=1 | min | max |" in table
+    assert "| shapes_test | 0.900 | 0.700 | 0.700 | 0.900 |" in table
+    assert "| passed | yes | NO |  |  |" in table and "### faces" in table
+
+
+def test_sweep_refuses_an_unknown_test_or_setting(tmp_path):
+    import subprocess
+
+    for names, settings, said in ((["colour"], "base", "unknown learning test: colour"), (["colours"], "seed=9", "unknown setting: seed=9")):
+        result = subprocess.run(["bash", str(REPO / "scripts/learning_sweep.sh"), *names], capture_output=True, text=True,
+                                env={**os.environ, "SETTINGS": settings, "OUT": str(tmp_path)})
+        assert result.returncode == 2 and said in result.stderr
