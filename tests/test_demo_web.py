@@ -97,6 +97,7 @@ def browser_or_skip():
 
 
 @pytest.mark.slow
+@pytest.mark.browser  # skipped without chromium, failed instead in CI (tests/ci_skips.py)
 def test_the_page_answers_a_colour_question_in_chromium(tiny, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

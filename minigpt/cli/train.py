@@ -12,6 +12,7 @@ The config is validated, and the output folder checked, before any model is buil
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -45,14 +46,22 @@ def run(args: argparse.Namespace) -> int:
 
 def launch(args: argparse.Namespace) -> int:
     """Run `minigpt train` in `nproc_per_node` processes through torchrun's launcher (standalone, one
-    machine); a rank that fails has printed its own message, so the launcher's report is left out."""
+    machine). A rank that fails has printed its own message, so the launcher's report and its log line
+    are left out; an input error (exit status 2) is then the rank's one line, as without ranks, and any
+    other failure gets a line naming the rank and its exit code."""
     command = ["--standalone", "--nproc-per-node", str(args.nproc_per_node), "-m", "minigpt", "train",
                "--cfg-path", args.cfg_path, *(["--options", *args.options] if args.options else [])]
+    failures = logging.getLogger("torch.distributed.elastic.multiprocessing.api")  # "failed (exitcode: 2) ..."
+    level = failures.level
+    failures.setLevel(logging.CRITICAL)
     try:
         torchrun(torchrun_parser().parse_args(command))
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
-        print(f"minigpt train: rank {rank} stopped with exit code {failure.exitcode} (its message is above)",
-              file=sys.stderr)
+        if failure.exitcode != 2:
+            print(f"minigpt train: rank {rank} stopped with exit code {failure.exitcode} (its message is above)",
+                  file=sys.stderr)
         return failure.exitcode if failure.exitcode > 0 else 1
+    finally:
+        failures.setLevel(level)
     return 0

@@ -125,7 +125,18 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # also what weights_only raises for objects other than tensors
-        raise RefusedPickleError(f"{path}: refused, not a file of plain tensors: {error}") from error
-    except (RuntimeError, EOFError, OSError) as error:  # torch's "PytorchStreamReader failed ..." on a cut file
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({error})") from error
+        raise RefusedPickleError(f"{path}: refused, not a file of plain tensors: {_unpickler_reason(error)}") from error
+    except Exception as error:  # "PytorchStreamReader failed ..." on a cut file; IndexError, KeyError ... on noise
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({reason})") from error
     return state.get("model", state) if isinstance(state, dict) else state
+
+
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The one sentence of torch's weights_only message that says what was refused ("Unsupported global:
+    GLOBAL x.Y was not an allowed global by default", "Unsupported operand 52" for random bytes): the
+    whole message is a page of advice over several lines, and an input error is one line."""
+    text = str(error)
+    _, marker, reason = text.partition("WeightsUnpickler error:")
+    reason = " ".join((reason if marker else text).strip().split("\n\n")[0].split())  # its first paragraph
+    return reason.split(". ")[0].rstrip(".") or "not a weights file"

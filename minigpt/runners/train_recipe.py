@@ -19,7 +19,7 @@ from tqdm import tqdm
 from minigpt.common import registry
 from minigpt.common.checkpoint import (CheckpointWriteError, latest_checkpoint, load_training_state,
                                        prune_checkpoints, save_checkpoint, save_config, staging_folder)
-from minigpt.common.dist import all_reduce_mean, barrier, cleanup, setup_distributed
+from minigpt.common.dist import DistInfo, all_reduce_mean, barrier, cleanup, setup_distributed
 from minigpt.common.errors import InputError
 from minigpt.common.logger import JsonlLogger, MultiLogger, TensorBoardLogger, WandbLogger
 from minigpt.common.registry import register_runner
@@ -39,6 +39,10 @@ class TrainRecipe:
     def __init__(self, config: DictConfig):
         self.config = config
         self.run = config.run
+        # What close() and print() read exists from here on, so that close() after a setup that stopped
+        # part way (a bad annotation file or checkpoint) lets that error through instead of an AttributeError.
+        self.dist: DistInfo | None = None
+        self.logger: MultiLogger | None = None
 
     # ---- setup ----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -129,7 +133,6 @@ class TrainRecipe:
 
     def _setup_logging(self) -> None:
         run = self.run
-        self.logger = None
         if self.dist.is_main:
             save_config(self.config, self.output_dir / "config.yaml")
             loggers = [JsonlLogger(self.output_dir / "log.jsonl")]
@@ -302,14 +305,21 @@ class TrainRecipe:
         barrier()
 
     def close(self) -> None:
-        if self.logger:
-            self.logger.close()
-            try:
-                self.print(f"curves: {plot_curves(self.output_dir)}")
-            except InputError as error:  # a run too short to have logged a loss
-                self.print(f"no curves: {error}")
-        cleanup()
+        """Safe at any point after construction, as the caller's `finally` runs it after an error in
+        setup too: the logs close and the curves are drawn only where logging was set up, and the
+        process group (where one was made) is torn down whatever happens before."""
+        try:
+            if self.logger:
+                self.logger.close()
+                self.logger = None  # a second close() is a no-op
+                try:
+                    self.print(f"curves: {plot_curves(self.output_dir)}")
+                except InputError as error:  # a run too short to have logged a loss
+                    self.print(f"no curves: {error}")
+        finally:
+            cleanup()
 
     def print(self, message: str) -> None:
-        if self.dist.is_main:
+        """On rank 0 only (nothing before the ranks are known), between tqdm's progress lines."""
+        if self.dist is not None and self.dist.is_main:
             tqdm.write(message)
