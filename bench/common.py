@@ -64,22 +64,30 @@ def write_result(out: Path, benchmark: str, device: str, fields: dict) -> None:
     print(f"wrote {out}")
 
 
-def blip2_baseline(ours, image_size: int, num_query_token: int, device: torch.device | str = "cpu"):
+def blip2_baseline(ours, device: torch.device | str = "cpu"):
     """-> (Blip2ForConditionalGeneration, image_token_id): the model a user would assemble from
     transformers instead of ours, with the shapes of our built model `ours` (EVA ViT as BLIP-2's vision
-    model, the same Q-Former, a Llama language model), random weights, in float32, built on `device`
-    (a 7B model's random initialisation takes minutes on the CPU, seconds on a GPU)."""
+    model, as the export writes it; the same Q-Former; a Llama language model), random weights, in
+    float32, built on `device` (a 7B model's random initialisation takes minutes on the CPU, seconds on a
+    GPU).
+
+    The image positions need a token id. Where our LLM's vocabulary has ids the tokenizer never writes
+    (a 32k Llama vocabulary over a small test tokenizer), the last of them marks the image, so both LLMs
+    have the same rows and, with the same weights, the same softmax; otherwise a new id is added (as the
+    export adds `<image>`), whose extra logit changes the loss slightly but not the work."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
-    vit, llm = ours.visual_encoder, ours.llama_model.config
-    block = vit.blocks[0]
-    vision = dict(hidden_size=vit.num_features, intermediate_size=block.mlp.fc1.out_features,
-                  num_hidden_layers=len(vit.blocks), num_attention_heads=block.attn.num_heads,
-                  image_size=image_size, patch_size=vit.patch_embed.patch_size[0], qkv_bias=True)
-    qformer = {**ours.Qformer.config.to_dict(), "encoder_hidden_size": vit.num_features}
-    image_token_id = llm.vocab_size  # one new token marks the image positions
-    text = {**llm.to_dict(), "vocab_size": llm.vocab_size + 1}
-    config = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
-                         num_query_tokens=num_query_token, image_token_index=image_token_id)
+    from minigpt.models.hf_blip2 import blip2_vision_config
+
+    llm = ours.llama_model.config
+    image_token_id = llm.vocab_size - 1 if llm.vocab_size > len(ours.tokenizer) else llm.vocab_size
+    text = {**llm.to_dict(), "vocab_size": max(llm.vocab_size, image_token_id + 1)}
+    config = Blip2Config(vision_config=blip2_vision_config(ours.visual_encoder, ours.ln_vision).to_dict(),
+                         qformer_config=ours.Qformer.config.to_dict(), text_config=text,
+                         num_query_tokens=ours.query_tokens.shape[1], image_token_index=image_token_id)
     with torch.device(device):
-        return Blip2ForConditionalGeneration(config), image_token_id
+        model = Blip2ForConditionalGeneration(config)
+    # One layer_norm_eps serves BLIP-2's blocks and post_layernorm; ours has 1e-6 in the blocks and 1e-5
+    # in ln_vision (hf_blip2.blip2_vision_config), so post_layernorm takes ln_vision's.
+    model.vision_model.post_layernorm.eps = ours.ln_vision.eps
+    return model, image_token_id

@@ -127,7 +127,7 @@ def run_baseline(args, config) -> dict:
     device = torch.device(args.device)
     low_resource, bits = MODES[args.mode]
     ours = load_for_inference(config, torch.device("cpu"), low_resource=False)  # for its shapes and collator
-    hf_model, image_token_id = blip2_baseline(ours, config.model.image_size, config.model.num_query_token)
+    hf_model, image_token_id = blip2_baseline(ours)
     chat = Chat(ours, image_processor_for(config))
     chat.set_image(picture(config.model.image_size))
     collator, pad_id, eos_id = chat.collator, ours.tokenizer.pad_token_id, ours.tokenizer.eos_token_id

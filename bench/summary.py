@@ -14,10 +14,12 @@ def training_lines(result: dict) -> list[str]:
     for row in result["runs"]:
         mfu = f", MFU {row['mfu']:.1%}" if "mfu" in row else ""
         attn = f" ({row['attn']})" if row.get("attn", "sdpa") != "sdpa" else ""
-        lines.append(f"train {row['stage']} {row['model']}{attn}: {row['samples_per_s']:.2f} samples/s, "
+        spread = f" ({row['samples_per_s_min']:.2f}-{row['samples_per_s_max']:.2f})" if "samples_per_s_min" in row else ""
+        lines.append(f"train {row['stage']} {row['model']}{attn}: {row['samples_per_s']:.2f}{spread} samples/s, "
                      f"peak {row['peak_memory_gib']:.2f} GiB{mfu}")
     for stage, ratio in result["ratios"].items():
-        lines.append(f"train {stage} ours / baseline: {ratio['throughput']:.2f}x throughput, "
+        spread = f" ({ratio['throughput_min']:.2f}-{ratio['throughput_max']:.2f})" if "throughput_min" in ratio else ""
+        lines.append(f"train {stage} ours / baseline: {ratio['throughput']:.2f}x{spread} throughput, "
                      f"{ratio['peak_memory']:.2f}x peak memory")
     return lines
 

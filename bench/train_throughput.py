@@ -6,23 +6,31 @@
     python bench/train_throughput.py --preset 7b --attn flash_attention_2   # both LLMs on flash-attention
 
 The baseline is what a user would write instead: `Blip2ForConditionalGeneration` with a Llama language
-model of identical shapes, the vision model, Q-Former and LLM frozen with requires_grad_(False), the
-projection trained by AdamW, bf16 autocast on a GPU. Ours is the recipe's step: `from_config` as
-train.py builds it, AdamW over the trainable groups, the same autocast. Both see the same batches
-(random weights, random images, the same token ids and labels). Two stages, as MiniGPT-4 trains:
+model of identical shapes, the vision model, Q-Former and LLM frozen, the projection trained by AdamW,
+bf16 autocast on a GPU; brought to ours' footing (ours' weights, each part in ours' precision, frozen
+parts in eval mode, the same attention implementation in every part: bench/train_runners.py), so that
+it does the same work, as tests/test_bench_train_parity.py checks loss for loss and gradient for
+gradient. Ours is the recipe's step: `from_config` as train.py builds it, AdamW over the trainable
+groups, the same autocast. Both see the same batches (random images, the same token ids and labels).
+Two stages, as MiniGPT-4 trains:
 - stage1: short captions (15 to 25 words) in big batches;
 - stage2: instruction answers (10 to 190 words: a phrase to a paragraph) in the stage-2 template, batch 12.
 
 Ours runs with each lever added in turn, so that each one's share of the gain shows: `ours_plain` (the
 LM head over every position, padded rows, as the baseline computes), `ours_scored` (the LM head only at
 labelled positions, model.logits_where_scored) and `ours` (also packed rows, run.packing).
-Reported: samples/s, tokens/s (attention-mask tokens), peak memory during the steps: the GPU's
-allocations, or on the CPU the process's peak resident set less what it held before building anything
-(the Python runtime and libraries, about 0.9 GiB either way; the whole figure is kept as
-process_peak_gib), so both count weights, data, optimizer and the steps' activations; on a GPU the
-model FLOPs utilisation; and ours / baseline. Times are medians over --steps steps after --warmup
-steps. On a GPU each model runs alone in its own process; on a (shared, drifting) CPU the two take turns
-step by step in one process, and peak memory comes from a short run of each alone.
+
+Timing: every runner lives in one process and takes --warmup untimed steps; then --rounds rounds, each
+running every runner for --steps timed steps in a row, the order reversed from one round to the next
+(baseline first, then last, ...), so that a drift of the machine's speed (a shared CPU) falls on the
+runners alike. A run's figure is its median step; reported is the median of the runs and their spread
+(min, max); ours / baseline is taken round by round (runs close in time), median and spread.
+Also reported: tokens/s (attention-mask tokens); each runner's loss on the first batch before any
+step (the same for all where they do the same work); peak memory during the steps, from a short run
+of each runner alone in its own process: the GPU's allocations, or on the CPU the process's peak
+resident set less what it held before building anything (the Python runtime and libraries, about
+0.9 GiB either way; the whole figure is kept as process_peak_gib), so both count weights, data,
+optimizer and the steps' activations; on a GPU the model FLOPs utilisation.
 """
 from __future__ import annotations
 
@@ -38,100 +46,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
-    H100_BF16_FLOPS,
-    LLAMA2_7B,
-    REPO,
-    blip2_baseline,
-    report,
-    run_child,
-    small_tokenizer,
-    write_result,
-)
-from minigpt.common import registry  # noqa: E402
-from minigpt.config.loader import load_config  # noqa: E402
-from minigpt.conversation.collator import collator_for
-from minigpt.conversation.template import ASSISTANT, USER  # noqa: E402
+from bench.common import H100_BF16_FLOPS, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
+from bench.train_runners import LEVERS, PRESETS, RUNNERS, batches, build_runners, model_config  # noqa: E402
 from minigpt.models.inference import peak_memory_gib, reset_peak_memory  # noqa: E402
-
-PRESETS = {  # config the model section comes from, its overrides, and per stage: (batch size, answer words)
-    "tiny": ("train_configs/tiny_stage2.yaml", ["model.max_txt_len=200"], {"stage1": (32, 20), "stage2": (12, 100)}),
-    "small": ("train_configs/tiny_stage2.yaml", [
-        "model.max_txt_len=300", "model.image_size=224", "model.num_query_token=32",
-        "datasets.sharegpt4v.vis_processor.train.image_size=224",
-        "model.vit_config={patch_size: 14, embed_dim: 384, depth: 12, num_heads: 6, mlp_ratio: 4.0}",
-        "model.qformer_config={hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 4, intermediate_size: 1024, "
-        "cross_attention_frequency: 2}",
-        "model.llama_config={model_type: llama, hidden_size: 512, intermediate_size: 1376, num_hidden_layers: 8, "
-        "num_attention_heads: 8, num_key_value_heads: 8, max_position_embeddings: 1024, vocab_size: 32000}"],
-        {"stage1": (32, 20), "stage2": (12, 100)}),
-    "7b": ("train_configs/minigpt4_stage2_finetune.yaml", ["model.llama_model=null", "model.vit_weights=null",
-                                                           "model.q_former_model=null"], {"stage1": (64, 20), "stage2": (12, 100)}),
-}
-FROZEN = ["model.parts.vision_encoder.mode=frozen", "model.parts.qformer.mode=frozen", "model.parts.llm.mode=frozen",
-          "model.parts.projector.mode=full", "model.ckpt=null", "model.prompt_path=null"]
-
-
-def model_config(preset: str, tokenizer: Path, attn: str = "sdpa"):
-    path, overrides, _ = PRESETS[preset]
-    options = [*overrides, *FROZEN, f"model.tokenizer={tokenizer}", f"model.attn_implementation={attn}"]
-    if preset == "7b":
-        options += [f"model.llama_config.{key}={value}" for key, value in LLAMA2_7B.items()]
-    return load_config(REPO / path, options, for_training=False).model
-
-
-def batches(image_size: int, stage: str, batch_size: int, words: int, count: int = 3) -> list[list[dict]]:
-    """The samples of `count` batches: random images and text of the stage's length."""
-    generator = torch.Generator().manual_seed(0)
-    vocabulary = "red green blue yellow square circle triangle left right top bottom of the image a on".split()
-    question = "Describe this image in detail." if stage == "stage2" else "Describe the image briefly."
-    result = []
-    for _ in range(count):
-        samples = []
-        spread = words * 9 // 10 if stage == "stage2" else words // 4
-        for index in range(batch_size):
-            length = words + int(torch.randint(-spread, spread + 1, (1,), generator=generator))
-            answer = " ".join(vocabulary[int(i)] for i in torch.randint(len(vocabulary), (length,), generator=generator))
-            samples.append({"id": str(index), "image": torch.randn(3, image_size, image_size, generator=generator),
-                            "turns": [(USER, question), (ASSISTANT, answer)]})
-        result.append(samples)
-    return result
-
-
-LEVERS = {  # our variants: (LM head only at labelled positions, packed rows)
-    "ours_plain": (False, False), "ours_scored": (True, False), "ours": (True, True)}
-RUNNERS = ["baseline", *LEVERS]
-
-
-class Ours:
-    def __init__(self, cfg, device: torch.device, compute_dtype: torch.dtype, levers: tuple[bool, bool], data: list):
-        torch.manual_seed(0)
-        self.model = registry.get("model", cfg.arch).from_config(cfg, device, compute_dtype).train()
-        self.model.logits_where_scored = levers[0]
-        self.optimizer = torch.optim.AdamW(self.model.param_groups(0.05, {}), lr=1e-5)
-        self.data = [collator_for(self.model, packing=levers[1])(samples) for samples in data]
-
-    def loss(self, batch: dict) -> torch.Tensor:
-        return self.model(batch)["loss"]
-
-
-class Baseline:
-    """transformers' BLIP-2 with a Llama language model of the same shapes; frozen parts as a user freezes them."""
-
-    def __init__(self, cfg, ours_model, device: torch.device, data: list):
-        self.data = [collator_for(ours_model)(samples) for samples in data]
-        model, self.image_token_id = blip2_baseline(ours_model, cfg.image_size, cfg.num_query_token, device)
-        model.language_model.set_attn_implementation(cfg.attn_implementation)  # ours' attention kernel
-        self.model = model.to(device).train()
-        for name, param in self.model.named_parameters():
-            param.requires_grad_(name.startswith("language_projection."))
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-5)
-        self.device = device
-
-    def loss(self, batch: dict) -> torch.Tensor:
-        input_ids = batch["input_ids"].masked_fill(batch["image_slots"], self.image_token_id).to(self.device)
-        return self.model(pixel_values=batch["images"].to(self.device), input_ids=input_ids,
-                          attention_mask=batch["attention_mask"].to(self.device), labels=batch["labels"].to(self.device)).loss
 
 
 def step_flops(model, batch: dict) -> float:
@@ -145,91 +62,135 @@ def step_flops(model, batch: dict) -> float:
     return 2 * vit_params * vit_tokens * images + 2 * qformer_params * model.num_image_tokens * images + 4 * llm_params * tokens
 
 
-def timed_steps(runners: dict, warmup: int, steps: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds per training step of each runner, the runners taking turns step by step, so that a drift
-    in the machine's speed (a shared CPU) falls on all of them alike."""
+def train_step(runner, batch: dict, device: torch.device) -> float:
+    """One training step of `runner` (under bf16 autocast on a GPU); -> its seconds."""
     on_gpu = device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
+    if on_gpu:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    with autocast:
+        loss = runner.loss(batch)
+    loss.backward()
+    runner.optimizer.step()
+    runner.optimizer.zero_grad(set_to_none=True)
+    if on_gpu:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def first_losses(runners: dict, device: torch.device) -> dict[str, float]:
+    """Each runner's loss on its first batch, before any step: equal where the runners do the same work
+    (all float32 on the CPU; bf16 on a GPU moves the digits a little)."""
+    on_gpu = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        return {name: round(float(runner.loss(runner.data[0])), 6) for name, runner in runners.items()}
+
+
+def timed_rounds(runners: dict, warmup: int, steps: int, rounds: int, device: torch.device) -> dict[str, list[list[float]]]:
+    """-> per runner, per round, the seconds of each timed step. Warm-up takes turns step by step; then
+    each round runs every runner for `steps` steps in a row, in RUNNERS' order in even rounds and the
+    reverse in odd ones, so that no runner always runs first (or last) in a drifting machine."""
+    taken = dict.fromkeys(runners, 0)
+
+    def run(name: str, count: int) -> list[float]:
+        runner, seconds = runners[name], []
+        for _ in range(count):
+            seconds.append(train_step(runner, runner.data[taken[name] % len(runner.data)], device))
+            taken[name] += 1
+        return seconds
+
+    for _ in range(warmup):
+        for name in runners:
+            run(name, 1)
     times = {name: [] for name in runners}
-    for index in range(warmup + steps):
-        for name, runner in runners.items():
-            batch = runner.data[index % len(runner.data)]
-            if on_gpu:
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            with autocast():
-                loss = runner.loss(batch)
-            loss.backward()
-            runner.optimizer.step()
-            runner.optimizer.zero_grad(set_to_none=True)
-            if on_gpu:
-                torch.cuda.synchronize(device)
-            if index >= warmup:
-                times[name].append(time.perf_counter() - start)
+    for index in range(rounds):
+        for name in (list(runners) if index % 2 == 0 else list(reversed(runners))):
+            times[name].append(run(name, steps))
     return times
 
 
+def runner_row(name: str, runner, per_round: list[list[float]], batch_size: int, tokens: float) -> dict:
+    """One runner's figures: the median of its runs (each run's median step) and their spread."""
+    steps = [statistics.median(seconds) for seconds in per_round]
+    samples = [batch_size / step for step in steps]
+    step = statistics.median(steps)
+    return {"model": name, "rows": statistics.mean(b["input_ids"].shape[0] for b in runner.data),
+            "rounds": len(per_round), "steps": len(per_round[0]), "step_s": round(step, 4),
+            "samples_per_s": round(statistics.median(samples), 2), "samples_per_s_min": round(min(samples), 2),
+            "samples_per_s_max": round(max(samples), 2), "samples_per_s_by_round": [round(s, 3) for s in samples],
+            "tokens_per_s": round(tokens / step, 1), "attention": runner.attention, "precision": runner.precision}
+
+
 def measure(args) -> list[dict]:
-    """One child: one runner alone (speed and peak memory), or `all` taking turns (speed only)."""
+    """One child: every runner taking turns (speed), or one runner alone (speed and peak memory)."""
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     runtime_gib = 0.0 if on_gpu else peak_memory_gib(device)  # the CPU's figure leaves out the libraries
     cfg = model_config(args.preset, Path(args.tokenizer), args.attn)
     batch_size, words = PRESETS[args.preset][2][args.stage]
     data = batches(cfg.image_size, args.stage, batch_size, words)
-    reference = Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32, LEVERS["ours_plain"], data)
-    flops = step_flops(reference.model, reference.data[0])
-    tokens = statistics.mean(int(b["attention_mask"].sum()) for b in reference.data)
-    runners = {}
-    for name in RUNNERS if args.model == "all" else [args.model]:
-        runners[name] = (Baseline(cfg, reference.model, device, data) if name == "baseline" else
-                         Ours(cfg, device, torch.bfloat16 if on_gpu else torch.float32, LEVERS[name], data))
-    del reference
-    reset_peak_memory(device)  # the peak counts the runners' weights, optimizer and steps, not the reference
-    times = timed_steps(runners, args.warmup, args.steps, device)
+    runners = build_runners(cfg, RUNNERS if args.model == "all" else [args.model], device, data)
+    tokens = statistics.mean(int(b["attention_mask"].sum()) for b in next(iter(runners.values())).data)
+    ours = [runner for name, runner in runners.items() if name != "baseline"]  # ours_plain first: padded rows
+    flops = step_flops(ours[0].model, ours[0].data[0]) if ours else None
+    losses = first_losses(runners, device)
+    reset_peak_memory(device)  # the peak counts the runners' weights, optimizer and steps, not what was freed
+    times = timed_rounds(runners, args.warmup, args.steps, args.rounds, device)
     rows = []
-    for name, seconds in times.items():
-        step = statistics.median(seconds)
-        row = {"stage": args.stage, "model": name, "attn": args.attn, "batch_size": batch_size, "tokens_per_sample": round(tokens / batch_size, 1),
-               "rows": statistics.mean(b["input_ids"].shape[0] for b in runners[name].data),
-               "step_s": round(step, 4), "samples_per_s": round(batch_size / step, 2), "tokens_per_s": round(tokens / step, 1)}
+    for name, per_round in times.items():
+        row = {"stage": args.stage, "attn": args.attn, "batch_size": batch_size,
+               "tokens_per_sample": round(tokens / batch_size, 1),
+               **runner_row(name, runners[name], per_round, batch_size, tokens), "first_loss": losses[name]}
         if len(runners) == 1:
             row["peak_memory_gib"] = round(peak_memory_gib(device) - runtime_gib, 3)
             if not on_gpu:
                 row["process_peak_gib"] = round(peak_memory_gib(device), 3)
-        if on_gpu:
-            row["mfu"] = round(flops / step / H100_BF16_FLOPS, 4)
+        if on_gpu and flops is not None:
+            row["mfu"] = round(flops / row["step_s"] / H100_BF16_FLOPS, 4)
         rows.append(row)
     return rows
 
 
 def stage_rows(args, stage: str, tokenizer: Path) -> list[dict]:
-    def child(model: str, warmup: int, steps: int) -> list[dict]:
+    """The runners taking turns for the speed figures, then each alone for a step for its peak memory
+    (the processes that measure memory hold one runner each)."""
+    def child(model: str, warmup: int, steps: int, rounds: int) -> list[dict]:
         command = [__file__, "--preset", args.preset, "--stage", stage, "--model", model, "--device", args.device,
-                   "--warmup", str(warmup), "--steps", str(steps), "--tokenizer", str(tokenizer), "--attn", args.attn]
+                   "--warmup", str(warmup), "--steps", str(steps), "--rounds", str(rounds), "--tokenizer", str(tokenizer),
+                   "--attn", args.attn]
         return run_child(command, f"{stage} {model}")["rows"]
 
-    if args.device.startswith("cuda"):  # steady timings: each runner alone, speed and memory in one run
-        return [row for name in RUNNERS for row in child(name, args.warmup, args.steps)]
-    rows = child("all", args.warmup, args.steps)  # a shared CPU drifts: the runners take turns,
-    for row in rows:  # then each runs alone for its peak memory
-        alone = child(row["model"], 1, 1)[0]
-        row["peak_memory_gib"], row["process_peak_gib"] = alone["peak_memory_gib"], alone["process_peak_gib"]
+    rows = child("all", args.warmup, args.steps, args.rounds)
+    for row in rows:
+        alone = child(row["model"], 1, 1, 1)[0]
+        row["peak_memory_gib"] = alone["peak_memory_gib"]
+        if "process_peak_gib" in alone:
+            row["process_peak_gib"] = alone["process_peak_gib"]
     return rows
 
 
+def round_ratios(numerator: dict, denominator: dict) -> dict:
+    """Throughput of one runner over another, round by round (the runs of a round ran close in time):
+    the median and the spread."""
+    ratios = [a / b for a, b in zip(numerator["samples_per_s_by_round"], denominator["samples_per_s_by_round"])]
+    return {"throughput": round(statistics.median(ratios), 3), "throughput_min": round(min(ratios), 3),
+            "throughput_max": round(max(ratios), 3)}
+
+
 def ratios_of(rows: list[dict], stages: list[str]) -> dict:
-    """Per stage: ours / baseline throughput and peak memory, and each lever's step (the variant over the one
-    before it), so that each one's share of the gain shows."""
+    """Per stage: ours / baseline throughput (round by round) and peak memory, and each lever's step (the
+    variant over the one before it), so that each one's share of the gain shows."""
     ratios = {}
     for stage in stages:
         by_name = {row["model"]: row for row in rows if row["stage"] == stage}
         base, steps, previous = by_name["baseline"], {}, by_name["baseline"]
         for name in LEVERS:
-            steps[name] = {"throughput": round(by_name[name]["samples_per_s"] / previous["samples_per_s"], 3),
+            steps[name] = {**round_ratios(by_name[name], previous),
                            "peak_memory": round(by_name[name]["peak_memory_gib"] / previous["peak_memory_gib"], 3)}
             previous = by_name[name]
-        ratios[stage] = {"throughput": round(by_name["ours"]["samples_per_s"] / base["samples_per_s"], 3),
+        ratios[stage] = {**round_ratios(by_name["ours"], base),
                          "peak_memory": round(by_name["ours"]["peak_memory_gib"] / base["peak_memory_gib"], 3),
                          "steps": steps}
     return ratios
@@ -237,17 +198,22 @@ def ratios_of(rows: list[dict], stages: list[str]) -> dict:
 
 def print_table(rows: list[dict], ratios: dict, preset: str, device: str) -> None:
     mfu = "mfu" in rows[0]
-    print(f"\n{'stage':<7} {'model':<12} {'batch':>5} {'rows':>5} {'tok/sample':>10} {'samples/s':>10} {'tokens/s':>10} "
-          f"{'peak GiB':>9}" + (f" {'MFU':>6}" if mfu else "") + f"   ({preset} preset on {device})")
+    print(f"\n{'stage':<7} {'model':<12} {'batch':>5} {'rows':>5} {'tok/sample':>10} {'samples/s':>10} {'min-max':>13} "
+          f"{'tokens/s':>10} {'peak GiB':>9} {'first loss':>10}" + (f" {'MFU':>6}" if mfu else "")
+          + f"   ({preset} preset on {device}; median of {rows[0]['rounds']} runs of {rows[0]['steps']} steps)")
     for row in rows:
+        spread = f"{row['samples_per_s_min']:.2f}-{row['samples_per_s_max']:.2f}"
         print(f"{row['stage']:<7} {row['model']:<12} {row['batch_size']:>5} {row['rows']:>5.1f} {row['tokens_per_sample']:>10} "
-              f"{row['samples_per_s']:>10.2f} {row['tokens_per_s']:>10.1f} {row['peak_memory_gib']:>9.2f}"
-              + (f" {row['mfu']:>6.1%}" if mfu else ""))
+              f"{row['samples_per_s']:>10.2f} {spread:>13} {row['tokens_per_s']:>10.1f} {row['peak_memory_gib']:>9.2f} "
+              f"{row['first_loss']:>10.4f}" + (f" {row['mfu']:>6.1%}" if mfu else ""))
     for stage, ratio in ratios.items():
-        steps = ", ".join(f"{name} {step['throughput']:.2f}x speed / {step['peak_memory']:.2f}x memory"
-                          for name, step in ratio["steps"].items())
-        print(f"{stage}: ours / baseline throughput {ratio['throughput']:.2f}x, peak memory {ratio['peak_memory']:.2f}x "
+        steps = ", ".join(f"{name} {step['throughput']:.2f}x ({step['throughput_min']:.2f}-{step['throughput_max']:.2f}) "
+                          f"speed / {step['peak_memory']:.2f}x memory" for name, step in ratio["steps"].items())
+        print(f"{stage}: ours / baseline throughput {ratio['throughput']:.2f}x ({ratio['throughput_min']:.2f}-"
+              f"{ratio['throughput_max']:.2f} over the rounds), peak memory {ratio['peak_memory']:.2f}x "
               f"(each over the one before: {steps})")
+    first = next(iter(rows))
+    print(f"attention per part: {first['attention']}; precision per part: {first['precision']} (the same for every runner)")
 
 
 def main() -> None:
@@ -255,8 +221,9 @@ def main() -> None:
     parser.add_argument("--preset", choices=tuple(PRESETS), default="7b")
     parser.add_argument("--stages", nargs="+", choices=("stage1", "stage2"), default=["stage1", "stage2"])
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each runner before the rounds")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per run (a runner's turn in a round)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each runner, the order reversed each round")
     parser.add_argument("--attn", choices=("sdpa", "flash_attention_2", "eager"), default="sdpa",
                         help="the LLMs' attention (flash_attention_2: packed rows take its varlen path)")
     parser.add_argument("--out", help="JSON results (default bench/results/train_throughput_<preset>.json)")
@@ -277,8 +244,9 @@ def main() -> None:
                                            if r["stage"] == stage), file=sys.stderr)
     ratios = ratios_of(rows, args.stages)
     print_table(rows, ratios, args.preset, args.device)
-    write_result(Path(args.out or REPO / "bench" / "results" / f"train_throughput_{args.preset}.json"), "train_throughput",
-                 args.device, {"preset": args.preset, "warmup": args.warmup, "steps": args.steps, "runs": rows, "ratios": ratios})
+    out = Path(args.out or REPO / "bench" / "results" / f"train_throughput_{args.preset}.json")
+    write_result(out, "train_throughput", args.device, {"preset": args.preset, "warmup": args.warmup, "steps": args.steps,
+                                                         "rounds": args.rounds, "runs": rows, "ratios": ratios})
 
 
 if __name__ == "__main__":

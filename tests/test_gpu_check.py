@@ -25,6 +25,11 @@ def test_the_gpu_check_runs_every_benchmark_and_prints_one_summary(tmp_path):
     assert training["runs"][-1]["rows"] < training["runs"][0]["rows"]  # packed: fewer rows
     assert set(training["ratios"]["stage2"]["steps"]) == {"ours_plain", "ours_scored", "ours"}
     assert {row["attn"] for row in training["runs"]} == {"sdpa"}
+    assert all(row["rounds"] == 2 and len(row["samples_per_s_by_round"]) == 2 for row in training["runs"])
+    assert all(row["samples_per_s_min"] <= row["samples_per_s"] <= row["samples_per_s_max"] for row in training["runs"])
+    losses = [row["first_loss"] for row in training["runs"]]
+    assert max(losses) - min(losses) < 1e-4  # the baseline and every lever compute the same loss
+    assert len({str(row["precision"]) + str(row["attention"]) for row in training["runs"]}) == 1
 
     chat = json.loads((tmp_path / "generate_dryrun.json").read_text())["runs"]
     assert {(run["model"], run["mode"]) for run in chat} == {(model, mode) for model in ("ours", "baseline")

@@ -40,7 +40,7 @@ from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
 from minigpt.models.projector import build_projector
 from minigpt.models.scored_loss import mean_token_loss, row_losses
 from minigpt.models.sub_images import join_views, split_views
-from minigpt.models.vision_encoder import build_vision_encoder, num_patches
+from minigpt.models.vision_encoder import build_vision_encoder, in_own_precision, num_patches
 from minigpt.models.vision_mix import build_extra_encoder, mixed_width
 
 
@@ -301,7 +301,7 @@ class MiniGPT(nn.Module):
     def _encoder_features(self, images: torch.Tensor, through_qformer: bool) -> torch.Tensor:
         """The vision encoders' tokens [B, 1 + P, C] (or, through the Q-Former, its output [B, Q, H]);
         what the feature cache keeps when every part here is frozen."""
-        with self._grad_context("vision_encoder"):
+        with self._grad_context("vision_encoder"), in_own_precision(images.device.type, self.vision_dtype):
             image_features = self.ln_vision(self.visual_encoder.forward_features(images.to(self.vision_dtype)))
         dtype = next(self.llama_proj.parameters()).dtype
         image_features = image_features.to(dtype)  # [B, 1 + P, C_eva]

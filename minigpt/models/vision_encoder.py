@@ -6,6 +6,8 @@ which is how tests build a tiny encoder of the same architecture.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from timm.models.eva import Eva
 from torch import nn
@@ -35,3 +37,13 @@ def build_vision_encoder(vit_model: str, image_size: int, drop_path_rate: float 
 
 def num_patches(encoder: Eva) -> int:
     return encoder.patch_embed.num_patches
+
+
+def in_own_precision(device_type: str, dtype: torch.dtype):
+    """The context a frozen encoder whose weights are in `dtype` runs in: outside autocast when autocast is
+    on with the other half precision (fp16 weights under bf16, as `vit_precision: fp16` with bf16 amp
+    gives). Autocast would cast every weight again at every step, and it refuses to join the fp16 CLS token
+    to the bf16 patches it makes (torch.cat: "Unexpected floating ScalarType")."""
+    other_half = dtype != torch.float32 and torch.is_autocast_enabled(device_type) \
+        and torch.get_autocast_dtype(device_type) != dtype
+    return torch.autocast(device_type, enabled=False) if other_half else contextlib.nullcontext()

@@ -59,29 +59,25 @@ def export_hf(config: DictConfig, out: str | Path, dtype: str = "float32", max_s
     llm_folder = out if model.Qformer is not None else out / "llm"
     tokenizer = save_tokenizer(model, llm_folder)
     generation_config(model, tokenizer).save_pretrained(str(llm_folder))
-    llm_weights = llm_with_image_row(take(weights, "llama_model."), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     llm_config = copy.deepcopy(model.llama_model.config)
-    llm_config.vocab_size = llm_weights["model.embed_tokens.weight"].shape[0]
+    llm_config.vocab_size = max(model.llama_model.get_input_embeddings().num_embeddings, image_token_id + 1)
     llm_config.bos_token_id, llm_config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     llm_config.pad_token_id = tokenizer.pad_token_id
     llm_config.architectures, llm_config.dtype = ["LlamaForCausalLM"], dtype
-    if llm_config.tie_word_embeddings:
-        llm_weights.pop("lm_head.weight", None)
-    vision_weights = to_blip2_vision({**take(weights, "visual_encoder."), **take(weights, "ln_vision.", keep=True)})
+    tied = ["lm_head.weight"] if llm_config.tie_word_embeddings else []
     vision_config = blip2_vision_config(model.visual_encoder, model.ln_vision)
     if model.Qformer is not None:
         blip2_config = Blip2Config(vision_config=vision_config.to_dict(), qformer_config=model.Qformer.config.to_dict(),
                                    text_config=llm_config.to_dict(), num_query_tokens=model.query_tokens.shape[1],
-                                   image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), dtype=dtype)
+                                   image_token_index=image_token_id, dtype=dtype)
         blip2_config.architectures = ["Blip2ForConditionalGeneration"]
-        write_folder(out, blip2_config, {
-            **prefixed(vision_weights, "vision_model."), **prefixed(take(weights, "Qformer."), "qformer."),
-            **take(weights, "query_tokens", keep=True),
-            **prefixed(take(weights, "llama_proj."), "language_projection."),
-            **prefixed(llm_weights, "language_model.")}, max_shard_size)
+        blip2 = blip2_state_dict(weights, image_token_id)
+        write_folder(out, blip2_config, without(blip2, [f"language_model.{key}" for key in tied]), max_shard_size)
         image_processor(model.input_size).save_pretrained(str(out))
     else:
-        write_folder(llm_folder, llm_config, llm_weights, max_shard_size)
+        llm_weights, vision_weights = llm_and_vision(weights, image_token_id)
+        write_folder(llm_folder, llm_config, without(llm_weights, tied), max_shard_size)
         vision_config.architectures, vision_config.dtype = ["Blip2VisionModel"], dtype
         write_folder(out / "vision", vision_config, vision_weights, max_shard_size)
         image_processor(model.input_size).save_pretrained(str(out / "vision"))
@@ -89,6 +85,29 @@ def export_hf(config: DictConfig, out: str | Path, dtype: str = "float32", max_s
     if weights:
         raise ConfigError("--format", "hf", f"weights with no place in the export, e.g. {next(iter(weights))}")
     return out
+
+
+def blip2_state_dict(weights: dict, image_token_id: int) -> dict:
+    """Our MiniGPT-4's weights (plain names) under Blip2ForConditionalGeneration's names, taken out of
+    `weights` (what is left has no place in BLIP-2). One mapping for the export and for anything that
+    must hold our model's weights as transformers' BLIP-2 (the training benchmark's baseline, whose
+    parity test checks this mapping loss for loss)."""
+    llm_weights, vision_weights = llm_and_vision(weights, image_token_id)
+    return {**prefixed(vision_weights, "vision_model."), **prefixed(take(weights, "Qformer."), "qformer."),
+            **take(weights, "query_tokens", keep=True), **prefixed(take(weights, "llama_proj."), "language_projection."),
+            **prefixed(llm_weights, "language_model.")}
+
+
+def llm_and_vision(weights: dict, image_token_id: int) -> tuple[dict, dict]:
+    """-> (the LLM's weights with rows up to the image token, the ViT's and ln_vision's as a
+    Blip2VisionModel's), taken out of `weights`."""
+    llm_weights = llm_with_image_row(take(weights, "llama_model."), image_token_id)
+    return llm_weights, to_blip2_vision({**take(weights, "visual_encoder."), **take(weights, "ln_vision.", keep=True)})
+
+
+def without(weights: dict, keys: list[str]) -> dict:
+    """`weights` less `keys` (a tied LM head is saved once, as its embedding)."""
+    return {key: value for key, value in weights.items() if key not in keys}
 
 
 def take(weights: dict, prefix: str, keep: bool = False) -> dict:
