@@ -198,10 +198,12 @@ def described_share(boxes: list, records: list[dict]) -> tuple[float, float]:
 def check_grounding(scores: dict[str, float], controls: dict[str, float]) -> None:
     """scores: refer accuracy on the test, blank images and shuffled descriptions; the described share and
     its any-shape level (described_share)."""
-    assert_beats("[refer] accuracy", scores["test"], {**controls, "blank image": scores["blank"],
-                                                      "shuffled descriptions": scores["shuffled"]}, margin=0.06)
+    assert_beats("[refer] accuracy", scores["test"], {**controls, "blank image": scores["blank"]}, margin=0.3)
+    # Seeds 42 / 1 on one thread: 0.653 / 0.577 against 0.460 / 0.380 with shuffled descriptions; of the
+    # shapes boxed, 0.807 / 0.808 the described one against 0.621 / 0.643 for any shape of the image.
+    assert_beats("[refer] accuracy", scores["test"], {"shuffled descriptions": scores["shuffled"]}, margin=0.1)
     assert_beats("described shape among the shapes boxed", scores["described"],
-                 {"any shape of the image": scores["any_shape"]}, margin=0.15)
+                 {"any shape of the image": scores["any_shape"]}, margin=0.1)
 
 
 def predicted_boxes(folder: Path, records: list[dict]) -> list:
@@ -241,9 +243,11 @@ def test_tiny_minigpt_v2_learns_grounding(tmp_path):
     del config.datasets["sharegpt4v"]
     OmegaConf.save(config, tmp_path / "tiny_v2_refer.yaml")
     out = tmp_path / "output"
-    common = [f"model.tokenizer={data}/tokenizer", *SEED]
+    # 8-pixel patches (4 image tokens of 4 patches each) and 1500 steps: with the config's 4-pixel patches
+    # and 500 steps the model boxed some shape of the image whatever the description named.
+    common = [f"model.tokenizer={data}/tokenizer", "model.vit_config.patch_size=8", *SEED]
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
-                "--cfg-path", str(tmp_path / "tiny_v2_refer.yaml"), "--options", *common, "run.iters_per_epoch=500",
+                "--cfg-path", str(tmp_path / "tiny_v2_refer.yaml"), "--options", *common, "run.iters_per_epoch=1500",
                 f"datasets.grounding.build_info.ann_path={data}/refer_train.json",
                 f"datasets.grounding.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=900)
     first, last = first_and_last_loss(out)
