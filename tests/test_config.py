@@ -2,12 +2,17 @@
 from pathlib import Path
 
 import pytest
+from local_hub import default_weights_cached  # noqa: F401  (a fixture)
 from omegaconf import OmegaConf
 
 from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config, parse_options
 
 REPO = Path(__file__).resolve().parents[1]
+
+# MiniGPT-4's configs keep the model's default weights (EVA ViT-g, the Q-Former), which are fetched by
+# URL: here they are in a cache already, so that no test goes to the network (tests/test_fetch.py fetches).
+pytestmark = pytest.mark.usefixtures("default_weights_cached")
 
 # The original MiniGPT-4 repository's train/eval configs, key for key, with the paths a user fills in
 # left as placeholders (tests substitute real files).
@@ -288,10 +293,14 @@ def test_bad_part_mode_and_unknown_arch(tmp_path, fake_files):
         load_config(write(tmp_path, "model:\n  arch: gpt5\n"), for_training=False)
 
 
-def test_shipped_configs_parse(tmp_path):
-    """Every shipped config loads (paths aside, which the user fills in or the data script makes)."""
+def test_shipped_configs_parse(tmp_path, monkeypatch):
+    """Every shipped config loads (paths aside, which the user fills in or the data script makes, and the
+    released weights, which `minigpt download` fetches: offline here, so nothing is fetched)."""
+    monkeypatch.setenv("MINIGPT_OFFLINE", "1")
     for path in sorted((REPO / "train_configs").glob("*.yaml")) + sorted((REPO / "eval_configs").glob("*.yaml")):
         try:
             load_config(path, for_training=False)
         except ConfigError as error:
-            assert "does not exist" in error.problem, f"{path}: {error}"
+            assert "does not exist" in error.problem or "fetch it with: minigpt download" in error.problem, \
+                f"{path}: {error}"
+            assert "Hugging Face hub" not in error.problem, f"{path}: {error}"  # never a path read as a hub name

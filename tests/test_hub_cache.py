@@ -1,4 +1,5 @@
-"""A model named as on the Hugging Face hub is found in the local cache, offline; never downloaded."""
+"""A model named as on the Hugging Face hub is found in the local cache, offline (tests/test_fetch.py
+downloads one)."""
 import pytest
 import torch
 
@@ -32,6 +33,7 @@ def test_a_hub_name_resolves_from_the_local_cache(shapes_dir, tmp_path, monkeypa
     ids = torch.tensor([[1, 4, 8, 15]])
     with torch.no_grad():
         assert torch.allclose(model.llama_model(input_ids=ids).logits, built.llama_model(input_ids=ids).logits)
-    with pytest.raises(ConfigError, match="'tiny-org/elsewhere' does not exist, and the Hugging Face cache does not hold it"):
+    with pytest.raises(ConfigError, match="'tiny-org/elsewhere' is not on this machine and downloads are off "
+                                          r"\(HF_HUB_OFFLINE=1\); fetch it with: minigpt download tiny-org/elsewhere"):
         load_config(REPO / "eval_configs/tiny_eval.yaml", [*named[1:], "model.llama_model=tiny-org/elsewhere"],
                     for_training=False)

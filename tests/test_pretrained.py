@@ -229,11 +229,13 @@ def test_llama_folder_code_runs_only_when_the_config_trusts_it(shapes_dir, tmp_p
     assert type(model).__name__ == "CustomForCausalLM" and (tmp_path / "code_ran").exists()
 
 
-def test_weight_urls_and_missing_files_are_refused_before_building(shapes_dir, tmp_path):
+def test_weight_urls_not_fetched_and_missing_files_are_refused_before_building(shapes_dir, tmp_path, monkeypatch):
     from minigpt.common.errors import ConfigError
 
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MINIGPT_OFFLINE", "1")  # (tests/test_fetch.py fetches URLs, from a local server)
     url = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
-    with pytest.raises(ConfigError, match="model.vit_weights.*URL"):
+    with pytest.raises(ConfigError, match=f"model.vit_weights: '{url}' is not on this machine and downloads are off"):
         load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", f"model.vit_weights={url}"])
     with pytest.raises(ConfigError, match="model.q_former_model.*does not exist"):
         load_config(REPO / "train_configs/tiny_stage2.yaml", stage2_options(shapes_dir) + ["model.ckpt=null", f"model.q_former_model={tmp_path}/none.pth"])

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from minigpt.cli.options import add_config_arguments, add_model_arguments, image_processor_for, load_from_arguments
+from minigpt.cli.plan import add_plan_arguments, print_plan
 from minigpt.common.errors import InputError
 from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.conversation.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", help="task adapter: auto (by the question's task identifier), a name, or none")
     parser.add_argument("--save-dir", default="output/demo", help="where images with an answer's boxes drawn go, "
                                                                  "and chat.log")
+    parser.add_argument("--plan", action="store_true", help="print the model's inference plan (minigpt plan) and "
+                                                            "exit, before anything is loaded")
+    add_plan_arguments(parser)
 
 
 def log_library_warnings(save_dir: str) -> None:
@@ -171,6 +175,8 @@ def interactive(chat: Chat, save_dir: str, device: torch.device) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plan:
+        return print_plan(args, training=False)
     if args.prompt and not args.image:
         raise InputError("--prompt needs --image: the image to ask about")
     log_library_warnings(args.save_dir)

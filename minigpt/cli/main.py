@@ -10,14 +10,15 @@ import os
 import sys
 from types import ModuleType
 
-from minigpt.cli import (agent, chat, check_data, configs, evaluate, export, mcp, mix_weights, paragraph, plot, serve,
-                         train, web)
+from minigpt.cli import (agent, chat, check_data, configs, convert_checkpoint, download, evaluate, export, mcp,
+                         mix_weights, paragraph, plan, plot, serve, train, web)
 from minigpt.common.errors import InputError
 
 COMMANDS: dict[str, ModuleType] = {
     "train": train, "chat": chat, "web": web, "serve": serve, "eval": evaluate, "export": export,
     "check-data": check_data, "mix-weights": mix_weights, "configs": configs, "agent": agent,
-    "mcp": mcp, "paragraph": paragraph, "plot": plot,
+    "mcp": mcp, "paragraph": paragraph, "plot": plot, "convert-checkpoint": convert_checkpoint,
+    "plan": plan, "download": download,
 }
 
 

@@ -20,6 +20,7 @@ from torch.distributed.run import get_args_parser as torchrun_parser
 from torch.distributed.run import run as torchrun
 
 from minigpt.cli.options import add_config_arguments
+from minigpt.cli.plan import add_plan_arguments, print_plan
 from minigpt.common import registry
 from minigpt.config.loader import load_config
 
@@ -29,9 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc-per-node", type=int, help="start this many DDP processes on this machine "
                                                             "(torchrun's launcher) after checking the config")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's
+    parser.add_argument("--plan", action="store_true", help="print the run's plan (minigpt plan) and exit, before "
+                                                            "anything is loaded")
+    add_plan_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plan:
+        return print_plan(args, training=True)
     config = load_config(args.cfg_path, args.options)
     if args.nproc_per_node:
         return launch(args)

@@ -7,7 +7,9 @@
         deepspeed/           with DeepSpeed: each rank's optimiser partition
 
 A checkpoint is written to a temporary folder and renamed into place, so a killed run never leaves a
-half-written checkpoint behind. Anything pickled is loaded with `weights_only=True`.
+half-written checkpoint behind. Anything pickled is loaded with `weights_only=True`, and a file that
+names more than tensors is refused in one line saying what it would import (pickle_scan.py) and how to
+convert it once the user trusts it (`minigpt convert-checkpoint`, tools/convert_checkpoint.py).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,8 +26,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from minigpt.common.errors import CheckpointError
+from minigpt.common.pickle_scan import NotAPickleError, scan_pickle
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)$")
+CONVERT_COMMAND = "minigpt convert-checkpoint"
+MAX_NAMED = 3  # globals a refusal names before "and N more"
 
 
 class CheckpointWriteError(CheckpointError):
@@ -95,7 +101,20 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> list[Path]:
 
 
 def load_training_state(checkpoint_dir: str | Path) -> dict:
-    return torch.load(Path(checkpoint_dir) / "training_state.pt", map_location="cpu", weights_only=True)
+    return load_tensors_only(Path(checkpoint_dir) / "training_state.pt", convertible=False)
+
+
+def load_tensors_only(path: str | Path, map_location: str | torch.device | None = None,
+                      convertible: bool = True) -> object:
+    """torch.load with weights_only=True, for every pickled file a user can name: one that holds more
+    than tensors is refused in one line (refusal()), never with torch's advice to load it unsafely.
+    `convertible`: a weights file, which `minigpt convert-checkpoint` can turn into safetensors."""
+    try:
+        with warnings.catch_warnings():  # torch's note on a protocol-4 pickle, printed just before it refuses it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # also what weights_only raises for objects other than tensors
+        raise refusal(path, error, convertible) from None  # torch's message advises weights_only=False: not kept
 
 
 def weights_file(path: str | Path) -> Path:
@@ -123,13 +142,31 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: not a readable safetensors file ({error}); was it cut short while "
                                   "being written or copied?") from error
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # also what weights_only raises for objects other than tensors
-        raise RefusedPickleError(f"{path}: refused, not a file of plain tensors: {_unpickler_reason(error)}") from error
+        state = load_tensors_only(path)
+    except RefusedPickleError:  # already its one line
+        raise
     except Exception as error:  # "PytorchStreamReader failed ..." on a cut file; IndexError, KeyError ... on noise
         reason = " ".join(f"{type(error).__name__}: {error}".split())
         raise CheckpointError(f"{path}: not a readable PyTorch weights file ({reason})") from error
     return state.get("model", state) if isinstance(state, dict) else state
+
+
+def refusal(path: str | Path, error: pickle.UnpicklingError, convertible: bool = True) -> RefusedPickleError:
+    """The one-line refusal of a file torch's weights_only loader would not load. When the file names
+    globals beyond tensors (read from its opcodes, never run) the line says which, and, for a weights file
+    (`convertible`), the one deliberate way to use a file the user trusts; otherwise the reason is torch's
+    first sentence ("Unsupported operand 149" for bytes that are no pickle)."""
+    try:
+        unsafe = scan_pickle(path).unsafe
+    except (NotAPickleError, OSError):
+        unsafe = []
+    if not unsafe:
+        return RefusedPickleError(f"{path}: refused, not a file of plain tensors: {_unpickler_reason(error)}")
+    named = ", ".join(unsafe[:MAX_NAMED]) + (f" and {len(unsafe) - MAX_NAMED} more" if len(unsafe) > MAX_NAMED else "")
+    message = f"{path}: refused, not a file of plain tensors: unpickling it would import and run {named}"
+    if convertible:
+        message += f"; if you trust where it came from, convert it to safetensors once with: {CONVERT_COMMAND} {path}"
+    return RefusedPickleError(message)
 
 
 def _unpickler_reason(error: pickle.UnpicklingError) -> str:

@@ -39,3 +39,13 @@ class MissingExtraError(InputError, ImportError):
 
     def __init__(self, needed_by: str, module: str, extra: str):
         super().__init__(f"{needed_by} {install_hint(module, extra)}")
+
+
+class FetchError(InputError):
+    """A file could not be fetched or found (common/fetch.py, common/gdrive.py): one line naming what, and
+    (for a setting) which setting."""
+
+    def __init__(self, problem: str, setting: str | None = None):
+        problem = " ".join(problem.split())  # one line, whatever the library said
+        super().__init__(f"{setting}: {problem}" if setting else problem)
+        self.problem, self.setting = problem, setting

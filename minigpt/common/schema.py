@@ -125,6 +125,7 @@ class ModelConfig:
 class BuildInfo:
     storage: Optional[str] = None  # webdataset shard pattern, or a folder
     ann_path: Optional[str] = None  # annotation JSON
+    url: Optional[Any] = None  # a URL (or LAVIS's list) of the annotation file: fetched, and ann_path set to it
     image_path: Optional[str] = None  # image folder the annotations refer into
     dataset: Optional[str] = None  # RefCOCO family: refcoco | refcoco+ | refcocog (folder under ann_path)
     splitBy: Optional[str] = None  # RefCOCO family: unc | umd | google (the refs(<splitBy>).p file)

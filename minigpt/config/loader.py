@@ -29,6 +29,7 @@ from minigpt.common.errors import ConfigError
 from minigpt.common.paths import PACKAGE_ROOT, resolve_path
 from minigpt.common.schema import IGNORED_KEYS, PART_NAMES, EvalOptions, ModelConfig, RunConfig
 from minigpt.config import validation
+from minigpt.config.sources import resolve_file_settings
 from minigpt.config.validation import source_of
 
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "evaluation_datasets")
@@ -95,10 +96,13 @@ def _section(config: DictConfig, key: str) -> Any:
 
 
 def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, for_training: bool = True,
-                for_evaluation: bool = False, evaluation_names: Sequence[str] | None = None) -> DictConfig:
+                for_evaluation: bool = False, evaluation_names: Sequence[str] | None = None,
+                for_planning: bool = False) -> DictConfig:
     """Read, merge and validate a config. `for_training=False` (demo, eval) skips the `datasets` paths;
     `for_evaluation` builds the `evaluation_datasets` sections (otherwise kept as written) and checks
-    those named in `evaluation_names` (all by default): eval.py --datasets needs only its own files."""
+    those named in `evaluation_names` (all by default): eval.py --datasets needs only its own files.
+    `for_planning` (minigpt plan, --plan): the values are checked, but no file the config names (weights,
+    data, the output folder) need exist, and none is opened or fetched."""
     cfg_path = find_config(cfg_path)
     user = _load_yaml(cfg_path)
     overrides = parse_options(options)
@@ -128,13 +132,16 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
     config = OmegaConf.create({"model": model, "datasets": datasets, "run": run, "evaluation_datasets": evaluation})
     config = OmegaConf.merge(config, {})  # detach from sources
     _apply_legacy_switches(config.model)
+    if not for_planning:  # URLs and hub names -> local paths, fetched now (a plan opens and fetches nothing)
+        evaluated = (evaluation_names or list(config.evaluation_datasets)) if for_evaluation else None
+        resolve_file_settings(config, sources, for_training=for_training, evaluation_names=evaluated)
     # Checkpoints are read long after the config: found now, as validation finds them, from any working directory.
     for section, key in (("model", "ckpt"), ("run", "resume_ckpt_path")):
         found = resolve_path(config[section][key]) if config[section][key] not in (None, "", "latest") else None
         if found is not None and found.exists():  # (a missing one stays as written, for validation to name)
             config[section][key] = str(found.absolute())
     report_ignored_keys(sources)
-    validation.validate(config, sources, for_training)
+    validation.validate(config, sources, for_training, for_planning)
     if for_evaluation:
         validation.validate_evaluation(config, sources, evaluation_names)
     return config

@@ -42,39 +42,42 @@ def source_of(sources: list[tuple[str, DictConfig]], dotted_key: str) -> str:
     return "defaults"
 
 
-def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_training: bool) -> None:
+def validate(config: DictConfig, sources: list[tuple[str, DictConfig]], for_training: bool,
+             for_planning: bool = False) -> None:
     """The model and run sections, and with `for_training` every data set and the output folder; raises
-    ConfigError naming the file that set the offending key."""
+    ConfigError naming the file that set the offending key. `for_planning` (minigpt plan): the values
+    only; no file, folder or optional package the config names need be there, and none is opened."""
 
     def fail(key: str, problem: str) -> None:
         raise ConfigError(source_of(sources, key), key, problem)
 
     def check_path(key: str, value: str | None) -> None:
-        if value and not resolve_path(value).exists():
+        if value and not for_planning and not resolve_path(value).exists():
             fail(key, f"path '{value}' does not exist")
 
-    _validate_model(config.model, fail, check_path)
+    _validate_model(config.model, fail, check_path, for_planning)
     _validate_adapters(config.model, fail)
-    _validate_mixing(config.model, fail)
-    _validate_run(config.run, fail, check_path)
+    _validate_mixing(config.model, fail, check_path)
+    _validate_run(config.run, fail, check_path, for_planning)
     if not for_training:
         _validate_inference_transform(config, fail)
         return
     if not config.datasets:
         raise ConfigError(sources[0][0], "datasets", "no dataset to train on")
     for name, dataset in config.datasets.items():
-        _validate_dataset(f"datasets.{name}", dataset, config, fail, check_path)
+        _validate_dataset(f"datasets.{name}", dataset, config, fail, check_path, for_planning)
     if config.model.low_resource and config.model.parts.llm.mode == "full":
         fail("model.low_resource", "a quantised LLM does not train fully: set model.parts.llm.mode to lora "
                                    "(QLoRA) or frozen")
     if config.model.low_resource and config.run.deepspeed_config:
         fail("model.low_resource", "a quantised LLM trains under DDP (torchrun), not under DeepSpeed")
     if config.run.deepspeed_config:
-        _validate_deepspeed(config, fail)
-    _validate_output_dir(config.run, fail)
+        _validate_deepspeed(config, fail, for_planning)
+    if not for_planning:
+        _validate_output_dir(config.run, fail)
 
 
-def _validate_model(model: DictConfig, fail, check_path) -> None:
+def _validate_model(model: DictConfig, fail, check_path, for_planning: bool = False) -> None:
     for part, part_config in model.parts.items():
         if part_config.mode not in PART_MODES:
             fail(f"model.parts.{part}.mode", f"'{part_config.mode}' is not one of {', '.join(PART_MODES)}")
@@ -86,11 +89,12 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
         if model.parts.llm.mode != "lora":
             fail("model.llm_adapter", "a peft adapter goes into the LLM's LoRA: set parts.llm.mode: lora")
         try:
-            check_adapter_config(model.llm_adapter, model)
+            if not for_planning:  # (its adapter_config.json is a file)
+                check_adapter_config(model.llm_adapter, model)
         except InputError as error:
             fail("model.llm_adapter", str(error))
     for name, adapter in model.adapters.items():
-        if adapter.peft_folder:
+        if adapter.peft_folder and not for_planning:
             try:
                 check_task_adapter_folder(adapter.peft_folder, name, adapter)
             except InputError as error:
@@ -118,12 +122,12 @@ def _validate_model(model: DictConfig, fail, check_path) -> None:
     if model.llama_config and not (model.tokenizer or model.llama_model):
         fail("model.tokenizer", "an inline llama_config needs a tokenizer folder")
     for key in ("llama_model", "tokenizer", "ckpt", "prompt_path", "vit_weights", "q_former_model"):
-        if model[key] and "://" in model[key]:
-            fail(f"model.{key}", f"'{model[key]}' is a URL; nothing is downloaded: fetch the file and give its local path")
-        if key in ("llama_model", "tokenizer") and model[key] and not resolve_model_folder(model[key]).exists():
+        if key in ("llama_model", "tokenizer") and model[key] and not for_planning \
+                and not resolve_model_folder(model[key]).exists():
             fail(f"model.{key}", f"path '{model[key]}' does not exist, and the Hugging Face cache does not hold it")
         check_path(f"model.{key}", None if key in ("llama_model", "tokenizer") else model[key])
-    _check_llm_folders(model, fail)
+    if not for_planning:
+        _check_llm_folders(model, fail)
 
 
 def _check_llm_folders(model: DictConfig, fail) -> None:
@@ -137,7 +141,7 @@ def _check_llm_folders(model: DictConfig, fail) -> None:
         fail(key, f"'{folder}' holds no tokenizer ({' or '.join(TOKENIZER_FILES)})")
 
 
-def _validate_run(run: DictConfig, fail, check_path) -> None:
+def _validate_run(run: DictConfig, fail, check_path, for_planning: bool = False) -> None:
     if run.lr_sched not in registry.names("lr_scheduler"):
         fail("run.lr_sched", f"unknown schedule '{run.lr_sched}'; known: {', '.join(registry.names('lr_scheduler'))}")
     if run.runner not in registry.names("runner"):
@@ -155,6 +159,8 @@ def _validate_run(run: DictConfig, fail, check_path) -> None:
         fail("run.beta2", f"must be in [0, 1), got {run.beta2}")
     if run.resume_ckpt_path and run.resume_ckpt_path != "latest":
         check_path("run.resume_ckpt_path", run.resume_ckpt_path)
+    if for_planning:  # the optional packages below are needed by the run, not by its plan
+        return
     if run.wandb_log and importlib.util.find_spec("wandb") is None:
         fail("run.wandb_log", install_hint("wandb", "wandb"))
     if run.tensorboard_log and importlib.util.find_spec("tensorboard") is None:
@@ -170,7 +176,8 @@ def _validate_inference_transform(config: DictConfig, fail) -> None:
             return
 
 
-def _validate_dataset(key: str, dataset: DictConfig, config: DictConfig, fail, check_path) -> None:
+def _validate_dataset(key: str, dataset: DictConfig, config: DictConfig, fail, check_path,
+                      for_planning: bool = False) -> None:
     model, run = config.model, config.run
     if dataset.batch_size is not None and dataset.batch_size < 1:
         fail(f"{key}.batch_size", f"must be > 0, got {dataset.batch_size}")
@@ -179,7 +186,7 @@ def _validate_dataset(key: str, dataset: DictConfig, config: DictConfig, fail, c
     if dataset.sample_ratio <= 0:
         fail(f"{key}.sample_ratio", f"must be > 0, got {dataset.sample_ratio}")
     info = dataset.build_info
-    if info.storage:
+    if info.storage and not for_planning:
         paths = shard_paths(info.storage) if ".tar" in info.storage else [info.storage]
         missing = [p for p in paths if not resolve_path(p).exists()]
         if missing or not paths:
@@ -196,7 +203,7 @@ def _validate_dataset(key: str, dataset: DictConfig, config: DictConfig, fail, c
         fail(f"{key}.adapter", "every part is frozen, so this data set must name the adapter it trains")
     check_path(f"{key}.build_info.ann_path", info.ann_path)
     check_path(f"{key}.build_info.image_path", info.image_path)
-    if "dataset_info" in dataset:
+    if "dataset_info" in dataset and not for_planning:
         _check_messages_source(dataset, key, fail, check_path)
     for kind in ("vis_processor", "text_processor"):
         for split, processor in dataset[kind].items():
@@ -282,8 +289,8 @@ def _check_paragraph_section(section: DictConfig, key: str, fail) -> None:
         fail(f"{key}.writer", f"'{section.writer}' is not template or model")
 
 
-def _validate_deepspeed(config: DictConfig, fail) -> None:
-    if importlib.util.find_spec("deepspeed") is None:
+def _validate_deepspeed(config: DictConfig, fail, for_planning: bool = False) -> None:
+    if importlib.util.find_spec("deepspeed") is None and not for_planning:
         fail("run.deepspeed_config", install_hint("deepspeed", "gpu"))
     run = config.run
     try:
@@ -320,7 +327,7 @@ def _validate_adapters(model: DictConfig, fail) -> None:
             owner[task] = name
 
 
-def _validate_mixing(model: DictConfig, fail) -> None:
+def _validate_mixing(model: DictConfig, fail, check_path) -> None:
     """proj_type, extra_encoders and sub_image_grid (SPHINX-style mixing)."""
     if model.proj_type not in ("linear", "mlp"):
         fail("model.proj_type", f"'{model.proj_type}' is not linear or mlp")
@@ -337,10 +344,7 @@ def _validate_mixing(model: DictConfig, fail) -> None:
         for stat in ("mean", "std"):
             if extra[stat] is not None and len(extra[stat]) != 3:
                 fail(f"{key}.{stat}", f"needs 3 values (R, G, B), got {len(extra[stat])}")
-        if extra.weights and "://" in extra.weights:
-            fail(f"{key}.weights", f"'{extra.weights}' is a URL; nothing is downloaded: fetch the file and give its local path")
-        if extra.weights and not resolve_path(extra.weights).exists():
-            fail(f"{key}.weights", f"path '{extra.weights}' does not exist")
+        check_path(f"{key}.weights", extra.weights)
     if model.sub_image_grid >= 1 and image_token_count(model) >= model.max_context_len:
         grid = f" ({model.sub_image_grid} x {model.sub_image_grid} sub-images)" if model.sub_image_grid > 1 else ""
         fail("model.max_context_len", f"{model.max_context_len}, but one image takes {image_token_count(model)} "

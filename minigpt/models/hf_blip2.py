@@ -32,6 +32,12 @@ from torch import nn
 from transformers import Blip2VisionConfig
 
 from minigpt.common.errors import CheckpointError
+from minigpt.common.fetch import SAFETENSORS_INDEX, shards_holding
+
+# The tensors each setting takes from such a folder; a folder named by a hub id is fetched with only the
+# shards holding them (config/sources.py), and only those shards are read.
+VISION_PREFIXES = ("vision_model.",)
+QFORMER_PREFIXES = ("qformer.", "query_tokens", "vision_model.post_layernorm.")
 
 VISION_RENAMES = [
     (r"^embeddings\.class_embedding$", "cls_token"),
@@ -59,10 +65,12 @@ def is_hf_folder(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
+def _weight_files(folder: Path, prefixes: tuple[str, ...]) -> list[Path]:
+    """The files holding the tensors named with `prefixes`: of a sharded folder, only their shards (the
+    others may not have been fetched)."""
+    index = folder / SAFETENSORS_INDEX
     if index.exists():
-        return sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()})
+        return [folder / name for name in shards_holding(index, prefixes)]
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{folder}: no safetensors weights (model.safetensors or an index)")
@@ -79,7 +87,7 @@ def read_blip2_folder(folder: str | Path, prefixes: tuple[str, ...]) -> dict[str
                               f"({', '.join(config.get('architectures') or ['no architectures'])}); a BLIP-2 folder "
                               "(model_type 'blip-2') is expected")
     weights = {}
-    for file in _weight_files(folder):
+    for file in _weight_files(folder, prefixes):
         with safe_open(str(file), framework="pt") as reader:
             for key in reader.keys():
                 if key.startswith(prefixes):
@@ -90,7 +98,7 @@ def read_blip2_folder(folder: str | Path, prefixes: tuple[str, ...]) -> dict[str
 def vision_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     """The ViT's weights in the released EVA file's names (ln_vision not among them)."""
     weights = {}
-    for key, value in read_blip2_folder(folder, ("vision_model.",)).items():
+    for key, value in read_blip2_folder(folder, VISION_PREFIXES).items():
         key = key.removeprefix("vision_model.")
         if key.startswith("post_layernorm."):
             continue
@@ -114,7 +122,7 @@ def split_qkv_bias(key: str, bias: torch.Tensor, folder) -> dict[str, torch.Tens
 
 def qformer_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     """Q-Former, query tokens and ln_vision in our module names."""
-    weights = read_blip2_folder(folder, ("qformer.", "query_tokens", "vision_model.post_layernorm."))
+    weights = read_blip2_folder(folder, QFORMER_PREFIXES)
     return {key.replace("vision_model.post_layernorm.", "ln_vision.").replace("qformer.", "Qformer.", 1): value
             for key, value in weights.items()}
 

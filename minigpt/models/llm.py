@@ -1,7 +1,8 @@
 """The language model: a transformers causal LM from a local folder, or random weights from a config.
 
-Real runs point `llama_model` at a Llama-2 / Vicuna folder in Hugging Face format (never downloaded;
-Python code shipped in the folder runs only with `model.trust_remote_code: true`). Tests give
+Real runs point `llama_model` at a Llama-2 / Vicuna folder in Hugging Face format (a hub name is fetched
+by the config loader, config/sources.py, so a local folder is all this module sees; Python code shipped
+in the folder runs only with `model.trust_remote_code: true`). Tests give
 `llama_config` (LlamaConfig arguments) plus a tokenizer folder, which builds the same class with
 random weights, so both go through one code path afterwards.
 """
