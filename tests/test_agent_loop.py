@@ -11,7 +11,8 @@ from PIL import Image
 from minigpt.agents.classical import classical_tools
 from minigpt.agents.images import ImageStore
 from minigpt.agents.loop import run_agent
-from minigpt.agents.planners import EndpointPlanner, PlannerError, PlannerReply, model_turns, reply_from_message
+from minigpt.agents.planners import (ContextFullError, EndpointPlanner, PlannerError, PlannerReply, model_turns,
+                                     reply_from_message)
 from minigpt.agents.tool import Tool, Toolbox
 from minigpt.cli.main import main
 from minigpt.conversation.tool_calls import ToolCall, format_tool_call, parse_tool_calls
@@ -26,14 +27,18 @@ def scene() -> np.ndarray:
 
 
 class ScriptedPlanner:
-    """Replies in turn from a script (the last one again once it runs out); records what it was shown."""
+    """Replies in turn from a script (the last one again once it runs out), raising a scripted exception;
+    records what it was shown."""
 
-    def __init__(self, *replies: PlannerReply):
+    def __init__(self, *replies: PlannerReply | Exception):
         self.replies, self.seen = list(replies), []
 
     def next(self, messages, tools, force_answer=False):
         self.seen.append((json.loads(json.dumps(messages)), force_answer))
-        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
 
 def call(name, **arguments):
@@ -100,6 +105,24 @@ def test_a_planner_that_never_stops_is_stopped_at_the_step_limit(toolbox):
     assert (toolbox.images.folder / "img_4.png").exists()
 
 
+def steps_log(toolbox: Toolbox) -> list[dict]:
+    return [json.loads(line) for line in (toolbox.images.folder / "steps.jsonl").read_text().splitlines()]
+
+
+def test_any_exception_of_a_planner_turn_is_a_stop_reason_that_names_it(toolbox):
+    crop = call("crop", image="img_0", box=RED_SQUARE)
+    result = run_agent(ScriptedPlanner(crop, RuntimeError("a bug in the planner")), toolbox, "crop it")
+    assert result.stopped == "the planner failed: RuntimeError: a bug in the planner"
+    assert result.answer == "Stopped: the planner failed: RuntimeError: a bug in the planner. Steps: crop -> ok."
+    assert toolbox.images.handles == ["img_0", "img_1"] and (toolbox.images.folder / "img_1.png").exists()
+    assert steps_log(toolbox)[-1] == {"stopped": result.stopped, "dropped": 0, "error": "RuntimeError: a bug in the planner"}
+
+    asked_to_answer = ScriptedPlanner(crop, crop, KeyError("choices"))  # fails once the step limit asks for words
+    result = run_agent(asked_to_answer, toolbox, "crop it", max_steps=2)
+    assert result.stopped == "the step limit (2) was reached; then the planner failed: KeyError: 'choices'"
+    assert asked_to_answer.seen[-1][1] is True and len(result.steps) == 2
+
+
 def test_text_form_calls_parse_and_text_after_a_call_is_never_an_observation():
     text = ('Let me look. <tool_call>{"name": "crop", "arguments": {"image": "img_0", "box": [1, 2, 3, 4]}}</tool_call>'
             "Observation: a cat")
@@ -126,14 +149,16 @@ def test_openai_messages_become_the_text_form_turns():
 
 
 class ScriptedEndpoint(BaseHTTPRequestHandler):
-    """/v1/chat/completions answering from the server's script, OpenAI's response layout."""
+    """/v1/chat/completions answering from the server's script, OpenAI's response layout: a message, or
+    (status, error) for an error answer."""
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
-        message = self.server.script.pop(0)
-        payload = json.dumps({"choices": [{"message": message, "finish_reason": "stop"}]}).encode()
-        self.send_response(200)
+        entry = self.server.script.pop(0)
+        status, answer = entry if isinstance(entry, tuple) else (200, {"choices": [{"message": entry, "finish_reason": "stop"}]})
+        payload = json.dumps(answer).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -170,3 +195,54 @@ def test_an_openai_compatible_endpoint_plans_through_the_command(endpoint, tmp_p
     assert endpoint.requests[1]["messages"][-1]["role"] == "tool"
     with pytest.raises(PlannerError, match="Connection refused|refused"):
         EndpointPlanner("http://127.0.0.1:9/v1", timeout_s=2).next([{"role": "user", "content": "hi"}], [])
+
+
+TOO_LONG = (400, {"error": {"message": "This model's maximum context length is 4096 tokens. However, your messages "
+                            "resulted in 4100 tokens.", "type": "invalid_request_error", "param": "messages",
+                  "code": "context_length_exceeded"}})  # OpenAI's refusal, word for word but the numbers
+
+
+def find_red(index: int) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [{"id": f"c{index}", "type": "function", "function": {
+        "name": "find_color_regions", "arguments": json.dumps({"image": "img_0", "color": "red"})}}]}
+
+
+def test_an_endpoint_that_refuses_a_long_conversation_answers_from_a_shorter_one(endpoint, tmp_path, capsys):
+    """Refused for length at its fourth turn and twice more when asked for words, the endpoint is asked
+    again with its two oldest calls and their results left out, and the command prints its answer."""
+    endpoint.script += [find_red(0), find_red(1), find_red(2), TOO_LONG, TOO_LONG, TOO_LONG,
+                        {"role": "assistant", "content": "There is one red region."}]
+    image = tmp_path / "scene.png"
+    Image.fromarray(scene()).save(image)
+    url = f"http://127.0.0.1:{endpoint.server_port}/v1"
+    assert main(["agent", "--request", "where is the red region?", "--image", str(image), "--planner-url", url,
+                 "--max-steps", "10", "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    why = "the conversation outgrew the planner's context"
+    assert f'"answer": "There is one red region. (Stopped: {why}; 2 earlier tool results left out.)"' in printed
+    assert f'"stopped": "{why}"' in printed
+    assert [request.get("tool_choice") for request in endpoint.requests] == ["auto"] * 4 + ["none"] * 3
+    assert [len(request["messages"]) for request in endpoint.requests[4:]] == [9, 8, 6]  # a note for 1, then 2 turns
+    last = endpoint.requests[-1]["messages"]
+    assert [m["role"] for m in last] == ["system", "user", "user", "assistant", "tool", "user"]
+    assert last[1]["content"].startswith("where is the red region?")
+    assert last[2]["content"] == "(2 earlier tool results left out for lack of context.)"
+    assert last[3]["tool_calls"][0]["id"] == last[4]["tool_call_id"] == "call_2_0"  # the last call and its result
+    stop = json.loads((tmp_path / "run" / "steps.jsonl").read_text().splitlines()[-1])
+    assert stop["stopped"] == why and stop["dropped"] == 2
+    assert stop["error"].startswith("ContextFullError: ") and "maximum context length is 4096" in stop["error"]
+
+
+def test_an_endpoint_error_answer_is_named_and_a_refusal_for_length_told_apart(endpoint):
+    vllm_refusal = (400, {"object": "error", "message": "This model's maximum context length is 2048 tokens.",
+                          "type": "BadRequestError", "code": 400})
+    endpoint.script += [(500, {"error": {"message": "CUDA out of memory", "type": "server_error"}}), TOO_LONG,
+                        vllm_refusal]
+    planner = EndpointPlanner(f"http://127.0.0.1:{endpoint.server_port}/v1", timeout_s=5)
+    hello = [{"role": "user", "content": "hi"}]
+    with pytest.raises(PlannerError, match="HTTP 500: CUDA out of memory") as caught:
+        planner.next(hello, [])
+    assert not isinstance(caught.value, ContextFullError)
+    for _ in range(2):
+        with pytest.raises(ContextFullError, match="HTTP 400: .*maximum context length is"):
+            planner.next(hello, [])

@@ -2,13 +2,23 @@
 shown (the tools, earlier calls, tool results) and how its text-form calls come back as tool_calls.
 The model's text is scripted here; what a model trained to call tools writes is the learning test's."""
 import json
+import socket
+import threading
+import time
 
+import numpy as np
 import openai
 import pytest
 import torch
+import uvicorn
 from starlette.testclient import TestClient
 
 from conftest import REPO
+from minigpt.agents.classical import classical_tools
+from minigpt.agents.images import ImageStore
+from minigpt.agents.loop import CONTEXT_FULL, run_agent
+from minigpt.agents.planners import EndpointPlanner
+from minigpt.agents.tool import Toolbox
 from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
@@ -113,3 +123,49 @@ def test_bad_tool_requests_name_the_parameter(api, extra, param, message):
         api.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], **extra)
     assert caught.value.status_code == 400 and caught.value.body["param"] == param
     assert message in caught.value.body["message"]
+
+
+def test_a_conversation_too_long_for_the_context_is_refused_as_openai_refuses_it(api):
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "zq" * 300}], max_tokens=8)
+    assert (caught.value.body["code"], caught.value.body["param"]) == ("context_length_exceeded", "messages")
+    assert "of the model's 256 tokens (its maximum context length) and leaves no room" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4000)
+    assert (caught.value.body["code"], caught.value.body["param"]) == ("context_length_exceeded", "max_tokens")
+
+
+@pytest.fixture
+def endpoint_url(served):
+    """The app on a local port, for a client that speaks HTTP itself (the agent's EndpointPlanner)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_an_endpoint_planner_pointed_at_the_server_stops_for_lack_of_context(served, endpoint_url, monkeypatch, tmp_path):
+    """The served model calls a tool whenever it is offered tools and answers when it is not; the server
+    refuses the turn that no longer fits (its default max_tokens, 300, included) with the code the planner
+    knows, and the loop asks for an answer from a shorter conversation."""
+    monkeypatch.setattr(served.model, "max_context_len", 640)  # the scripted text never runs the model's positions
+
+    def generate(model, collator, samples, options, **kwargs):
+        offered_tools = "Tools:" in samples[0]["turns"][0][1]
+        return [GeneratedAnswer(CALL if offered_tools else "One red region.", token_count=10, finish_reason="stop")]
+    monkeypatch.setattr(batching, "generate_counted_answers", generate)
+    toolbox = Toolbox(classical_tools(), ImageStore(tmp_path / "run"), timeout_s=20)
+    toolbox.images.add(np.zeros((64, 64, 3), dtype=np.uint8), tool="input")
+    planner = EndpointPlanner(endpoint_url, "tiny", timeout_s=60)
+    result = run_agent(planner, toolbox, "Where is the red region? (image: img_0)", max_steps=20)
+    assert result.stopped == CONTEXT_FULL and 2 <= len(result.steps) < 20
+    assert result.answer.startswith(f"One red region. (Stopped: {CONTEXT_FULL}")
+    assert result.error.startswith(f"ContextFullError: {endpoint_url}/chat/completions: HTTP 400: the conversation takes")

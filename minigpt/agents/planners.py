@@ -4,11 +4,14 @@ conversation/tool_calls.py.
 
 A planner answers `next(messages, tools, force_answer)` with a `PlannerReply`: text, calls, and the
 problems of calls it could not make readable. Messages are OpenAI chat messages (system, user,
-assistant with tool_calls, tool), so both kinds of planner see one conversation.
+assistant with tool_calls, tool), so both kinds of planner see one conversation. A planner that cannot
+answer raises PlannerError; ContextFullError when the conversation no longer leaves its context room for
+a reply, so that the loop can answer from a shorter one (agents/loop.py).
 """
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,6 +26,16 @@ from minigpt.conversation.tool_calls import ToolCall, parse_tool_calls, tool_res
 
 class PlannerError(RuntimeError):
     """The planner could not be asked (the endpoint is down, or answered something that is not a reply)."""
+
+
+class ContextFullError(PlannerError):
+    """The conversation leaves the planner's context no room for a whole reply. A reply cut short by the
+    context would be a broken call, or a call's opening taken for the answer, so the turn is refused instead."""
+
+
+# How endpoints word a refusal for length: OpenAI's error code, vLLM's and llama.cpp's messages.
+CONTEXT_REFUSAL = re.compile(r"context_length_exceeded|maximum context length|exceeds? the (available )?context",
+                             re.IGNORECASE)
 
 
 @dataclass
@@ -49,11 +62,28 @@ class EndpointPlanner:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 answer = json.loads(response.read())
             message = answer["choices"][0]["message"]
+        except urllib.error.HTTPError as error:  # before URLError, its parent: the endpoint answered, and said no
+            raise refusal(self.url, error) from None
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             raise PlannerError(f"{self.url}: {error}") from None
         except (json.JSONDecodeError, KeyError, IndexError, TypeError) as error:
             raise PlannerError(f"{self.url}: not a chat completion ({type(error).__name__}: {error})") from None
         return reply_from_message(message)
+
+
+def refusal(url: str, error: urllib.error.HTTPError) -> PlannerError:
+    """An endpoint's error answer as a PlannerError with the endpoint's own words; a refusal for length
+    (OpenAI's HTTP 400 with code context_length_exceeded, or a message that says so) as ContextFullError."""
+    try:
+        body = error.read().decode(errors="replace")
+    except OSError:
+        body = ""
+    try:
+        detail = json.loads(body)["error"]["message"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        detail = body.strip()[:500]
+    kind = ContextFullError if CONTEXT_REFUSAL.search(body) else PlannerError
+    return kind(f"{url}: HTTP {error.code}: {detail or error.reason}")
 
 
 def reply_from_message(message: dict) -> PlannerReply:
@@ -85,8 +115,18 @@ class ModelPlanner:
     def next(self, messages: list[dict], tools: list[dict], force_answer: bool = False) -> PlannerReply:
         turns = model_turns(messages, [] if force_answer else [tool["function"]["name"] for tool in tools])
         sample = {"id": "planner", "image": self.image, "task": None, "turns": turns}
+        self.check_room(sample)
         parsed = parse_tool_calls(generate_answers(self.model, self.collator, [sample], self.options)[0])
         return PlannerReply(parsed.content, [] if force_answer else parsed.calls, parsed.problems)
+
+    def check_room(self, sample: dict) -> None:
+        """ContextFullError unless the prompt, counted as the model will read it (image tokens included),
+        leaves room for a reply of max_new_tokens in the model's max_context_len."""
+        prompt = len(self.collator.encode(sample, for_generation=True).input_ids)
+        limit, wanted = self.model.max_context_len, self.options.max_new_tokens
+        if prompt + wanted > limit:
+            raise ContextFullError(f"the conversation takes {prompt} of the model's {limit} tokens "
+                                   f"(max_context_len), leaving less than a reply's {wanted}")
 
 
 def model_turns(messages: list[dict], tool_names: list[str]) -> list[tuple[str, str]]:

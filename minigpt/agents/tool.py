@@ -98,9 +98,13 @@ class Toolbox:
         """Run one call and keep it: in `history`, and as a line of steps.jsonl in the images' folder."""
         observation = self._call(name, arguments)
         self.history.append(observation)
-        with open(self.images.folder / "steps.jsonl", "a") as log:
-            log.write(json.dumps(asdict(observation), default=str) + "\n")
+        self.log(asdict(observation))
         return observation
+
+    def log(self, entry: dict) -> None:
+        """One line of steps.jsonl: a call, or how a run that called the tools ended (agents/loop.py)."""
+        with open(self.images.folder / "steps.jsonl", "a") as log:
+            log.write(json.dumps(entry, default=str) + "\n")
 
     def _call(self, name: str, arguments: dict) -> Observation:
         """Validate, run under the timeout, check the result; every failure becomes the error message."""

@@ -8,7 +8,8 @@
     minigpt agent --list
 
 A request is planned by any OpenAI-compatible endpoint with tool calling (--planner-url), or else by
-the --cfg-path model itself (one trained to write tool calls); the loop is bounded by --max-steps.
+the --cfg-path model itself (one trained to write tool calls); the loop is bounded by --max-steps and by
+the planner's context, and a run that stops early prints its answer with why it stopped (docs/agents.md).
 
 Model tools (caption, vqa, refer, detect, count, identify, grounding) need --cfg-path: a MiniGPT-v2
 chat config. --load "face_detect_cpu,caption_cuda:0" loads tools up front on those devices; the others

@@ -38,13 +38,16 @@ from minigpt.serving.request_params import ParameterError, read_params
 from minigpt.serving.tool_calling import (ToolRequestError, ToolSetup, assistant_text, call_names, read_tool_setup,
                                           reply_message, tool_call_deltas)
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's error code for a conversation too long
+
 
 class RequestError(ValueError):
-    """A request the server refuses: HTTP `status`, and the request `param` at fault."""
+    """A request the server refuses: HTTP `status`, the request `param` at fault, and OpenAI's error `code`
+    where a client acts on it (context_length_exceeded: a planner shortens its conversation)."""
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
         super().__init__(message)
-        self.param, self.status = param, status
+        self.param, self.status, self.code = param, status, code
 
 
 @dataclass
@@ -179,12 +182,21 @@ class Completion:
         self.sample = {"id": "request", "turns": turns, "answer_prefix": self.tools.answer_prefix(),
                        "image": served.image_processor(image) if image is not None else None}
         self.prompt_tokens = int(served.collator.generation_batch([self.sample])["attention_mask"].sum())
-        room = served.model.max_context_len - self.prompt_tokens
-        if self.options.max_new_tokens > room:
-            raise RequestError(f"the conversation takes {self.prompt_tokens} of the model's "
-                               f"{served.model.max_context_len} tokens; ask for at most {max(room, 0)} new tokens",
-                               "max_tokens")
+        self.check_room(served.model.max_context_len)
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    def check_room(self, limit: int) -> None:
+        """Refuse, as OpenAI does (400, code context_length_exceeded), a conversation that leaves the model's
+        context no room for the answer asked for: the client shortens the messages or asks for less."""
+        room = limit - self.prompt_tokens
+        if room < 1:
+            raise RequestError(f"the conversation takes {self.prompt_tokens} of the model's {limit} tokens "
+                               "(its maximum context length) and leaves no room for an answer; shorten the messages",
+                               "messages", code=CONTEXT_LENGTH_EXCEEDED)
+        if self.options.max_new_tokens > room:
+            raise RequestError(f"the conversation takes {self.prompt_tokens} of the model's {limit} tokens (its "
+                               f"maximum context length); ask for at most {room} new tokens", "max_tokens",
+                               code=CONTEXT_LENGTH_EXCEEDED)
 
     def usage(self, *answers: GeneratedAnswer) -> dict:
         """Token counts: the prompt once, and the ids generated for the answers, summed (n answers to one
@@ -244,8 +256,9 @@ def create_app(served: ServedModel, api_key: str | None = None):
     request must carry `Authorization: Bearer <api_key>` (as OpenAI clients send their key)."""
     app = FastAPI(title="MiniGPT", docs_url=None, redoc_url=None)
 
-    def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status)
+    def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+              code: str | None = None) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
@@ -286,7 +299,7 @@ def create_app(served: ServedModel, api_key: str | None = None):
                 return StreamingResponse(completion.chunks(), media_type="text/event-stream")
             return await run_in_threadpool(completion.answer)
         except RequestError as exc:
-            return error(exc.status, str(exc), exc.param)
+            return error(exc.status, str(exc), exc.param, code=exc.code)
         except ValueError as exc:  # e.g. a conversation longer than the model's context
             return error(400, str(exc), "messages")
 
