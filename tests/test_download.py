@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -258,7 +259,7 @@ def test_drive_links_read_as_drive_files(tmp_path, monkeypatch):
     assert drive_cache_path(DRIVE_ID, "ckpt.pth") == tmp_path / "gdrive" / DRIVE_ID / "ckpt.pth"
 
 
-# ---- end to end: download by name, then chat offline -----------------------------------------------
+# ---- end to end: download by name, then chat, serve, eval and web offline ------------------------------
 def tiny_checkpoint() -> bytes:
     """A MiniGPT-4 checkpoint as released ({"model": projector}), for tiny_eval's Q-Former (64) and the tiny
     Llama (32)."""
@@ -281,8 +282,16 @@ def chat_config(tmp_path, eva_url: str):
     return path
 
 
-def test_minigpt_chat_answers_offline_from_the_names_it_downloaded(local_hub, llama_folder, eva_weights, blip2_repo,
-                                                                   shapes_dir, tmp_path, monkeypatch, capsys):
+class Released(NamedTuple):
+    config: Path   # chat_config: the tiny model's files named as a released config names them
+    eva_url: str
+
+
+@pytest.fixture
+def released_tiny(local_hub, llama_folder, eva_weights, blip2_repo, tmp_path, monkeypatch, capsys) -> Released:
+    """The tiny MiniGPT-4's four sources (the LLM by hub name, the EVA ViT by URL, the Q-Former in a BLIP-2
+    repository, the checkpoint on Drive) fetched by `minigpt download tiny-minigpt4`; then HF_HUB_OFFLINE=1
+    and the server gone, so that only what was downloaded can answer."""
     pytest.importorskip("gdown")
     local_hub.add_repo("tiny-org/tiny-llama", llama_folder)
     local_hub.files["eva_vit_tiny.pth"] = eva_weights.read_bytes()
@@ -298,18 +307,121 @@ def test_minigpt_chat_answers_offline_from_the_names_it_downloaded(local_hub, ll
     assert main(["download", "tiny-minigpt4"]) == 0
     assert local_hub.asked("model-00003-of-00003.safetensors") == 0  # the language model's shard stays there
     capsys.readouterr()
-
     go_offline(monkeypatch, local_hub)  # HF_HUB_OFFLINE=1, and the server is gone
+    return Released(chat_config(tmp_path, eva_url), eva_url)
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """[(config, model)] of every model a subcommand loads: chat, serve and web load through cli/options.py,
+    eval through runners/eval_recipe.py, both by load_for_inference."""
+    from minigpt.cli import options
+    from minigpt.runners import eval_recipe
+
+    recorded = []
+
+    def recording(load):
+        def load_for_inference(config, *args, **kwargs):
+            model = load(config, *args, **kwargs)
+            recorded.append((config, model))
+            return model
+        return load_for_inference
+
+    for module in (options, eval_recipe):
+        monkeypatch.setattr(module, "load_for_inference", recording(module.load_for_inference))
+    return recorded
+
+
+def assert_the_downloaded_files_are_loaded(err: str, released: Released, blip2_repo: dict, loads: list,
+                                           tmp_path: Path) -> None:
+    """The load report names the cached EVA file and BLIP-2 shard with every tensor they hold, the config's
+    four settings resolved to the caches `minigpt download` filled, and the projector is the Drive checkpoint's."""
+    loaded = {line.split(": ")[0]: line.split(": ")[1] for line in err.splitlines() if "tensors loaded" in line}
+    assert loaded[str(url_cache_path(released.eva_url))] == "30 tensors loaded"  # the served EVA file, every tensor
+    blip2 = next(path for path in loaded if "models--tiny-org--tiny-blip2" in path)
+    weight_map = json.loads(blip2_repo["model.safetensors.index.json"])["weight_map"]
+    qformer = [key for key in weight_map if key.startswith("qformer.")]
+    assert loaded[blip2] == f"{len(qformer) + 3} tensors loaded"  # Q-Former, query tokens, ln_vision weight and bias
+
+    [(config, model)] = loads
+    hub_cache = tmp_path / "hf"  # local_hub's HF_HOME
+    assert Path(config.model.llama_model).is_relative_to(hub_cache)
+    assert "models--tiny-org--tiny-llama" in config.model.llama_model
+    assert Path(config.model.q_former_model).is_relative_to(hub_cache)
+    assert "models--tiny-org--tiny-blip2" in config.model.q_former_model
+    assert Path(config.model.vit_weights) == url_cache_path(released.eva_url)
+    checkpoint = drive_cache_path(DRIVE_ID, "tiny_minigpt4.pth")
+    assert Path(config.model.ckpt) == checkpoint
+    projector = torch.load(checkpoint, weights_only=True)["model"]["llama_proj.weight"]
+    assert torch.equal(model.state_dict()["llama_proj.weight"].detach().cpu().float(), projector)
+
+
+def test_minigpt_chat_answers_offline_from_the_names_it_downloaded(released_tiny, blip2_repo, loads, shapes_dir,
+                                                                   tmp_path, capsys):
     image = next((shapes_dir / "images").iterdir())
-    code = main(["chat", "--cfg-path", str(chat_config(tmp_path, eva_url)), "--image", str(image), "--prompt",
+    code = main(["chat", "--cfg-path", str(released_tiny.config), "--image", str(image), "--prompt",
                  "What is in the image?", "--max-new-tokens", "6", "--json", "--save-dir", str(tmp_path / "demo")])
     out, err = capsys.readouterr()
     assert code == 0, err
     answer = json.loads(out.strip().splitlines()[-1])
     assert answer["question"] == "What is in the image?" and isinstance(answer["answer"], str) and answer["answer"]
-    loaded = {line.split(": ")[0]: line.split(": ")[1] for line in err.splitlines() if "tensors loaded" in line}
-    assert loaded[str(url_cache_path(eva_url))] == "30 tensors loaded"  # the served EVA file, every tensor
-    blip2 = next(path for path in loaded if "models--tiny-org--tiny-blip2" in path)
-    weight_map = json.loads(blip2_repo["model.safetensors.index.json"])["weight_map"]
-    qformer = [key for key in weight_map if key.startswith("qformer.")]
-    assert loaded[blip2] == f"{len(qformer) + 3} tensors loaded"  # Q-Former, query tokens, ln_vision weight and bias
+    assert_the_downloaded_files_are_loaded(err, released_tiny, blip2_repo, loads, tmp_path)
+
+
+def test_minigpt_serve_answers_offline_from_the_names_it_downloaded(released_tiny, blip2_repo, loads, shapes_dir,
+                                                                    tmp_path, monkeypatch, capsys):
+    from fastapi.testclient import TestClient
+
+    from minigpt.cli import serve
+
+    apps = []
+    monkeypatch.setattr(serve.uvicorn, "run", lambda app, **kwargs: apps.append(app))  # built, not listening
+    images = shapes_dir / "images"
+    code = main(["serve", "--cfg-path", str(released_tiny.config), "--name", "tiny", "--image-root", str(images)])
+    err = capsys.readouterr().err
+    assert code == 0 and len(apps) == 1, err
+    assert_the_downloaded_files_are_loaded(err, released_tiny, blip2_repo, loads, tmp_path)
+    image = next(images.iterdir()).name
+    with TestClient(apps[0]) as client:
+        reply = client.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 6, "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What is in the image?"},
+                                         {"type": "image_url", "image_url": {"url": image}}]}]})
+    assert reply.status_code == 200, reply.text
+    [choice] = reply.json()["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str) and choice["message"]["content"]
+
+
+def test_minigpt_eval_scores_offline_from_the_names_it_downloaded(released_tiny, blip2_repo, loads, shapes_dir,
+                                                                  tmp_path, capsys):
+    config = yaml.safe_load(released_tiny.config.read_text())  # the same sources, plus four held-out questions
+    config["evaluation_datasets"] = {"shapes_test": {
+        "builder": "sharegpt4v", "metric": "exact_match", "max_new_tokens": 4, "batch_size": 4, "subsample_count": 4,
+        "build_info": {"ann_path": str(shapes_dir / "test.json"), "image_path": str(shapes_dir / "images")},
+        "vis_processor": {"eval": {"name": "blip2_image_eval", "image_size": 64}}}}
+    config["run"]["output_dir"] = str(tmp_path / "eval")
+    path = tmp_path / "released_tiny_eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code = main(["eval", "--cfg-path", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    [scores] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert scores == json.loads((tmp_path / "eval" / "shapes_test" / "scores.json").read_text())
+    assert scores["answered"] == 4 and scores["skipped"] == 0 and scores["metric"] == "exact_match"
+    assert 0 <= scores["scores"]["exact_match"] <= 1
+    assert_the_downloaded_files_are_loaded(err, released_tiny, blip2_repo, loads, tmp_path)
+
+
+def test_minigpt_web_builds_its_page_offline_from_the_names_it_downloaded(released_tiny, blip2_repo, loads, tmp_path,
+                                                                          monkeypatch, capsys):
+    gradio = pytest.importorskip("gradio")
+    launched = []
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda ui, **kwargs: launched.append((ui, kwargs)))  # no server
+    code = main(["web", "--cfg-path", str(released_tiny.config), "--port", "7999",
+                 "--tool-out", str(tmp_path / "tools")])
+    err = capsys.readouterr().err
+    assert code == 0 and len(launched) == 1, err
+    ui, options = launched[0]
+    assert isinstance(ui, gradio.Blocks) and ui.title == "MiniGPT: released_tiny" and options["server_port"] == 7999
+    assert {"upload", "question", "send", "chat"} <= {getattr(block, "elem_id", None) for block in ui.blocks.values()}
+    assert_the_downloaded_files_are_loaded(err, released_tiny, blip2_repo, loads, tmp_path)
