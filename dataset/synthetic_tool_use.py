@@ -13,8 +13,10 @@ A record is {"id", "image", "kind", "request", "steps": [{"name", "arguments", "
 "target": {"color", "shape", "box"}}. Kinds:
     blur / pixelate   "Blur the square." (one shape): find_color_regions with the colour seen, then
                       blur_region / pixelate_region on the box it returned
-    cutout            "Cut out the circle and describe it.": find_color_regions, cutout, "A red circle."
-    count             "How many blue shapes are there?" (1-3 shapes): find_color_regions, the count
+    cutout            "Cut out the circle and name its color.": find_color_regions, cutout
+                      (each of the three answers "Done: img_1; its color is red.", see edit_record)
+    count             "How many blue shapes are there?" (2-3 shapes): find_color_regions, the count
+In training each image is asked every request it answers (scene_kinds), the held-out ones one each.
 Every result is what the real tool returns on the image, so a model trained here sees at run time
 exactly what it saw in training. The first three kinds need the image (the colour is not in the
 request); held-out images pair each shape with colours it never had in training.
@@ -44,8 +46,9 @@ from minigpt.models.tokenizer import train_tokenizer  # noqa: E402
 from synthetic_shapes import COLORS, NUMBERS, SHAPES, SIZES, draw, place, position_of, write_shards  # noqa: E402
 
 VERBS = {"blur": ("Blur the {shape}.", "blur_region"), "pixelate": ("Pixelate the {shape}.", "pixelate_region"),
-         "cutout": ("Cut out the {shape} and describe it.", "cutout"), "count": ("How many {color} shapes are there?", None)}
+         "cutout": ("Cut out the {shape} and name its color.", "cutout"), "count": ("How many {color} shapes are there?", None)}
 KINDS = tuple(VERBS)
+EDIT_KINDS = ("blur", "pixelate", "cutout")
 # Held out: each shape with two colours it never has in training.
 HELD_OUT = {("circle", "red"), ("circle", "green"), ("square", "blue"), ("square", "yellow"),
             ("triangle", "purple"), ("triangle", "orange")}
@@ -67,7 +70,7 @@ def one_shape_scene(rng: random.Random, image_size: int, held_out: bool) -> list
 def many_shapes_scene(rng: random.Random, image_size: int) -> list[dict]:
     while True:
         shapes = []
-        for shape in rng.sample(SHAPES, rng.randint(1, 3)):
+        for shape in rng.sample(SHAPES, rng.randint(2, 3)):
             size = rng.choice(list(SIZES))
             box = place(rng, round(SIZES[size] * image_size), image_size, [s["bbox"] for s in shapes])
             if box is None:
@@ -89,39 +92,61 @@ def run_steps(toolbox: Toolbox, calls: list[tuple[str, dict]]) -> list[dict] | N
     return steps
 
 
-def make_record(rng: random.Random, kind: str, image_size: int, held_out: bool, folder: Path, index: int,
-                split: str, work: Path) -> dict | None:
-    """One record with its image written, or None when the tools do not see the scene as drawn."""
-    shapes = many_shapes_scene(rng, image_size) if kind == "count" else one_shape_scene(rng, image_size, held_out)
+def make_records(rng: random.Random, kinds: tuple[str, ...], image_size: int, split: str, folder: Path, index: int,
+                 work: Path) -> list[dict]:
+    """The records of one drawn scene, asked each of `kinds` (a count scene: each of its colours), its
+    image written; [] when the tools do not see the scene as drawn. Each record is its own conversation
+    on the image (its edit makes img_1)."""
+    count = kinds == ("count",)
+    shapes = many_shapes_scene(rng, image_size) if count else one_shape_scene(rng, image_size, split == "test")
     image = np.asarray(draw(shapes, image_size))
-    toolbox = Toolbox(classical_tools(), ImageStore(work / f"{split}_{index}"))
-    handle = toolbox.images.add(image)
-    target = rng.choice(shapes)
-    found = run_steps(toolbox, [("find_color_regions", {"image": handle, "color": target["color"]})])
-    if found is None:
-        return None
-    result = found[0]["result"]
-    template, editor = VERBS[kind]
-    request = template.format(shape=target["shape"], color=target["color"])
-    if kind == "count":
-        true_count = sum(s["color"] == target["color"] for s in shapes)
-        if result["count"] != true_count:
-            return None
-        steps, answer = found, f"There {'is' if true_count == 1 else 'are'} {NUMBERS[true_count]}."
+    boxes = [Toolbox(classical_tools(), ImageStore(work / f"{split}_{index}_{n}")) for n in range(3)]
+    handle = [toolbox.images.add(image) for toolbox in boxes][0]
+    if count:
+        colors = [rng.choice(shapes)["color"]] if split == "test" else sorted({s["color"] for s in shapes})
+        made = [count_record(toolbox, handle, shapes, color) for toolbox, color in zip(boxes, colors)]
     else:
-        if result["count"] != 1 or box_iou(result["boxes"][0], target["bbox"]) < 0.9:
-            return None
-        edited = run_steps(toolbox, [(editor, {"image": handle, "box": result["boxes"][0]})])
-        if edited is None:
-            return None
-        steps = found + edited
-        answer = f"A {target['color']} {target['shape']}." if kind == "cutout" else f"Done: {edited[0]['result']['image']}."
+        made = [edit_record(toolbox, handle, kind, shapes[0]) for toolbox, kind in zip(boxes, kinds)]
+    if any(record is None for record in made):
+        return []
     name = f"{split}_{index:06d}.png"
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    toolbox.images.path(handle).replace(folder / "images" / name)
-    return {"id": f"{split}_{index:06d}", "image": name, "kind": kind, "request": f"{request} (image: {handle})",
-            "tools": tool_names(), "steps": steps, "answer": answer, "target": {"color": target["color"], "shape": target["shape"],
-                                                          "box": target["bbox"]}}
+    boxes[0].images.path(handle).replace(folder / "images" / name)
+    return [{"id": f"{split}_{index:06d}" + (f"_{number}" if len(made) > 1 else ""), "image": name,
+             "kind": "count" if count else kinds[number], "request": f"{request} (image: {handle})",
+             "tools": tool_names(), "steps": steps, "answer": answer,
+             "target": {"color": target["color"], "shape": target["shape"], "box": target["bbox"]}}
+            for number, (request, steps, answer, target) in enumerate(made)]
+
+
+def count_record(toolbox: Toolbox, handle: str, shapes: list[dict], color: str) -> tuple | None:
+    """(request, steps, answer, target) of "How many <color> shapes are there?", or None when the tool's
+    count is not the scene's."""
+    found = run_steps(toolbox, [("find_color_regions", {"image": handle, "color": color})])
+    true_count = sum(s["color"] == color for s in shapes)
+    if found is None or found[0]["result"]["count"] != true_count:
+        return None
+    answer = f"There {'is' if true_count == 1 else 'are'} {NUMBERS[true_count]}."
+    return VERBS["count"][0].format(color=color), found, answer, next(s for s in shapes if s["color"] == color)
+
+
+def edit_record(toolbox: Toolbox, handle: str, kind: str, target: dict) -> tuple | None:
+    """(request, steps, answer, target) of a blur, pixelate or cutout request about the one shape, or None
+    when the tool does not find that shape as drawn. All three answer alike, naming the new image and
+    the colour the call named: "Done: img_1; its color is red." The answer names no shape: the request
+    already did, and a tiny model writing a shape after the colour it has just used writes the shape
+    that colour had in training ("Cut out the triangle ...; its color is red." for a red circle, in
+    three of four held-out cutouts of one training seed). Nor "Done: img_1." for two kinds and a
+    description for the third: the model then ended cutouts with "Done"."""
+    found = run_steps(toolbox, [("find_color_regions", {"image": handle, "color": target["color"]})])
+    if found is None or found[0]["result"]["count"] != 1 or box_iou(found[0]["result"]["boxes"][0], target["bbox"]) < 0.9:
+        return None
+    template, editor = VERBS[kind]
+    edited = run_steps(toolbox, [(editor, {"image": handle, "box": found[0]["result"]["boxes"][0]})])
+    if edited is None:
+        return None
+    answer = f"Done: {edited[0]['result']['image']}; its color is {target['color']}."
+    return template.format(shape=target["shape"]), found + edited, answer, target
 
 
 def record_texts(record: dict, names: list[str]) -> list[str]:
@@ -132,15 +157,26 @@ def record_texts(record: dict, names: list[str]) -> list[str]:
     return texts
 
 
+def scene_kinds(split: str, drawn: int) -> tuple[str, ...]:
+    """What the next scene is asked. Held out: one request, the kinds in turn. Training: a one-shape image
+    is asked all three edit requests and a count image each of its colours (two one-shape scenes to one
+    count scene), so that what the request decides, the tool (blur or pixelate) or the colour to count,
+    can only be learned from the request: one image asked one question lets a tiny model tie the answer
+    to the image instead (it then blurred held-out images it was asked to pixelate, or counted a
+    colour it saw instead of the one asked). What only the image tells, the colour of the one shape, stays
+    the image's to tell."""
+    if split == "test":
+        return (KINDS[drawn % len(KINDS)],)
+    return ("count",) if drawn % 3 == 2 else EDIT_KINDS
+
+
 def write_split(out: Path, rng: random.Random, split: str, count: int, image_size: int) -> list[dict]:
-    records, index = [], 0
+    records, index, drawn = [], 0, 0
     with tempfile.TemporaryDirectory() as work:  # the tools' own copies of each image
         while len(records) < count:
-            kind = KINDS[len(records) % len(KINDS)]
-            record = make_record(rng, kind, image_size, split == "test", out, index, split, Path(work))
-            index += 1
-            if record is not None:
-                records.append(record)
+            made = make_records(rng, scene_kinds(split, drawn), image_size, split, out, index, Path(work))
+            index, drawn = index + 1, drawn + bool(made)
+            records += made[:count - len(records)]
     (out / f"tool_{split}.json").write_text(json.dumps(records, indent=1) + "\n")
     return records
 
@@ -158,7 +194,12 @@ def generate(out: str | Path, seed: int = 0, stage1_images: int = 2000, train_re
     for record in splits["train"]:
         texts += record_texts(record, names)
     texts += [*COLORS, *SHAPES, *NUMBERS.values(), *names] * 50 + ["###Human: ", " ###Assistant: ", "###"] * 200
-    tokenizer = train_tokenizer(texts, out / "tokenizer", vocab_size=1024)
+    # A colour is one token wherever it stands, so the colour a call names ('"color": "red"') is the word
+    # stage 1 learned to read from the image ("a large red circle"), not a second word learned from the
+    # tool records alone, where the request's shape points at a training colour; a pixel coordinate is
+    # one token, so a box is copied from a result as 4 tokens, not 7-8 digits that a tiny model reorders.
+    symbols = (*COLORS, *(str(n) for n in range(image_size + 1)))
+    tokenizer = train_tokenizer(texts, out / "tokenizer", vocab_size=1024, symbols=symbols)
     return {"shards": pattern, "train": str(out / "tool_train.json"), "test": str(out / "tool_test.json"),
             "images": str(out / "images"), "tokenizer": str(tokenizer)}
 

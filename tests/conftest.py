@@ -106,6 +106,11 @@ def free_port() -> str:
         return str(probe.getsockname()[1])
 
 
+# A learning test's training stage: a guard against a hung run, not a speed target (one stage took
+# 15 minutes on a 2-core machine loaded by other jobs, where it takes 5 alone).
+TRAINING_TIMEOUT_S = 1800
+
+
 def run_script(args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a repository script the way a user does; fail with its output if it fails."""
     result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,

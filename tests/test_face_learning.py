@@ -21,7 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, TRAINING_TIMEOUT_S, run_script
 from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_controls, record
 from minigpt.evaluation.attribute_metrics import score_attributes
 
@@ -51,7 +51,7 @@ def finetune(config: Path, data: Path, out: Path, sections: list[str], steps: in
     quoted = ",".join(f"'{section}'" for section in sections)
     run_script(["train.py", "--cfg-path", str(config), "--options", f"model.tokenizer={data}/tokenizer",
                 f"model.ckpt={out.parent / 'stage1'}", f"run.output_dir={out}", f"run.iters_per_epoch={steps}",
-                f"datasets.face_annotations.select=[{quoted}]", *SEED], timeout=900)
+                f"datasets.face_annotations.select=[{quoted}]", *SEED], timeout=TRAINING_TIMEOUT_S)
     first, last = first_and_last_loss(out)
     assert last < 0.3 * first, f"{out.name}: loss {first:.3f} -> {last:.3f}"
 
@@ -114,7 +114,7 @@ def test_face_sections_are_learned_from_the_image_and_select_steers_them(tmp_pat
     tokenizer = f"model.tokenizer={data}/tokenizer"
     run_script(["train.py", "--cfg-path", "train_configs/tiny_v2_stage1.yaml", "--options", tokenizer,
                 f"datasets.cc_sbu.build_info.storage={data}/shards/shapes-{{000000..000003}}.tar",
-                f"run.output_dir={out}/stage1", "run.iters_per_epoch=200", *SEED], timeout=900)
+                f"run.output_dir={out}/stage1", "run.iters_per_epoch=200", *SEED], timeout=TRAINING_TIMEOUT_S)
     config = finetune_config(data, tmp_path / "finetune.yaml")
     finetune(config, data, out / "all", list(LEARNED), FINETUNE_STEPS)
     kept = [section for section in LEARNED if section != LEFT_OUT]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import REPO, free_port, run_script
+from conftest import REPO, TRAINING_TIMEOUT_S, free_port, run_script
 from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_controls, derangement, record
 from minigpt.conversation.boxes import box_iou, parse_boxes
 from minigpt.evaluation.metrics import score_exact_match
@@ -147,12 +147,12 @@ def test_tiny_minigpt4_learns_colours_and_needs_the_image(tmp_path):
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
                 "--cfg-path", "train_configs/tiny_stage1.yaml", "--options", *common,
                 f"datasets.cc_sbu.build_info.storage={data}/shards/shapes-{{000000..000003}}.tar",
-                f"run.output_dir={out}/stage1"], timeout=900)
+                f"run.output_dir={out}/stage1"], timeout=TRAINING_TIMEOUT_S)
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
                 "--cfg-path", "train_configs/tiny_stage2.yaml", "--options", *common,
                 f"datasets.sharegpt4v.build_info.ann_path={data}/train.json",
                 f"datasets.sharegpt4v.build_info.image_path={data}/images",
-                f"model.ckpt={out}/stage1", f"run.output_dir={out}/stage2"], timeout=900)
+                f"model.ckpt={out}/stage1", f"run.output_dir={out}/stage2"], timeout=TRAINING_TIMEOUT_S)
     for stage in ("stage1", "stage2"):
         first, last = first_and_last_loss(out / stage)
         assert last < 0.3 * first, f"{stage}: loss {first:.3f} -> {last:.3f}"
@@ -199,11 +199,13 @@ def check_grounding(scores: dict[str, float], controls: dict[str, float]) -> Non
     """scores: refer accuracy on the test, blank images and shuffled descriptions; the described share and
     its any-shape level (described_share)."""
     assert_beats("[refer] accuracy", scores["test"], {**controls, "blank image": scores["blank"]}, margin=0.3)
-    # Seeds 42 / 1 on one thread: 0.653 / 0.577 against 0.460 / 0.380 with shuffled descriptions; of the
-    # shapes boxed, 0.807 / 0.808 the described one against 0.621 / 0.643 for any shape of the image.
-    assert_beats("[refer] accuracy", scores["test"], {"shuffled descriptions": scores["shuffled"]}, margin=0.1)
+    # Over eight runs (training seeds 42 / 1 / 2, data seeds 0 / 1 / 2, ATen default / avx2 / avx512, oneDNN
+    # and MKL at AVX2; bench/results/learning_sweep.md): accuracy 0.55-0.69, 0.09-0.24 above shuffled
+    # descriptions; of the shapes boxed, the described one 0.74-0.82, 0.10-0.19 above any shape of the
+    # image. The margins sit below the worst of them.
+    assert_beats("[refer] accuracy", scores["test"], {"shuffled descriptions": scores["shuffled"]}, margin=0.05)
     assert_beats("described shape among the shapes boxed", scores["described"],
-                 {"any shape of the image": scores["any_shape"]}, margin=0.1)
+                 {"any shape of the image": scores["any_shape"]}, margin=0.05)
 
 
 def predicted_boxes(folder: Path, records: list[dict]) -> list:
@@ -249,7 +251,7 @@ def test_tiny_minigpt_v2_learns_grounding(tmp_path):
     run_script([TORCHRUN, "--nproc-per-node", "1", "--master-port", free_port(), "train.py",
                 "--cfg-path", str(tmp_path / "tiny_v2_refer.yaml"), "--options", *common, "run.iters_per_epoch=1500",
                 f"datasets.grounding.build_info.ann_path={data}/refer_train.json",
-                f"datasets.grounding.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=900)
+                f"datasets.grounding.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=TRAINING_TIMEOUT_S)
     first, last = first_and_last_loss(out)
     assert last < 0.3 * first, f"loss {first:.3f} -> {last:.3f}"
 
@@ -305,7 +307,7 @@ def test_sub_images_read_fine_patterns_that_the_global_view_cannot(tmp_path):
                     f"datasets.sharegpt4v.build_info.ann_path={data}/train.json",
                     f"datasets.sharegpt4v.build_info.image_path={data}/{images}",
                     f"datasets.sharegpt4v.vis_processor.train.image_size={side}", f"run.output_dir={out}/{name}"],
-                   timeout=900)
+                   timeout=TRAINING_TIMEOUT_S)
         first, last = first_and_last_loss(out / name)
         assert last < 0.5 * first, f"{name}: loss {first:.3f} -> {last:.3f}"
         sections = {"patterns_test": "test.json", "patterns_shuffled": "shuffled.json"}

@@ -167,3 +167,44 @@ def test_sweep_refuses_an_unknown_test_or_setting(tmp_path):
         result = subprocess.run(["bash", str(REPO / "scripts/learning_sweep.sh"), *names], capture_output=True, text=True,
                                 env={**os.environ, "SETTINGS": settings, "OUT": str(tmp_path)})
         assert result.returncode == 2 and said in result.stderr
+
+
+def tool_use_blind_scores(tmp_path) -> dict[str, dict]:
+    """Score dicts in the form of tests/test_tool_learning.py's `tool_scores`, for two planners that never
+    look, the best constant call (MajorityPlanner) and the right calls of another record (shuffled truth),
+    and for the right calls of each record."""
+    from synthetic_tool_use import generate
+    from test_tool_learning import IMAGE_KINDS, first_call_controls
+
+    from minigpt.agents.classical import classical_tools
+    from minigpt.agents.tool_eval import MajorityPlanner, evaluate_tool_use, other_records_planner
+
+    data = tmp_path / "tools"
+    generate(data, seed=0, stage1_images=20, train_records=60, test_records=36, shard_size=10)
+    train, test = (json.loads((data / f"tool_{split}.json").read_text()) for split in ("train", "test"))
+    others = iter([test[partner] for partner in derangement(len(test))])
+    rights = iter(test)
+    planners = {"constant": lambda image: MajorityPlanner(train),
+                "shuffled truth": lambda image: other_records_planner(next(others)),
+                "right": lambda image: other_records_planner(next(rights))}
+    scores = {name: evaluate_tool_use(make, test, data / "images", classical_tools(), tmp_path / name.replace(" ", "_"))
+              for name, make in planners.items()}
+    return {**scores, "data": first_call_controls(train, [r for r in test if r["kind"] in IMAGE_KINDS])}
+
+
+def test_tool_assertions_fail_without_the_image(tmp_path):
+    """Both blind planners fail check_tool_scores, with their own image controls (a planner that never
+    looks scores the same on a blank or another image) and with the image controls at zero, where chance,
+    the best constant and the shuffled truth must catch them alone; the right calls pass."""
+    from test_tool_learning import check_tool_scores
+
+    blind = tool_use_blind_scores(tmp_path)
+    zero = dict.fromkeys(blind["right"], 0.0)
+    check_tool_scores({"model": blind["right"], "blank image": zero, "shuffled images": zero, "majority call": zero,
+                       "data": blind["data"]})
+    for name in ("constant", "shuffled truth"):
+        ours = blind[name]
+        for controls, majority in ((ours, blind["constant"]), (zero, zero)):
+            scores = {"model": ours, "blank image": controls, "shuffled images": controls, "majority call": majority,
+                      "data": blind["data"]}
+            assert fails(check_tool_scores, scores), (name, ours)

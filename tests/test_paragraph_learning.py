@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO, TRAINING_TIMEOUT_S, run_script
 from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_controls, record
 from minigpt.evaluation.paragraph_metrics import fact_scores, scene_text
 
@@ -56,7 +56,7 @@ def test_tiny_model_writes_paragraphs_about_what_the_image_shows(tmp_path):
     common = [f"model.tokenizer={data}/tokenizer", *TRAINING_SEED]
     run_script(["train.py", "--cfg-path", "train_configs/tiny_paragraph.yaml", "--options", *common,
                 f"datasets.paragraphs.build_info.ann_path={data}/paragraph_train.json",
-                f"datasets.paragraphs.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=900)
+                f"datasets.paragraphs.build_info.image_path={data}/images", f"run.output_dir={out}"], timeout=TRAINING_TIMEOUT_S)
     first, last = first_and_last_loss(out)
     assert last < 0.5 * first, f"loss {first:.3f} -> {last:.3f}"
 

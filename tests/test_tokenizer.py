@@ -146,3 +146,17 @@ def test_training_is_deterministic(tmp_path):
     b = train_tokenizer(CORPUS, tmp_path / "b", vocab_size=400)
     assert (a / "tokenizer.model").read_bytes() == (b / "tokenizer.model").read_bytes()
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+
+
+def test_symbols_are_one_token_wherever_they_stand(tmp_path):
+    """A symbol is the same token after a space and inside JSON, in spm and in the HF folder, and the
+    symbols are part of what decides whether a folder is reused."""
+    corpus = CORPUS + ['{"color": "red"}', '{"color": "blue"}'] * 30
+    folder = train_tokenizer(corpus, tmp_path / "symbols", vocab_size=400, symbols=("red", "blue"))
+    tokenizer, sp = load_tokenizer(folder), spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    red = tokenizer.convert_tokens_to_ids("red")
+    for text in ("a large red circle", '{"color": "red"}'):
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        assert ids == sp.encode(text) and red in ids and tokenizer.decode(ids) == text
+    plain = train_tokenizer(corpus, tmp_path / "symbols", vocab_size=400)  # same folder, no symbols: retrained
+    assert "red" not in load_tokenizer(plain).tokenize("a large red circle")

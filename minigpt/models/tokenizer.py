@@ -37,21 +37,26 @@ SEED = 1234
 HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
-def corpus_digest(texts: list[str], vocab_size: int) -> str:
+def corpus_digest(texts: list[str], vocab_size: int, symbols: tuple[str, ...] = ()) -> str:
     """Hash of everything that decides the trained model, so a changed corpus or option retrains."""
-    blob = json.dumps({"vocab_size": vocab_size, "options": SPM_OPTIONS, "seed": SEED, "texts": texts})
+    options = {**SPM_OPTIONS, "user_defined_symbols": list(symbols)} if symbols else SPM_OPTIONS
+    blob = json.dumps({"vocab_size": vocab_size, "options": options, "seed": SEED, "texts": texts})
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 512) -> Path:
+def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 512,
+                    symbols: tuple[str, ...] = ()) -> Path:
     """Train a BPE sentencepiece model on `texts` into `out_dir` as a HF tokenizer folder; reuse a match.
 
     Byte fallback needs vocab_size > 259 (256 bytes + unk/bos/eos) plus the distinct characters seen.
     `hard_vocab_limit=False` lets a small corpus end with fewer pieces than asked for.
+    `symbols` are always one piece of their own, wherever they stand: "red" is the same token after a
+    space ("a red circle" -> "▁", "red", ...) and inside JSON ('"red"}}'), so a word learned in one
+    place is the word of the other.
     """
     out_dir = Path(out_dir)
     stamp = out_dir / "corpus.sha256"
-    digest = corpus_digest(texts, vocab_size)
+    digest = corpus_digest(texts, vocab_size, tuple(symbols))
     complete = all((out_dir / name).exists() for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"))
     if complete and stamp.exists() and stamp.read_text().strip() == digest:
         return out_dir
@@ -63,8 +68,9 @@ def train_tokenizer(texts: list[str], out_dir: str | Path, vocab_size: int = 512
 
     spm.set_random_generator_seed(SEED)
     model = io.BytesIO()
+    extra = {"user_defined_symbols": list(symbols)} if symbols else {}
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-                                   **SPM_OPTIONS)
+                                   **SPM_OPTIONS, **extra)
     (out_dir / "tokenizer.model").write_bytes(model.getvalue())
 
     # Converting through LlamaTokenizer gives the tokenizer.json a real Llama-2 folder has (BOS added).
