@@ -119,6 +119,15 @@ def run_script(args: list[str], timeout: int = 600, env: dict | None = None) -> 
     return result
 
 
+@pytest.fixture()
+def torch_state():
+    """An in-process run sets torch's thread count and seed: both are put back for the tests after it."""
+    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
+    yield
+    torch.set_num_threads(threads)
+    torch.random.set_rng_state(rng)
+
+
 @pytest.fixture(scope="session")
 def formats(tmp_path_factory) -> dict:
     """Small examples of every annotation layout (dataset/example_formats.py), as config sections."""

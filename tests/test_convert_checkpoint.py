@@ -127,15 +127,6 @@ def test_read_weights_refuses_in_one_line_naming_the_convert_command(how, tmp_pa
     assert not marker.exists()
 
 
-@pytest.fixture()
-def torch_state():
-    """An in-process run sets torch's thread count and seed: both are put back for the tests after it."""
-    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
-    yield
-    torch.set_num_threads(threads)
-    torch.random.set_rng_state(rng)
-
-
 @pytest.mark.parametrize("key", ["ckpt", "vit_weights", "q_former_model"])
 def test_minigpt_train_refuses_a_malicious_weights_file_in_one_line(key, tmp_path, shapes_dir, capfd, torch_state):
     marker = tmp_path / "MARKER"

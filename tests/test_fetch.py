@@ -168,6 +168,22 @@ def test_a_sha256_mismatch_is_refused_and_nothing_is_left(local_hub):
     assert left() == []
 
 
+def test_a_file_unchanged_since_its_record_is_not_hashed_again(local_hub, monkeypatch):
+    """Hashing a 2 GB file at every config load is start-up time: only a file written after its record
+    (the test below) is hashed again."""
+    import minigpt.common.fetch as fetch
+
+    local_hub.files["eva.pth"] = PAYLOAD
+    url = local_hub.file_url("eva.pth")
+    path = download_url(url)
+    hashed = []
+    monkeypatch.setattr(fetch, "file_sha256", lambda file: hashed.append(file) or hashlib.sha256(file.read_bytes()).hexdigest())
+    assert download_url(url) == path and hashed == []
+    later = path.with_name("eva.pth.sha256").stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(later, later))  # written after its record: checked again
+    assert download_url(url) == path and hashed == [path]
+
+
 def test_the_recorded_sha256_catches_a_file_changed_on_disk(local_hub):
     local_hub.files["eva.pth"] = PAYLOAD
     url = local_hub.file_url("eva.pth")

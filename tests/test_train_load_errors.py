@@ -123,15 +123,6 @@ def assert_one_line(stderr: str, fragments: list[str]) -> None:
         assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
 
 
-@pytest.fixture()
-def torch_state():
-    """An in-process run sets torch's thread count and seed: both are put back for the tests after it."""
-    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
-    yield
-    torch.set_num_threads(threads)
-    torch.random.set_rng_state(rng)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_minigpt_train_ends_a_load_error_in_one_line(case, tmp_path, shapes_dir, capfd, torch_state):
     """`minigpt train` in this process (the code train.py and the console command run), stderr captured

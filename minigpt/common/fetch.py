@@ -5,8 +5,8 @@ as a local path.
 URLs go into our own cache (`cache_root()/urls/<host>/<path>`): written to `<file>.part`, renamed only
 when complete (so a cut transfer never passes for the file), resumed with an HTTP Range request, and
 checked against a sha256, the one given or the one recorded beside the file at its first fetch
-(`<file>.sha256`), so that a file changed on disk is caught before a model loads it. Drive files take the
-same path into `cache_root()/gdrive/<file id>/`. Hub files and folders go through huggingface_hub, whose
+(`<file>.sha256`), so that a file changed on disk is caught before a model loads it (one not written
+since its record is not hashed again). Drive files take the same path into `cache_root()/gdrive/<file id>/`. Hub files and folders go through huggingface_hub, whose
 cache (HF_HUB_CACHE / HF_HOME) transformers shares; of a sharded repository whose weights are only partly
 used (a BLIP-2 repository's ViT and Q-Former) only the shards holding those weights are fetched.
 
@@ -156,6 +156,10 @@ def _verify(path: Path, url: str, sha256: str | None, size: int | None) -> Path:
     if size is not None and path.stat().st_size != size:
         raise _refuse(path, url, f"expected {size} bytes, the file has {path.stat().st_size}")
     expected = sha256 or _recorded_digest(path)
+    record = _digest_record(path)
+    written_since = not record.is_file() or path.stat().st_mtime_ns >= record.stat().st_mtime_ns
+    if expected is not None and expected.lower() == _recorded_digest(path) and not written_since:
+        return path  # checked at its fetch, not changed on disk since: no 2 GB hash at every config load
     actual = file_sha256(path)
     if expected is not None and actual != expected.lower():
         raise _refuse(path, url, f"sha256 mismatch: expected {expected}, got {actual}")
