@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import LLAMA2_7B, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
 from minigpt.cli.options import image_processor_for  # noqa: E402
 from minigpt.config.loader import load_config  # noqa: E402
-from minigpt.conversation.chat import Chat, GenerationOptions  # noqa: E402
+from minigpt.inference.chat import Chat, GenerationOptions  # noqa: E402
 from minigpt.conversation.template import USER  # noqa: E402
-from minigpt.models.inference import load_for_inference, peak_memory_gib  # noqa: E402
+from minigpt.inference.loading import load_for_inference, peak_memory_gib  # noqa: E402
 from minigpt.models.llm import quantize_linear_layers  # noqa: E402
 
 CONFIGS = {  # (shape, arch) -> eval config

@@ -129,7 +129,7 @@ def load_servers(args) -> dict[str, tuple[int, str]]:
     from bench.common import REPO, small_tokenizer
     from minigpt.cli.options import image_processor_for
     from minigpt.config.loader import load_config
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
     from minigpt.serving.openai_api import ServedModel
 
     tokenizer = small_tokenizer(Path(tempfile.mkdtemp()) / "tokenizer")

@@ -33,7 +33,7 @@ from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.models.vision_encoder import in_own_precision
-from minigpt.tools.hf_export import blip2_state_dict
+from minigpt.ops.hf_export import blip2_state_dict
 
 PRESETS = {  # config the model section comes from, its overrides, and per stage: (batch size, answer words)
     # tiny: the LLM's vocabulary has room past bench.common.small_tokenizer's 512 ids for the baseline's image token

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import H100_BF16_FLOPS, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
 from bench.train_runners import LEVERS, PRESETS, RUNNERS, batches, build_runners, model_config  # noqa: E402
-from minigpt.models.inference import peak_memory_gib, reset_peak_memory  # noqa: E402
+from minigpt.inference.loading import peak_memory_gib, reset_peak_memory  # noqa: E402
 
 
 def step_flops(model, batch: dict) -> float:

@@ -34,7 +34,7 @@ for path in (REPO_ROOT, REPO_ROOT / "dataset"):
         sys.path.insert(0, str(path))
 
 from minigpt.agents.model_tools import CAPTION_QUESTION, GROUNDING_QUESTION  # noqa: E402
-from minigpt.agents.paragraph import padded_box  # noqa: E402
+from minigpt.paragraph.pipeline import padded_box  # noqa: E402
 from minigpt.conversation.boxes import box_tokens  # noqa: E402
 from minigpt.models.tokenizer import train_tokenizer  # noqa: E402
 from synthetic_shapes import (COLORS, POSITIONS, SHAPES, SIZES, draw, join_words, make_scene, place,  # noqa: E402

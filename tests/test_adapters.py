@@ -18,8 +18,8 @@ from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.models.inference import load_for_inference
-from minigpt.tools.export import export_peft
+from minigpt.inference.loading import load_for_inference
+from minigpt.ops.export import export_peft
 
 CONFIG = REPO / "train_configs/tiny_v2_adapters.yaml"
 

@@ -13,14 +13,14 @@ from conftest import REPO
 from minigpt.agents.classical import classical_tools, color_name
 from minigpt.agents.images import ImageStore
 from minigpt.agents.loading import AgentConfigError, build_toolbox, parse_load, plan_loading, user_tools
-from minigpt.agents.paragraph_tool import write_paragraph_tool
+from minigpt.paragraph.tool import write_paragraph_tool
 from minigpt.agents.templates import TemplateError, find_template, load_template, shipped_templates
 from minigpt.agents.tool import BOX, IMAGE, Tool, Toolbox, ToolError, check_box
 from minigpt.cli.main import main
 from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.boxes import box_iou
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 
 GRAY, RED, BLUE = (128, 128, 128), (220, 30, 30), (30, 60, 220)
 FACE_BOX = [177, 67, 270, 160]  # the astronaut's face, as the Haar tool finds it (tests/test_agent_classical.py)

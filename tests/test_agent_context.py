@@ -20,9 +20,9 @@ from minigpt.agents.tool import Toolbox
 from minigpt.agents.tool_eval import ScriptedPlanner, evaluate_tool_use
 from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
-from minigpt.conversation.chat import GenerationOptions
+from minigpt.inference.chat import GenerationOptions
 from minigpt.conversation.tool_calls import ToolCall, format_tool_call
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 from minigpt.serving.mcp_server import call_result
 from minigpt.serving.web_agent import AgentTab
 

@@ -8,10 +8,10 @@ from transformers import AutoTokenizer
 
 from conftest import REPO, fit_answers
 from minigpt.config.loader import load_config
-from minigpt.conversation.chat import GenerationOptions, generate_answers, generate_counted_answers
+from minigpt.inference.chat import GenerationOptions, generate_answers, generate_counted_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 from minigpt.serving import batching
 
 QUESTIONS = ["What color is the circle?", "How many shapes are there?", "Describe the image.",

@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import REPO
-from minigpt.conversation.chat import (Chat, GenerationOptions, _partial_suffix, choose_answers, generate_answers,
+from minigpt.inference.chat import (Chat, GenerationOptions, _partial_suffix, choose_answers, generate_answers,
                                       original_lengths, stream_answer)
 from minigpt.conversation.collator import IGNORE_INDEX, ConversationCollator
 from minigpt.conversation.template import ASSISTANT, USER
@@ -17,7 +17,7 @@ def chat(shapes_dir) -> Chat:
     """The tiny MiniGPT-4 (random weights, Vicuna v0 template ending answers with ###) about a red square."""
     from minigpt.cli.options import image_processor_for
     from minigpt.config.loader import load_config
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
 
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"],
                          for_training=False)

@@ -92,7 +92,7 @@ def test_export_merges_the_llm_lora_and_gives_the_same_logits(shapes_dir, tmp_pa
     from minigpt.common import registry
     from minigpt.config.loader import load_config
     from minigpt.conversation.template import ASSISTANT, USER
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
 
     options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.lora_r=8", "model.parts.llm.mode=lora"]
     config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + ["model.ckpt=null"], for_training=False)
@@ -135,7 +135,7 @@ def test_peft_export_opens_with_peft_on_the_base_llm_and_loads_back_as_model_llm
     from minigpt.common.errors import ConfigError
     from minigpt.config.loader import load_config
     from minigpt.conversation.template import ASSISTANT, USER
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
 
     options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.lora_r=8", "model.parts.llm.mode=lora"]
     config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + ["model.ckpt=null"], for_training=False)

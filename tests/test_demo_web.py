@@ -31,7 +31,7 @@ def tiny(shapes_dir):
     """(config options, model, image processor) of the tiny MiniGPT-4 with the demo's random weights."""
     from minigpt.cli.options import image_processor_for
     from minigpt.config.loader import load_config
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
 
     options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"]
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", options, for_training=False)
@@ -102,7 +102,7 @@ def test_the_page_answers_a_colour_question_in_chromium(tiny, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from minigpt.conversation.chat import Chat, GenerationOptions
+    from minigpt.inference.chat import Chat, GenerationOptions
 
     browser = browser_or_skip()
     with socket.socket() as probe:

@@ -24,8 +24,8 @@ from minigpt.common.fetch import (LLM_FOLDER, WEIGHTS_FOLDER, download_drive_fil
                                   resolve_source, url_cache_path)
 from minigpt.config.loader import model_section, shipped_configs
 from minigpt.models.hf_blip2 import VISION_PREFIXES, to_blip2_vision, vision_weights
-from minigpt.tools import assets
-from minigpt.tools.assets import Asset, AssetFile, files_of
+from minigpt.ops import assets
+from minigpt.ops.assets import Asset, AssetFile, files_of
 
 DRIVE_ID = "1TinyMiniGPT4CheckpointOnDrive000"
 QFORMER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,

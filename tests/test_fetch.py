@@ -312,7 +312,7 @@ def hub_options(hub, eva_url: str) -> list[str]:
 
 def test_a_config_naming_hub_models_and_urls_loads_and_builds_from_local_paths(local_hub, llama_folder, eva_weights,
                                                                                 monkeypatch):
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
 
     local_hub.add_repo("tiny-org/tiny-llama", llama_folder)
     local_hub.files["eva_vit_tiny.pth"] = eva_weights.read_bytes()

@@ -8,7 +8,7 @@ from transformers import Blip2Config, Blip2ForConditionalGeneration
 from conftest import REPO
 from minigpt.common.errors import CheckpointError
 from minigpt.config.loader import load_config
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 
 
 def tiny_blip2(folder):

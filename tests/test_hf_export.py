@@ -19,7 +19,7 @@ from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.processors.image import Blip2ImageProcessor
-from minigpt.tools.hf_export import IMAGE_TOKEN, export_hf
+from minigpt.ops.hf_export import IMAGE_TOKEN, export_hf
 
 QUESTION, ANSWER = "What color is the circle?", "red"
 

@@ -6,7 +6,7 @@ import torch
 from conftest import REPO
 from minigpt.common.errors import ConfigError
 from minigpt.config.loader import load_config
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 
 
 def cache_a_model(cache, repo_id: str, llm, tokenizer) -> None:

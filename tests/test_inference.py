@@ -9,7 +9,7 @@ import torch
 from minigpt.common import registry
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
-from minigpt.models.inference import load_for_inference, plan_device_map, split_llm
+from minigpt.inference.loading import load_for_inference, plan_device_map, split_llm
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from minigpt.common import registry
 from minigpt.common.checkpoint import save_checkpoint
 from minigpt.config.loader import load_config
 from minigpt.models.weights import load_weights
-from minigpt.tools.mix_weights import mix_checkpoints
+from minigpt.ops.mix_weights import mix_checkpoints
 
 
 def finetuned(shapes_dir, tmp_path, name, seed, *options):

@@ -11,7 +11,7 @@ from minigpt.common import registry
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.models.inference import peak_memory_gib, reset_peak_memory
+from minigpt.inference.loading import peak_memory_gib, reset_peak_memory
 from minigpt.models.llm import load_llm_folder
 
 
@@ -213,7 +213,7 @@ def test_demo_answers_in_4_bit_and_reports_peak_memory(shapes_dir, tmp_path):
     options = [f"model.tokenizer={shapes_dir}/tokenizer"]
     config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + ["model.ckpt=null"], for_training=False)
     save_checkpoint(tmp_path / "run", 1, build(config).checkpoint_weights(), {"step": 1})
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
 
     loaded = load_for_inference(load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options + [f"model.ckpt={tmp_path}/run"],
                                             for_training=False), torch.device("cpu"), low_resource=True, bits=4)

@@ -12,15 +12,15 @@ from PIL import Image
 
 from conftest import REPO
 from minigpt.agents.classical import classical_tools, color_name
-from minigpt.agents.facts import Fact, caption_facts, merge_facts, read_phrase
+from minigpt.paragraph.facts import Fact, caption_facts, merge_facts, read_phrase
 from minigpt.agents.images import ImageStore
 from minigpt.agents.model_tools import model_tools
-from minigpt.agents.paragraph import (ImageReadError, ParagraphOptions, ParagraphPipeline, StageError,
+from minigpt.paragraph.pipeline import (ImageReadError, ParagraphOptions, ParagraphPipeline, StageError,
                                       grounded_paragraph, paragraph_stage_tools)
-from minigpt.agents.paragraph_tool import write_paragraph_tool
+from minigpt.paragraph.tool import write_paragraph_tool
 from minigpt.agents.templates import find_template
 from minigpt.agents.tool import Toolbox
-from minigpt.agents.writers import EndpointWriter, ModelWriter, WriterError
+from minigpt.paragraph.writers import EndpointWriter, ModelWriter, WriterError
 from minigpt.cli.main import main
 from minigpt.common.errors import InputError
 from minigpt.config.loader import load_config

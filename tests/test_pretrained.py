@@ -245,7 +245,7 @@ def test_released_v2_eval_config_chats_with_checkpoint_lora_on_an_8bit_llm(shape
     """minigptv2_eval.yaml as shipped (LoRA r 64, low_resource), shrunk: the released checkpoint's LoRA
     and projector load onto the int8 LLM that bitsandbytes quantised from the folder."""
     pytest.importorskip("bitsandbytes")
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
 
     llama_folder(shapes_dir, tmp_path / "llama")
     tiny = [f"model.llama_model={tmp_path}/llama", "model.vit_weights=null", "model.image_size=56",

@@ -70,8 +70,8 @@ def expected_answer(server):
 
     from minigpt.cli.options import image_processor_for
     from minigpt.config.loader import load_config
-    from minigpt.conversation.chat import Chat, GenerationOptions
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.chat import Chat, GenerationOptions
+    from minigpt.inference.loading import load_for_inference
 
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", server[2], for_training=False)
     torch.manual_seed(config.run.seed)
@@ -196,7 +196,7 @@ def test_an_api_key_guards_the_v1_routes(server):
 
     from minigpt.cli.options import image_processor_for
     from minigpt.config.loader import load_config
-    from minigpt.models.inference import load_for_inference
+    from minigpt.inference.loading import load_for_inference
     from minigpt.serving.openai_api import ServedModel, create_app
 
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", server[2], for_training=False)

@@ -23,7 +23,7 @@ from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.generated import GeneratedAnswer
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 from minigpt.serving import batching
 from minigpt.serving.openai_api import ServedModel, create_app
 

@@ -20,7 +20,7 @@ from conftest import REPO
 from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.template import USER
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 from minigpt.serving.openai_api import ServedModel, create_app
 
 EOS = 2  # the shapes tokenizer's </s>

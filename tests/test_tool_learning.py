@@ -53,7 +53,7 @@ from minigpt.agents.planners import ModelPlanner
 from minigpt.agents.tool_eval import MajorityPlanner, evaluate_tool_use
 from minigpt.cli.options import image_processor_for
 from minigpt.config.loader import load_config
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 
 sys.path.insert(0, str(REPO / "dataset"))
 from synthetic_tool_use import generate  # noqa: E402

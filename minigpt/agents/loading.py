@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from minigpt.agents.classical import classical_tools
 from minigpt.agents.images import ImageStore
 from minigpt.agents.model_tools import MODEL_TOOL_NAMES, ModelHandle, model_tools
-from minigpt.agents.paragraph_tool import write_paragraph_tool
 from minigpt.agents.tool import Tool, Toolbox
 
 
@@ -72,9 +71,10 @@ def user_tools(import_path: str) -> list[Tool]:
 
 
 def available_tools(model_loader: Callable[[str], tuple] | None, user_paths: list[str], model_device: str = "cpu",
-                    model_memory_mb: int = 0) -> tuple[list[Tool], ModelHandle | None]:
-    """Every tool that can load: classical ones, model ones when there is a model to load, user ones."""
-    tools = classical_tools() + [write_paragraph_tool()]
+                    model_memory_mb: int = 0, product_tools: Sequence[Tool] = ()) -> tuple[list[Tool], ModelHandle | None]:
+    """Every tool that can load: classical ones, the products built on tools (write_paragraph, passed in by
+    the floor above, which builds on these), model ones when there is a model to load, user ones."""
+    tools = classical_tools() + list(product_tools)
     handle = None
     if model_loader is not None:
         handle = ModelHandle(lambda: model_loader(model_device), memory_mb=model_memory_mb)
@@ -114,12 +114,13 @@ def memory_report(tools: list[Tool], requests: list[ToolRequest]) -> list[str]:
 
 def build_toolbox(folder, load_spec: str = "", model_loader: Callable[[str], tuple] | None = None,
                   user_paths: list[str] | None = None, timeout_s: float = 60.0, model_memory_mb: int = 0,
-                  print_line: Callable[[str], None] = print) -> tuple[Toolbox, ModelHandle | None]:
+                  print_line: Callable[[str], None] = print,
+                  product_tools: Sequence[Tool] = ()) -> tuple[Toolbox, ModelHandle | None]:
     """The agent's toolbox over a new ImageStore in `folder`, the tools named in `load_spec` loaded now,
     and the handle of the model its model tools share (None without a model)."""
     requests = parse_load(load_spec)
     model_device = next((r.device for r in requests if r.name in MODEL_TOOL_NAMES), "cpu")
-    tools, handle = available_tools(model_loader, user_paths or [], model_device, model_memory_mb)
+    tools, handle = available_tools(model_loader, user_paths or [], model_device, model_memory_mb, product_tools)
     tools = plan_loading(tools, requests)
     for line in memory_report(tools, requests):
         print_line(line)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from minigpt.agents.tool import BOX, BOXES, IMAGE, Tool, ToolContext, ToolError, check_box
 from minigpt.conversation.boxes import DELIMITER, box_tokens, parse_boxes
-from minigpt.conversation.chat import GenerationOptions, generate_answers
+from minigpt.inference.chat import GenerationOptions, generate_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import USER
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from minigpt.conversation.chat import GenerationOptions, generate_answers
+from minigpt.inference.chat import GenerationOptions, generate_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.conversation.tool_calls import ToolCall, parse_tool_calls, tool_result_text, tools_line

@@ -34,6 +34,7 @@ from minigpt.cli.options import add_model_arguments, image_processor_for, load_f
 from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
 from minigpt.config.loader import load_config
+from minigpt.paragraph.tool import write_paragraph_tool
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.out or f"output/agent/{datetime.now():%Y%m%d-%H%M%S}")
     try:
         memory_mb = estimated_model_mb(args) if args.cfg_path else 0
-        toolbox, handle = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout, memory_mb)
+        toolbox, handle = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout, memory_mb,
+                                        product_tools=[write_paragraph_tool()])
         if args.list:
             for tool in toolbox.tools.values():
                 print(f"{tool.name:<20} {tool.device:<7} {tool.description}")

@@ -23,10 +23,10 @@ from minigpt.cli.options import add_config_arguments, add_model_arguments, image
 from minigpt.cli.plan import add_plan_arguments, print_plan
 from minigpt.common.errors import InputError
 from minigpt.conversation.boxes import draw_boxes, parse_boxes
-from minigpt.conversation.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
+from minigpt.inference.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
-from minigpt.models.inference import report_peak_memory
+from minigpt.inference.loading import report_peak_memory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import argparse
 
 from minigpt.cli.options import add_config_arguments
 from minigpt.config.loader import load_config
-from minigpt.tools.check_data import check_config, print_reports
+from minigpt.ops.check_data import check_config, print_reports
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from minigpt.tools.convert_checkpoint import convert, describe, inspect_file
+from minigpt.ops.convert_checkpoint import convert, describe, inspect_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from minigpt.common.errors import InputError
-from minigpt.tools.assets import CATALOGUE, Asset, download, files_of, gigabytes
+from minigpt.ops.assets import CATALOGUE, Asset, download, files_of, gigabytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ folders, or the model as folders that plain transformers opens.
     minigpt export --cfg-path eval_configs/X.yaml --out output/hf --format hf [--dtype bfloat16]
 
 --format hf writes MiniGPT-4 as a Blip2ForConditionalGeneration folder, and MiniGPT-v2 as a Llama folder
-(OUT/llm), a Blip2VisionModel folder (OUT/vision) and OUT/projector.safetensors (tools/hf_export.py).
+(OUT/llm), a Blip2VisionModel folder (OUT/vision) and OUT/projector.safetensors (minigpt/ops/hf_export.py).
 
 --format peft writes OUT/llm_adapter (adapter_config.json + adapter_model.safetensors, which
 PeftModel.from_pretrained opens on the base LLM) and OUT/adapters/NAME for each task adapter,
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from minigpt.cli.options import add_config_arguments
 from minigpt.config.loader import load_config
-from minigpt.tools.export import export_merged, export_peft
-from minigpt.tools.hf_export import DTYPES, export_hf
+from minigpt.ops.export import export_merged, export_peft
+from minigpt.ops.hf_export import DTYPES, export_hf
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from minigpt.cli.agent import estimated_model_mb, model_loader
 from minigpt.cli.options import add_model_arguments
 from minigpt.common.errors import InputError
 from minigpt.serving.mcp_server import add_server_tools, serve_stdio
+from minigpt.paragraph.tool import write_paragraph_tool
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             memory_mb = estimated_model_mb(args) if args.cfg_path else 0
             toolbox, _ = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout,
-                                       memory_mb)
+                                       memory_mb, product_tools=[write_paragraph_tool()])
             for line in add_server_tools(toolbox):
                 print(line)
         except (AgentConfigError, TemplateError) as error:

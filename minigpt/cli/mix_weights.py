@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from minigpt.tools.mix_weights import mix_checkpoints
+from minigpt.ops.mix_weights import mix_checkpoints
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from minigpt.config.loader import load_config
 from minigpt.datasets.builders.base import inference_image_processor
 from minigpt.models.image_tokens import input_image_size
-from minigpt.models.inference import load_for_inference, pick_device, report_peak_memory
+from minigpt.inference.loading import load_for_inference, pick_device, report_peak_memory
 from minigpt.models.minigpt import MiniGPT
 
 

@@ -19,17 +19,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minigpt.agents.facts import STAGES
+from minigpt.paragraph.facts import STAGES
 from minigpt.agents.loading import AgentConfigError, check_device
 from minigpt.agents.model_tools import ModelHandle, model_tools
-from minigpt.agents.paragraph import (ImageReadError, ParagraphOptions, ParagraphPipeline, StageError,
+from minigpt.paragraph.pipeline import (ImageReadError, ParagraphOptions, ParagraphPipeline, StageError,
                                       paragraph_stage_tools)
-from minigpt.agents.paragraph_picture import paragraph_picture
-from minigpt.agents.writers import EndpointWriter, ModelWriter, TemplateWriter, WriterError
+from minigpt.paragraph.picture import paragraph_picture
+from minigpt.paragraph.writers import EndpointWriter, ModelWriter, TemplateWriter, WriterError
 from minigpt.cli.agent import model_loader
 from minigpt.cli.options import add_model_arguments
 from minigpt.common.errors import InputError
-from minigpt.models.inference import pick_device
+from minigpt.inference.loading import pick_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 

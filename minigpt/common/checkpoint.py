@@ -9,7 +9,7 @@
 A checkpoint is written to a temporary folder and renamed into place, so a killed run never leaves a
 half-written checkpoint behind. Anything pickled is loaded with `weights_only=True`, and a file that
 names more than tensors is refused in one line saying what it would import (pickle_scan.py) and how to
-convert it once the user trusts it (`minigpt convert-checkpoint`, tools/convert_checkpoint.py).
+convert it once the user trusts it (`minigpt convert-checkpoint`, minigpt/ops/convert_checkpoint.py).
 """
 from __future__ import annotations
 

@@ -159,7 +159,7 @@ class EvalOptions:
     repetition_penalty: float = 1.0
     eval_file_path: Optional[str] = None
     img_path: Optional[str] = None
-    choice_scoring: str = "total"  # multiple choice: total | mean | original (conversation/chat.py)
+    choice_scoring: str = "total"  # multiple choice: total | mean | original (minigpt/inference/chat.py)
 
 
 @dataclass

@@ -14,12 +14,12 @@ import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from minigpt.agents.facts import STAGES
+from minigpt.paragraph.facts import STAGES
 from minigpt.common import registry
 from minigpt.common.errors import ConfigError, InputError, install_hint
 from minigpt.common.paths import resolve_model_folder, resolve_path, shard_paths
 from minigpt.common.schema import PART_MODES
-from minigpt.conversation.chat import CHOICE_SCORINGS
+from minigpt.inference.chat import CHOICE_SCORINGS
 from minigpt.conversation.chat_styles import CHAT_PROMPTS
 from minigpt.datasets.builders.base import AnnotationBuilder
 from minigpt.datasets.builders.caption_builders import CaptionShardBuilder

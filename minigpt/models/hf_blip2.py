@@ -17,7 +17,7 @@ conversion), then the usual loaders take over:
 
 Its language model and language_projection (sized for OPT or Flan-T5) are not used. The other way,
 `to_blip2_vision` and `blip2_vision_config` describe our ViT as a transformers Blip2VisionModel, which is
-how an export to transformers writes it (tools/hf_export.py).
+how an export to transformers writes it (minigpt/ops/hf_export.py).
 """
 from __future__ import annotations
 

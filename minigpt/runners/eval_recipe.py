@@ -30,14 +30,14 @@ from minigpt.common.dist import DistInfo, barrier, setup_distributed
 from minigpt.common.errors import InputError
 from minigpt.common.logger import JsonlLogger, MultiLogger, WandbLogger
 from minigpt.common.paths import resolve_path
-from minigpt.conversation.chat import GenerationOptions, choose_answers, generate_answers
+from minigpt.inference.chat import GenerationOptions, choose_answers, generate_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.datasets.builders.base import build_processor
 from minigpt.datasets.builders.paragraph_gallery_builder import ParagraphGalleryBuilder
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import input_image_size
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 from minigpt.processors.image import Blip2ImageProcessor
 from minigpt.runners.paragraph_eval import evaluate_gallery
 

@@ -12,14 +12,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from minigpt.agents.facts import STAGES
+from minigpt.paragraph.facts import STAGES
 from minigpt.agents.model_tools import ModelHandle, model_tools
 from minigpt.agents.images import ImageStore
-from minigpt.agents.paragraph import ParagraphOptions, ParagraphPipeline, load_image, paragraph_stage_tools
-from minigpt.agents.writers import ModelWriter, TemplateWriter
+from minigpt.paragraph.pipeline import ParagraphOptions, ParagraphPipeline, load_image, paragraph_stage_tools
+from minigpt.paragraph.writers import ModelWriter, TemplateWriter
 from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_path
-from minigpt.conversation.chat import GenerationOptions
+from minigpt.inference.chat import GenerationOptions
 from minigpt.evaluation.paragraph_metrics import (encoder_similarity, fact_scores, retrieval_scores, scene_text,
                                                    tfidf_similarity)
 

@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from minigpt.conversation.chat import GenerationOptions, VisibleAnswer, adapter_for, generate_counted_answers
+from minigpt.inference.chat import GenerationOptions, VisibleAnswer, adapter_for, generate_counted_answers
 from minigpt.conversation.generated import GeneratedAnswer
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minigpt.conversation.chat import GenerationOptions
+from minigpt.inference.chat import GenerationOptions
 
 HONOURED = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
             "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty", "tools",

@@ -14,7 +14,7 @@ from typing import Iterator
 from PIL import Image
 
 from minigpt.conversation.boxes import draw_boxes, parse_boxes
-from minigpt.conversation.chat import GenerationOptions, generate_answers, load_image, stream_answer
+from minigpt.inference.chat import GenerationOptions, generate_answers, load_image, stream_answer
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.serving.web_agent import AgentTab

@@ -13,7 +13,7 @@ meme hateful?) and IconQA (which of several choices?).
 All three train as plain question-answer samples. eval.py scores VSR and Hateful Memes by exact match
 of the generated answer. IconQA is scored as MiniGPT-v2 scores it: nothing is generated; each choice is
 scored by the model's loss on it as the answer, and the most likely choice is the prediction
-(conversation/chat.py, choose_answers).
+(minigpt/inference/chat.py, choose_answers).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ does, so it becomes three parts that docs/demos-and-serving.md puts together in 
                                 and preprocessor_config.json
     projector.safetensors       weight [D, 4C] and bias [D] of the linear projector
 
-The LLM's LoRA, or the task adapter named by `adapter`, is merged first (tools/export.py).
+The LLM's LoRA, or the task adapter named by `adapter`, is merged first (minigpt/ops/export.py).
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ from transformers import (AddedToken, AutoTokenizer, Blip2Config, BlipImageProce
 from minigpt.common.errors import ConfigError
 from minigpt.conversation.jinja_template import jinja_chat_template
 from minigpt.models.hf_blip2 import blip2_vision_config, to_blip2_vision
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 from minigpt.processors.image import CLIP_MEAN, CLIP_STD
-from minigpt.tools.export import merged_weights
+from minigpt.ops.export import merged_weights
 
 IMAGE_TOKEN = "<image>"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -9,7 +9,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from minigpt.agents.facts import Fact
+from minigpt.paragraph.facts import Fact
 from minigpt.agents.planners import EndpointPlanner, PlannerError
 
 MAX_SENTENCES = 7

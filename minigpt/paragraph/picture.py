@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 from PIL import Image, ImageDraw
 
-from minigpt.agents.paragraph import ParagraphResult
+from minigpt.paragraph.pipeline import ParagraphResult
 from minigpt.conversation.boxes import GroundedBox, draw_boxes
 
 MIN_SIDE = 384  # small images are scaled up (nearest neighbour) so boxes and labels stay readable

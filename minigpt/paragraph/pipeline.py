@@ -21,10 +21,10 @@ import numpy as np
 from PIL import Image
 
 from minigpt.agents.classical import classical_tools, color_name
-from minigpt.agents.facts import STAGES, Fact, caption_facts, merge_facts, region_facts, segment_facts
+from minigpt.paragraph.facts import STAGES, Fact, caption_facts, merge_facts, region_facts, segment_facts
 from minigpt.agents.images import ImageStore
 from minigpt.agents.tool import Tool, Toolbox
-from minigpt.agents.writers import TemplateWriter, Writer, WriterError
+from minigpt.paragraph.writers import TemplateWriter, Writer, WriterError
 from minigpt.common.errors import InputError
 from minigpt.conversation.boxes import box_tokens
 

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from minigpt.common.checkpoint import save_config
 from minigpt.common.errors import ConfigError
-from minigpt.models.inference import load_for_inference
+from minigpt.inference.loading import load_for_inference
 from minigpt.models.peft_folders import save_llm_adapter, save_task_adapter
 
 

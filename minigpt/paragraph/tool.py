@@ -2,10 +2,10 @@
 (templates/image_to_paragraph.yaml) can chain the stages' tools and end with the paragraph."""
 from __future__ import annotations
 
-from minigpt.agents.facts import STAGES, region_facts, segment_facts
-from minigpt.agents.paragraph import StageOutputs, write_paragraph
+from minigpt.paragraph.facts import STAGES, region_facts, segment_facts
+from minigpt.paragraph.pipeline import StageOutputs, write_paragraph
 from minigpt.agents.tool import BOX, IMAGE, Tool, ToolContext, ToolError
-from minigpt.agents.writers import TemplateWriter, Writer
+from minigpt.paragraph.writers import TemplateWriter, Writer
 
 OBJECT = {"type": "object", "properties": {"phrase": {"type": "string"}, "box": BOX}, "required": ["box"]}
 SEGMENT = {"type": "object", "properties": {"color": {"type": "string"}, "position": {"type": "string"}, "box": BOX},
