@@ -1,6 +1,6 @@
 """Does data loading keep up with training? Samples/s of every loader next to the training step rate.
 
-    python bench/data_loading.py [--images 256] [--image-size 224] [--batch-size 16] [--out bench/results/data_loading.json]
+    python -m bench.data_loading [--images 256] [--image-size 224] [--batch-size 16] [--out bench/results/data_loading.json]
 
 Writes a small copy of every annotation layout (dataset/example_formats.py) and times each builder's
 loader as training uses it: image decoding, the train image processor, template and tokenization in
@@ -24,18 +24,17 @@ from pathlib import Path
 
 import torch
 
+from omegaconf import OmegaConf
+
+from minigpt.common import registry
+from minigpt.config.loader import load_config
+from minigpt.conversation.collator import collator_for
+from minigpt.datasets.builders.base import build_dataset
+from minigpt.datasets.loader import BatchStream
+from minigpt.synthetic.example_formats import write_examples
+from minigpt.synthetic.shapes import generate
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "dataset"))
-
-from example_formats import write_examples  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from minigpt.common import registry  # noqa: E402
-from minigpt.config.loader import load_config  # noqa: E402
-from minigpt.conversation.collator import collator_for  # noqa: E402
-from minigpt.datasets.builders.base import build_dataset  # noqa: E402
-from minigpt.datasets.loader import BatchStream  # noqa: E402
 
 TINY = REPO / "train_configs" / "tiny_stage2.yaml"
 
@@ -97,8 +96,6 @@ def main() -> None:
     train_batch = min(32, args.images)  # the tiny stage-2 config's batch size
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        from synthetic_shapes import generate
-
         generate(folder / "shapes", stage1_images=0, train_images=args.images, test_images=0, grounding_images=0,
                  grounding_test_images=0)
         sections = write_examples(folder / "formats", images=args.images, shards=4)

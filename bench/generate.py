@@ -1,13 +1,13 @@
 """Chat on one GPU: peak memory and decode speed of the demo path with the LLM in bf16, int8 and NF4.
 
-    python bench/generate.py                                  # on a GPU: Llama-2-7B and EVA ViT-g shapes
-    python bench/generate.py --shape tiny --device cpu        # the same steps at test size, on the CPU
+    python -m bench.generate                                  # on a GPU: Llama-2-7B and EVA ViT-g shapes
+    python -m bench.generate --shape tiny --device cpu        # the same steps at test size, on the CPU
 
 Nothing is downloaded: a Llama-2-7B-shaped LLM with random weights is written once as a Hugging Face
 folder (sharded safetensors, as the released folders are), and the shipped eval configs
 (minigpt4_eval.yaml: Vicuna-7B with the Q-Former at 224 px; minigptv2_eval.yaml: Llama-2-7B with LoRA
 at 448 px) point at it, with a random EVA ViT-g. Each mode runs in its own process, so each peak starts
-from zero, and loads the model the way demo.py does (`load_for_inference`), then:
+from zero, and loads the model the way demo.py does (`load_model`), then:
 - peak memory after loading, and after the first answer to a question about an image;
 - prefill: seconds to the first new token of a prompt of the image plus a question;
 - decode: new tokens per second after the first (summed over the batch), greedy, a fixed number of
@@ -27,15 +27,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import LLAMA2_7B, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
-from minigpt.cli.options import image_processor_for  # noqa: E402
-from minigpt.config.loader import load_config  # noqa: E402
-from minigpt.inference.chat import Chat, GenerationOptions  # noqa: E402
-from minigpt.conversation.template import USER  # noqa: E402
-from minigpt.inference.loading import load_for_inference, peak_memory_gib  # noqa: E402
-from minigpt.models.llm import quantize_linear_layers  # noqa: E402
+from bench.common import LLAMA2_7B, REPO, report, run_child, small_tokenizer, write_result
+from minigpt.config.loader import load_config
+from minigpt.inference.chat import Chat, GenerationOptions
+from minigpt.conversation.template import USER
+from minigpt.inference.loading import Placement, load_model
+from minigpt.inference.memory import peak_memory_gib
+from minigpt.models.llm import quantize_linear_layers
 
 CONFIGS = {  # (shape, arch) -> eval config
     ("7b", "minigpt4"): "eval_configs/minigpt4_eval.yaml",
@@ -126,9 +124,10 @@ def run_baseline(args, config) -> dict:
 
     device = torch.device(args.device)
     low_resource, bits = MODES[args.mode]
-    ours = load_for_inference(config, torch.device("cpu"), low_resource=False)  # for its shapes and collator
+    loaded = load_model(config, Placement(low_resource=False))  # for its shapes and collator
+    ours = loaded.model
     hf_model, image_token_id = blip2_baseline(ours)
-    chat = Chat(ours, image_processor_for(config))
+    chat = Chat(ours, loaded.image_processor)
     chat.set_image(picture(config.model.image_size))
     collator, pad_id, eos_id = chat.collator, ours.tokenizer.pad_token_id, ours.tokenizer.eos_token_id
     del ours
@@ -179,13 +178,12 @@ def run_mode(args) -> dict:
         return run_baseline(args, config)
     low_resource, bits = MODES[args.mode]
     start = time.perf_counter()
-    torch.manual_seed(0)
-    model = load_for_inference(config, device, low_resource=low_resource, bits=bits,
-                               half_dtype=half_dtype(args.mode))
+    loaded = load_model(config, Placement(device, low_resource, bits, half_dtype=half_dtype(args.mode)))
+    model = loaded.model
     load_s = time.perf_counter() - start
     loaded_gib = peak_memory_gib(device)
 
-    chat = Chat(model, image_processor_for(config), GenerationOptions(max_new_tokens=args.new_tokens))
+    chat = Chat(model, loaded.image_processor, GenerationOptions(max_new_tokens=args.new_tokens))
     chat.set_image(picture(config.model.image_size))
     start = time.perf_counter()
     with torch.no_grad():
@@ -236,7 +234,7 @@ def main() -> None:
         # transformers has no MiniGPT-v2 counterpart (no Q-Former, 4 tokens concatenated)
         models = ("ours", "baseline") if args.baseline and arch == "minigpt4" else ("ours",)
         for mode, model in ((mode, model) for mode in args.modes for model in models):
-            command = [__file__, "--model", model, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
+            command = ["-m", "bench.generate", "--model", model, "--mode", mode, "--arch", arch, "--shape", args.shape, "--llm", str(llm),
                        "--device", args.device, "--new-tokens", str(args.new_tokens), "--batch-sizes",
                        *map(str, args.batch_sizes), "--options", *args.options]
             rows.append({"arch": arch, **run_child(command, f"{arch} {model} {mode}")})

@@ -28,16 +28,16 @@ fi
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-$python bench/train_throughput.py --preset "$preset" --device "$device" --stages $stages --warmup 1 \
+$python -m bench.train_throughput --preset "$preset" --device "$device" --stages $stages --warmup 1 \
     --steps "$train_steps" --rounds "$rounds" --out "$out/train_throughput_$suffix.json"
 results=("$out/train_throughput_$suffix.json")
 if [[ -n "$second_attn" ]]; then
-    $python bench/train_throughput.py --preset "$preset" --device "$device" --stages stage2 --warmup 1 \
+    $python -m bench.train_throughput --preset "$preset" --device "$device" --stages stage2 --warmup 1 \
         --steps "$train_steps" --rounds "$rounds" --attn "$second_attn" --out "$out/train_throughput_${second_attn}_$suffix.json"
     results+=("$out/train_throughput_${second_attn}_$suffix.json")
 fi
-$python bench/generate.py --shape "$preset" --device "$device" --arch minigpt4 --batch-sizes 1 8 \
+$python -m bench.generate --shape "$preset" --device "$device" --arch minigpt4 --batch-sizes 1 8 \
     --new-tokens "$new_tokens" --work-dir "$work" --out "$out/generate_$suffix.json"
-$python bench/train_steps.py --shape "$preset" --device "$device" --steps "$steps" --out "$out/train_steps_$suffix.json"
-$python bench/summary.py "${results[@]}" "$out/generate_$suffix.json" "$out/train_steps_$suffix.json" \
+$python -m bench.train_steps --shape "$preset" --device "$device" --steps "$steps" --out "$out/train_steps_$suffix.json"
+$python -m bench.summary "${results[@]}" "$out/generate_$suffix.json" "$out/train_steps_$suffix.json" \
     | tee "$out/gpu_check_$suffix.txt"

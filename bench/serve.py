@@ -2,8 +2,8 @@
 uvicorn) with the tiny model, requests batched as they arrive against one request at a time, in the
 same run (the same server code with --max-batch 1).
 
-    python bench/serve.py                          # 8 clients, tiny model, on the CPU
-    python bench/serve.py --clients 16 --requests 4 --rounds 3
+    python -m bench.serve                          # 8 clients, tiny model, on the CPU
+    python -m bench.serve --clients 16 --requests 4 --rounds 3
 
 Each client is a process of its own (as clients are in a deployment: their HTTP work does not share the
 server's interpreter) and sends its requests one after another (an image and a question, greedy,
@@ -22,7 +22,6 @@ import base64
 import io
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -31,8 +30,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Client processes import this module again (spawn): torch, uvicorn and minigpt are imported where the
 # server side needs them, so that starting a client costs no model-library imports.
@@ -124,22 +121,19 @@ def summary(max_batch: int, each_round: list[dict]) -> dict:
 
 def load_servers(args) -> dict[str, tuple[int, str]]:
     """The tiny model (random weights) served twice, one request at a time and batched; name -> (max batch, URL)."""
-    import torch
 
     from bench.common import REPO, small_tokenizer
-    from minigpt.cli.options import image_processor_for
     from minigpt.config.loader import load_config
-    from minigpt.inference.loading import load_for_inference
+    from minigpt.inference.loading import load_model
     from minigpt.serving.openai_api import ServedModel
 
     tokenizer = small_tokenizer(Path(tempfile.mkdtemp()) / "tokenizer")
     config = load_config(REPO / "eval_configs/tiny_eval.yaml", [f"model.tokenizer={tokenizer}", "model.ckpt=null",
                                                                   "model.end_sym=</s>"], for_training=False)
-    torch.manual_seed(0)
-    model = load_for_inference(config, torch.device("cpu"))
+    loaded = load_model(config)
     servers = {}
     for name, max_batch in (("one at a time", 1), ("batched", args.max_batch)):
-        served = ServedModel("tiny", model, image_processor_for(config), Path(tempfile.gettempdir()), max_batch=max_batch)
+        served = ServedModel("tiny", loaded.model, loaded.image_processor, Path(tempfile.gettempdir()), max_batch=max_batch)
         servers[name] = (max_batch, start_server(served))
     return servers
 

@@ -1,6 +1,6 @@
 """One table of the figures in benchmark result files (bench/gpu_check.sh prints it at the end).
 
-    python bench/summary.py bench/results/train_throughput_gpu.json bench/results/generate_gpu.json ...
+    python -m bench.summary bench/results/train_throughput_gpu.json bench/results/generate_gpu.json ...
 """
 from __future__ import annotations
 

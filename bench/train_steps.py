@@ -2,8 +2,8 @@
 ZeRO-2 and as QLoRA (the LLM in NF4 with LoRA on top), each reporting seconds per step and, on a GPU,
 the peak memory the run logged.
 
-    python bench/train_steps.py                              # on a GPU: EVA ViT-g, Q-Former, Llama-2-7B shape
-    python bench/train_steps.py --shape tiny --device cpu    # the same runs at test size (gpu_check.sh --dry-run)
+    python -m bench.train_steps                              # on a GPU: EVA ViT-g, Q-Former, Llama-2-7B shape
+    python -m bench.train_steps --shape tiny --device cpu    # the same runs at test size (gpu_check.sh --dry-run)
 
 Nothing is downloaded: the weights are random (speed and memory do not depend on their values) and the
 data is the synthetic shapes set (dataset/synthetic_shapes.py) at the model's image size. Stage 2 as
@@ -21,11 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dataset"))
-
-from bench.common import LLAMA2_7B, REPO, write_result  # noqa: E402
-from synthetic_shapes import generate  # noqa: E402
+from bench.common import LLAMA2_7B, REPO, write_result
+from minigpt.synthetic.shapes import generate
 
 SHAPES = {  # image size, model overrides
     "tiny": (64, []),

@@ -1,9 +1,9 @@
 """Training step throughput: our MiniGPT-4 against the same model assembled from transformers' BLIP-2.
 
-    python bench/train_throughput.py --preset tiny --device cpu     # tiny_stage2 shapes, on the CPU
-    python bench/train_throughput.py --preset small --device cpu    # ViT 12x384, Q-Former 4x256, LLM 8x512, 32k vocabulary
-    python bench/train_throughput.py --preset 7b                    # on a GPU: EVA ViT-g, Q-Former, Llama-2-7B shape
-    python bench/train_throughput.py --preset 7b --attn flash_attention_2   # both LLMs on flash-attention
+    python -m bench.train_throughput --preset tiny --device cpu     # tiny_stage2 shapes, on the CPU
+    python -m bench.train_throughput --preset small --device cpu    # ViT 12x384, Q-Former 4x256, LLM 8x512, 32k vocabulary
+    python -m bench.train_throughput --preset 7b                    # on a GPU: EVA ViT-g, Q-Former, Llama-2-7B shape
+    python -m bench.train_throughput --preset 7b --attn flash_attention_2   # both LLMs on flash-attention
 
 The baseline is what a user would write instead: `Blip2ForConditionalGeneration` with a Llama language
 model of identical shapes, the vision model, Q-Former and LLM frozen, the projection trained by AdamW,
@@ -44,11 +44,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import H100_BF16_FLOPS, REPO, report, run_child, small_tokenizer, write_result  # noqa: E402
-from bench.train_runners import LEVERS, PRESETS, RUNNERS, batches, build_runners, model_config  # noqa: E402
-from minigpt.inference.loading import peak_memory_gib, reset_peak_memory  # noqa: E402
+from bench.common import H100_BF16_FLOPS, REPO, report, run_child, small_tokenizer, write_result
+from bench.train_runners import LEVERS, PRESETS, RUNNERS, batches, build_runners, model_config
+from minigpt.inference.memory import peak_memory_gib, reset_peak_memory
 
 
 def step_flops(model, batch: dict) -> float:
@@ -157,7 +155,7 @@ def stage_rows(args, stage: str, tokenizer: Path) -> list[dict]:
     """The runners taking turns for the speed figures, then each alone for a step for its peak memory
     (the processes that measure memory hold one runner each)."""
     def child(model: str, warmup: int, steps: int, rounds: int) -> list[dict]:
-        command = [__file__, "--preset", args.preset, "--stage", stage, "--model", model, "--device", args.device,
+        command = ["-m", "bench.train_throughput", "--preset", args.preset, "--stage", stage, "--model", model, "--device", args.device,
                    "--warmup", str(warmup), "--steps", str(steps), "--rounds", str(rounds), "--tokenizer", str(tokenizer),
                    "--attn", args.attn]
         return run_child(command, f"{stage} {model}")["rows"]

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from minigpt.conversation.collator import collator_for
+from minigpt.synthetic.shapes import generate
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "dataset"))
-
-from synthetic_shapes import generate  # noqa: E402
-
-from minigpt.conversation.collator import collator_for  # noqa: E402
 
 # In CI (CI=true) a skipped browser test fails, and every other skip is listed at the end of the run
 # ("skipped in CI: <test>: <reason>"); the hooks are in ci_skips.py, where a test can run them alone.
@@ -131,7 +129,7 @@ def torch_state():
 @pytest.fixture(scope="session")
 def formats(tmp_path_factory) -> dict:
     """Small examples of every annotation layout (dataset/example_formats.py), as config sections."""
-    from example_formats import write_examples
+    from minigpt.synthetic.example_formats import write_examples
 
     return write_examples(tmp_path_factory.mktemp("formats"), images=12)
 

@@ -289,7 +289,7 @@ def default_weight_urls() -> list[str]:
     from minigpt.common.paths import PACKAGE_ROOT
 
     urls = []
-    for path in sorted((PACKAGE_ROOT / "configs" / "models").glob("*.yaml")):
+    for path in sorted((PACKAGE_ROOT / "defaults" / "models").glob("*.yaml")):
         model = OmegaConf.load(path).model
         urls += [model[key] for key in ("vit_weights", "q_former_model") if "://" in str(model.get(key) or "")]
     return sorted(set(urls))

@@ -17,7 +17,7 @@ from minigpt.paragraph.tool import write_paragraph_tool
 from minigpt.agents.templates import TemplateError, find_template, load_template, shipped_templates
 from minigpt.agents.tool import BOX, IMAGE, Tool, Toolbox, ToolError, check_box
 from minigpt.cli.main import main
-from minigpt.cli.options import image_processor_for
+from minigpt.inference.loading import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.boxes import box_iou
 from minigpt.inference.loading import load_for_inference

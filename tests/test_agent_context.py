@@ -18,7 +18,7 @@ from minigpt.agents.model_tools import ModelHandle, model_tools
 from minigpt.agents.planners import ContextFullError, ModelPlanner
 from minigpt.agents.tool import Toolbox
 from minigpt.agents.tool_eval import ScriptedPlanner, evaluate_tool_use
-from minigpt.cli.options import image_processor_for
+from minigpt.inference.loading import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.inference.chat import GenerationOptions
 from minigpt.conversation.tool_calls import ToolCall, format_tool_call

@@ -9,7 +9,7 @@ LOADERS = {"laion", "cc_sbu_align", "sharegpt4v", "llava_detail", "face_annotati
 
 def test_data_loading_benchmark_runs_every_loader(tmp_path):
     out = tmp_path / "result.json"
-    result = run_script(["bench/data_loading.py", "--images", "16", "--batch-size", "4", "--batches", "1",
+    result = run_script(["-m", "bench.data_loading", "--images", "16", "--batch-size", "4", "--batches", "1",
                          "--image-size", "64", "--out", str(out)])
     assert "slowest loader / training rate" in result.stdout
     report = json.loads(out.read_text())

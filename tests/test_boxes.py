@@ -63,7 +63,7 @@ def test_iou_and_drawing():
 def test_demo_saves_a_copy_with_the_answer_boxes_drawn(tmp_path):
     from types import SimpleNamespace
 
-    from minigpt.cli import chat as demo
+    from minigpt.serving import terminal_chat as demo
 
     chat = SimpleNamespace(raw_image=Image.new("RGB", (200, 100), "white"))
     answer = "<p>the red square</p> {<10><20><50><80>} and {<1><2><3>}"

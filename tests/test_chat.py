@@ -15,7 +15,7 @@ from minigpt.conversation.template import ASSISTANT, USER
 @pytest.fixture(scope="module")
 def chat(shapes_dir) -> Chat:
     """The tiny MiniGPT-4 (random weights, Vicuna v0 template ending answers with ###) about a red square."""
-    from minigpt.cli.options import image_processor_for
+    from minigpt.inference.loading import image_processor_for
     from minigpt.config.loader import load_config
     from minigpt.inference.loading import load_for_inference
 

@@ -1,11 +1,16 @@
 """Config loading: defaults merged under the user's file, --options on top, errors naming key and file."""
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 from local_hub import default_weights_cached  # noqa: F401  (a fixture)
 from omegaconf import OmegaConf
 
+from minigpt.common import registry
 from minigpt.common.errors import ConfigError
+from minigpt.common.schema import (ALLOWED, AdapterConfig, EvalOptions, ExtraEncoderConfig, ModelConfig, OneOf,
+                                   PartConfig, RunConfig)
 from minigpt.config.loader import load_config, parse_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,6 +270,16 @@ def test_out_of_range_numbers_name_the_key(tmp_path, fake_files, option, problem
                     [f"model.llama_model={fake_files['llm']}", f"datasets.laion.build_info.storage={fake_files['shards']}", option])
 
 
+def test_the_runner_minigpt4_configs_name_is_accepted_and_no_other(tmp_path, fake_files):
+    """`run.runner: runner_base` (or runner_iter), as MiniGPT-4's configs write it, names the one training
+    recipe; any other name is refused before anything is built, naming the known ones."""
+    path = write(tmp_path, f"model:\n  llama_model: {fake_files['llm']}\n")
+    for name in ("runner_base", "runner_iter"):
+        assert load_config(path, [f"run.runner={name}"], for_training=False).run.runner == name
+    with pytest.raises(ConfigError, match="run.runner: unknown runner 'runner_epoch'; known: runner_base, runner_iter"):
+        load_config(path, ["run.runner=runner_epoch"], for_training=False)
+
+
 def test_options_override_file_and_defaults(tmp_path, fake_files):
     path = write(tmp_path, f"model:\n  llama_model: {fake_files['llm']}\n  max_txt_len: 100\n")
     config = load_config(path, ["model.max_txt_len=42", "run.init_lr=5e-5", "model.parts.llm.mode=full"],
@@ -304,3 +319,79 @@ def test_shipped_configs_parse(tmp_path, monkeypatch):
             assert "does not exist" in error.problem or "fetch it with: minigpt download" in error.problem, \
                 f"{path}: {error}"
             assert "Hugging Face hub" not in error.problem, f"{path}: {error}"  # never a path read as a hub name
+
+
+def builder_config_classes() -> dict[type, str]:
+    """Each registered builder's options class -> the first name it is registered under."""
+    classes: dict[type, str] = {}
+    for name in registry.names("builder"):
+        classes.setdefault(registry.get("builder", name).config_class, name)
+    return classes
+
+
+def limited_fields() -> list[tuple[type, str, typing.Any]]:
+    """(the schema class that declares it, field name, its OneOf or Bounds) for every field with allowed
+    values in any section a config may hold, nested classes included, each field once."""
+    todo = [ModelConfig, RunConfig, EvalOptions, *builder_config_classes()]
+    seen, found = set(), {}
+    while todo:
+        schema = todo.pop()
+        if schema in seen:
+            continue
+        seen.add(schema)
+        for field in dataclasses.fields(schema):
+            owner = next(c for c in schema.__mro__ if field.name in vars(c).get("__annotations__", {}))
+            if ALLOWED in field.metadata:
+                found[(owner, field.name)] = field.metadata[ALLOWED]
+        hints = list(typing.get_type_hints(schema).values())
+        while hints:  # the dataclasses nested in Optional[...], List[...], Dict[str, ...]
+            hint = hints.pop()
+            hints += typing.get_args(hint)
+            if dataclasses.is_dataclass(hint):
+                todo.append(hint)
+    return [(owner, name, limit) for (owner, name), limit in found.items()]
+
+
+def outside(limit) -> typing.Any:
+    """A value the limit refuses."""
+    if isinstance(limit, OneOf):
+        return max(limit.values) + 1 if all(isinstance(v, int) for v in limit.values) else "no_such_value"
+    for bound, step in ((limit.above, 0), (limit.at_least, -1), (limit.below, 0)):
+        if bound is not None:
+            return bound + step
+    raise AssertionError(f"{limit} limits nothing")
+
+
+def setting(owner: type, name: str, value) -> tuple[str, str]:
+    """The --options entry that sets field `name` of a section made from `owner`, and its dotted key."""
+    if owner is ExtraEncoderConfig:  # a list entry is written whole
+        return f"model.extra_encoders=[{{timm_model: convnext_atto, {name}: {value}}}]", f"model.extra_encoders.0.{name}"
+    if owner is EvalOptions:  # an evaluation section names its builder
+        return f"evaluation_datasets.vqa={{builder: sharegpt4v, {name}: {value}}}", f"evaluation_datasets.vqa.{name}"
+    places = {ModelConfig: "model", PartConfig: "model.parts.llm", AdapterConfig: "model.adapters.vqa", RunConfig: "run"}
+    builder = next((b for schema, b in builder_config_classes().items() if issubclass(schema, owner)), None)
+    place = places.get(owner) or (f"datasets.{builder}" if builder else None)
+    assert place, f"say in setting() where a section made from {owner.__name__} sits in a config"
+    return f"{place}.{name}={value}", f"{place}.{name}"
+
+
+@pytest.mark.parametrize("owner, name, limit", [pytest.param(*field, id=f"{field[0].__name__}.{field[1]}")
+                                               for field in limited_fields()])
+def test_every_declared_limit_is_checked(owner, name, limit):
+    """A field declared with choice() or number() in the schema (or a builder's options) is checked without
+    a check of its own: a value outside its limit fails, naming the key (and the values a choice allows)."""
+    option, key = setting(owner, name, outside(limit))
+    with pytest.raises(ConfigError) as error:
+        load_config("train_configs/tiny_stage1.yaml", [option], for_planning=True,
+                    for_evaluation=owner is EvalOptions)
+    assert error.value.key == key, error.value
+    if isinstance(limit, OneOf):
+        assert all(str(value) in error.value.problem for value in limit.values), error.value
+
+
+def test_limited_fields_are_found():
+    """The walk above reaches nested sections, eval.py's options and a builder's own options."""
+    found = {(owner.__name__, name) for owner, name, _ in limited_fields()}
+    assert {("PartConfig", "mode"), ("ExtraEncoderConfig", "mode"), ("AdapterConfig", "r"), ("ModelConfig", "proj_type"),
+            ("RunConfig", "beta2"), ("DatasetConfig", "batch_size"), ("EvalOptions", "choice_scoring"),
+            ("ParagraphGalleryConfig", "writer")} <= found

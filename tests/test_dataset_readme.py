@@ -18,14 +18,14 @@ def readme_examples() -> dict[str, str]:
 
 def test_add_your_own_dataset_example_trains(tmp_path, shapes_dir):
     examples = readme_examples()
-    assert set(examples) == {"minigpt/datasets/builders/my_qa.py", "minigpt/configs/datasets/my_qa/default.yaml", "datasets"}
+    assert set(examples) == {"minigpt/datasets/builders/my_qa.py", "minigpt/defaults/datasets/my_qa/default.yaml", "datasets"}
     builder_lines = examples["minigpt/datasets/builders/my_qa.py"].count("\n")
-    assert builder_lines + examples["minigpt/configs/datasets/my_qa/default.yaml"].count("\n") <= 40
+    assert builder_lines + examples["minigpt/defaults/datasets/my_qa/default.yaml"].count("\n") <= 40
 
     # A copy of the package with the two new files, as a user would add them.
     shutil.copytree(REPO / "minigpt", tmp_path / "minigpt", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "train.py", tmp_path / "train.py")
-    for relative in ("minigpt/datasets/builders/my_qa.py", "minigpt/configs/datasets/my_qa/default.yaml"):
+    for relative in ("minigpt/datasets/builders/my_qa.py", "minigpt/defaults/datasets/my_qa/default.yaml"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(examples[relative])
 

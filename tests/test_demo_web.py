@@ -29,7 +29,7 @@ def red_square(path):
 @pytest.fixture(scope="module")
 def tiny(shapes_dir):
     """(config options, model, image processor) of the tiny MiniGPT-4 with the demo's random weights."""
-    from minigpt.cli.options import image_processor_for
+    from minigpt.inference.loading import image_processor_for
     from minigpt.config.loader import load_config
     from minigpt.inference.loading import load_for_inference
 

@@ -5,7 +5,7 @@ continuations joined, and checked by what it runs:
 - `minigpt <sub> ...`, `python -m minigpt <sub> ...`, `torchrun ... -m minigpt <sub> ...`: `<sub> --help`
   exits 0, and lists every `--option` the line uses;
 - `python demo.py|demo_web.py|eval.py|serve.py|train.py ...`, `torchrun ... train.py ...`,
-  `deepspeed ... train.py ...`, `python dataset/X.py ...`, `python bench/X.py ...`: the script exists,
+  `deepspeed ... train.py ...`, `python dataset/X.py ...`, `python -m bench.X ...`: the script or module exists,
   its `--help` exits 0 and lists every `--option` used;
 - `--cfg-path X`: X is a file (from the repository root) or the name of a shipped config;
 - `bash X`: the script exists; config paths given anywhere in the line (`train_configs/...`) exist;

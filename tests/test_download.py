@@ -313,10 +313,9 @@ def released_tiny(local_hub, llama_folder, eva_weights, blip2_repo, tmp_path, mo
 
 @pytest.fixture
 def loads(monkeypatch) -> list:
-    """[(config, model)] of every model a subcommand loads: chat, serve and web load through cli/options.py,
-    eval through runners/eval_recipe.py, both by load_for_inference."""
-    from minigpt.cli import options
-    from minigpt.runners import eval_recipe
+    """[(config, model)] of every model a subcommand loads: chat, serve, web and eval all load through
+    inference/loading.py's load_model, which builds by load_for_inference."""
+    from minigpt.inference import loading
 
     recorded = []
 
@@ -327,8 +326,7 @@ def loads(monkeypatch) -> list:
             return model
         return load_for_inference
 
-    for module in (options, eval_recipe):
-        monkeypatch.setattr(module, "load_for_inference", recording(module.load_for_inference))
+    monkeypatch.setattr(loading, "load_for_inference", recording(loading.load_for_inference))
     return recorded
 
 

@@ -14,7 +14,6 @@ blank and shuffled images; an answer counts only when it names the truth and no 
 LEARNING_SEED / LEARNING_DATA_SEED pick the seeds (see tests/test_learning.py).
 """
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,8 @@ from PIL import Image
 from conftest import REPO, TRAINING_TIMEOUT_S, run_script
 from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_controls, record
 from minigpt.evaluation.attribute_metrics import score_attributes
-
-sys.path.insert(0, str(REPO / "dataset"))
-from synthetic_faces import generate  # noqa: E402
-from test_learning import eval_scores, first_and_last_loss, shuffled_images, with_images  # noqa: E402
+from minigpt.synthetic.faces import generate
+from test_learning import eval_scores, first_and_last_loss, shuffled_images, with_images
 
 SEED = TRAINING_SEED
 EXPRESSION = "Facial Expression due to contextual cues"

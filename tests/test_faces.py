@@ -1,7 +1,6 @@
 """The face-description flow: synthetic faces and their sections, the face builder's handling of bad
 annotations, the per-section attribute scores, the published configs and the describe_faces template."""
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import skimage.data
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, dataset_config
+from conftest import dataset_config
 from minigpt.agents.classical import classical_tools
 from minigpt.agents.images import ImageStore
 from minigpt.agents.templates import find_template
@@ -19,10 +18,8 @@ from minigpt.config.loader import find_config
 from minigpt.datasets.annotations import AnnotationError
 from minigpt.datasets.builders.base import build_dataset
 from minigpt.evaluation.attribute_metrics import score_attributes
-
-sys.path.insert(0, str(REPO / "dataset"))
-from face_sections import SECTIONS  # noqa: E402
-from synthetic_faces import generate  # noqa: E402
+from minigpt.synthetic.face_sections import SECTIONS
+from minigpt.synthetic.faces import generate
 
 ASTRONAUT_FACE = [177, 67, 270, 160]
 

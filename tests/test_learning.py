@@ -21,9 +21,7 @@ from conftest import REPO, TRAINING_TIMEOUT_S, free_port, run_script
 from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_controls, derangement, record
 from minigpt.conversation.boxes import box_iou, parse_boxes
 from minigpt.evaluation.metrics import score_exact_match
-
-sys.path.insert(0, str(REPO / "dataset"))
-from synthetic_shapes import QUESTIONS, generate  # noqa: E402
+from minigpt.synthetic.shapes import QUESTIONS, generate
 
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
 SEED = TRAINING_SEED  # train and eval alike
@@ -292,7 +290,7 @@ def test_sub_images_read_fine_patterns_that_the_global_view_cannot(tmp_path):
     sub-images) against the same model given the global view alone (the 16-pixel images with each 2x2
     block averaged): which 1-pixel pattern fills a square, on held-out images. Averaged, the four
     patterns look the same, so the global-view model can only guess (chance 0.25)."""
-    from synthetic_patterns import generate as generate_patterns
+    from minigpt.synthetic.patterns import generate as generate_patterns
 
     data = tmp_path / "patterns"
     generate_patterns(data, seed=DATA_SEED, train_images=2000, test_images=200)

@@ -10,11 +10,9 @@ import pytest
 
 from conftest import REPO
 from learning_controls import assert_beats, best_constant, data_controls, derangement
-
-sys.path.insert(0, str(REPO / "dataset"))
-import test_face_learning as faces  # noqa: E402
-import test_learning as learning  # noqa: E402
-import test_paragraph_learning as paragraphs  # noqa: E402
+import test_face_learning as faces
+import test_learning as learning
+import test_paragraph_learning as paragraphs
 
 
 def fails(check, *args) -> bool:
@@ -85,7 +83,7 @@ def test_grounding_assertions_fail_without_the_description_or_the_image(shapes):
 
 
 def test_pattern_assertions_fail_without_the_image(tmp_path):
-    from synthetic_patterns import generate
+    from minigpt.synthetic.patterns import generate
 
     generate(tmp_path, seed=0, train_images=80, test_images=40)
     controls = learning.pattern_controls(tmp_path)
@@ -173,7 +171,7 @@ def tool_use_blind_scores(tmp_path) -> dict[str, dict]:
     """Score dicts in the form of tests/test_tool_learning.py's `tool_scores`, for two planners that never
     look, the best constant call (MajorityPlanner) and the right calls of another record (shuffled truth),
     and for the right calls of each record."""
-    from synthetic_tool_use import generate
+    from minigpt.synthetic.tool_use import generate
     from test_tool_learning import IMAGE_KINDS, first_call_controls
 
     from minigpt.agents.classical import classical_tools

@@ -11,7 +11,7 @@ from minigpt.common import registry
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.inference.loading import peak_memory_gib, reset_peak_memory
+from minigpt.inference.memory import peak_memory_gib, reset_peak_memory
 from minigpt.models.llm import load_llm_folder
 
 

@@ -3,7 +3,6 @@ template, the scores and the command line. A scripted stand-in answers the model
 scene it drew, so every behaviour is checked against known answers without a trained model."""
 import http.server
 import json
-import sys
 import threading
 
 import numpy as np
@@ -27,10 +26,8 @@ from minigpt.config.loader import load_config
 from minigpt.conversation.boxes import box_tokens, parse_boxes
 from minigpt.evaluation.paragraph_metrics import fact_scores, mentions, recall_at_1, retrieval_scores, scene_text
 from minigpt.runners.eval_recipe import evaluate
-
-sys.path.insert(0, str(REPO / "dataset"))
-from synthetic_paragraphs import generate  # noqa: E402
-from synthetic_shapes import draw  # noqa: E402
+from minigpt.synthetic.paragraphs import generate
+from minigpt.synthetic.shapes import draw
 
 SHAPES = [{"shape": "circle", "color": "red", "size": "large", "position": "top left", "bbox": [2, 2, 28, 28]},
           {"shape": "square", "color": "blue", "size": "small", "position": "bottom right", "bbox": [46, 46, 59, 59]}]

@@ -8,17 +8,14 @@ another scene's own description, by a margin (tests/learning_controls.py). LEARN
 LEARNING_DATA_SEED pick the seeds (see tests/test_learning.py).
 """
 import json
-import sys
 
 import pytest
 
-from conftest import REPO, TRAINING_TIMEOUT_S, run_script
+from conftest import TRAINING_TIMEOUT_S, run_script
 from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_controls, record
 from minigpt.evaluation.paragraph_metrics import fact_scores, scene_text
-
-sys.path.insert(0, str(REPO / "dataset"))
-from synthetic_paragraphs import generate  # noqa: E402
-from test_learning import eval_scores, first_and_last_loss, shuffled_images  # noqa: E402
+from minigpt.synthetic.paragraphs import generate
+from test_learning import eval_scores, first_and_last_loss, shuffled_images
 
 MODEL_STAGES = "[caption,regions]"  # what the model itself says; segments are classical
 

@@ -68,7 +68,7 @@ def expected_answer(server):
     """What the chat engine answers in this process, with the same seed and config as the server."""
     import torch
 
-    from minigpt.cli.options import image_processor_for
+    from minigpt.inference.loading import image_processor_for
     from minigpt.config.loader import load_config
     from minigpt.inference.chat import Chat, GenerationOptions
     from minigpt.inference.loading import load_for_inference
@@ -194,7 +194,7 @@ def test_the_request_lmms_eval_sends_is_answered(server, expected_answer):
 def test_an_api_key_guards_the_v1_routes(server):
     from fastapi.testclient import TestClient
 
-    from minigpt.cli.options import image_processor_for
+    from minigpt.inference.loading import image_processor_for
     from minigpt.config.loader import load_config
     from minigpt.inference.loading import load_for_inference
     from minigpt.serving.openai_api import ServedModel, create_app

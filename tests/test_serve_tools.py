@@ -19,7 +19,7 @@ from minigpt.agents.images import ImageStore
 from minigpt.agents.loop import CONTEXT_FULL, run_agent
 from minigpt.agents.planners import EndpointPlanner
 from minigpt.agents.tool import Toolbox
-from minigpt.cli.options import image_processor_for
+from minigpt.inference.loading import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.collator import collator_for
 from minigpt.conversation.generated import GeneratedAnswer

@@ -50,3 +50,30 @@ def test_modules_and_functions_stay_small():
                 if length > MAX_FUNCTION_LINES:
                     too_long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {length} lines")
     assert not too_long
+
+
+def test_every_command_loads_its_model_through_the_inference_floor():
+    """chat, web, serve, eval, the agents, paragraph, export and the benchmarks get a model from
+    inference/loading.py's load_model: no other module builds one for inference its own way."""
+    callers = []
+    for path in [*modules(), *sorted((REPO / "bench").glob("*.py"))]:
+        if path == PACKAGE / "inference" / "loading.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "load_for_inference":
+                callers.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not callers
+    users = {path.relative_to(REPO).as_posix() for path in [*modules(), *(REPO / "bench").glob("*.py")]
+             if "load_model(" in path.read_text() or "load_from_arguments(" in path.read_text()}
+    for command in ("minigpt/cli/chat.py", "minigpt/cli/web.py", "minigpt/cli/serve.py", "minigpt/runners/eval_recipe.py",
+                    "minigpt/ops/export.py", "minigpt/ops/hf_export.py", "bench/generate.py", "bench/serve.py"):
+        assert command in users, command
+
+
+def test_model_code_never_imports_the_floors_above_it():
+    """The model knows nothing of inference, agents, recipes or the CLI: the contract's layers say so."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    layers = pyproject[pyproject.index("layers = ["):pyproject.index("]", pyproject.index("layers = ["))]
+    order = [line.strip().strip('",') for line in layers.splitlines()[1:] if line.strip()]
+    assert order.index("minigpt.inference") < order.index("minigpt.models")  # listed top floor first
+    assert order.index("minigpt.agents") < order.index("minigpt.inference")

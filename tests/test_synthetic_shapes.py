@@ -3,7 +3,6 @@
 Answers are checked against the pixels, not against the generator: the saved JPEG is segmented into
 shapes (they never touch) and each shape's colour, type, size and grid cell is read back.
 """
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,11 +13,10 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from minigpt.synthetic import shapes as shapes_mod
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "dataset" / "synthetic_shapes.py"
-spec = importlib.util.spec_from_file_location("synthetic_shapes", SCRIPT)
-shapes_mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(shapes_mod)
 
 SMALL = dict(stage1_images=40, train_images=40, test_images=20, image_size=64, shard_size=16, grounding_images=30,
              grounding_test_images=10)

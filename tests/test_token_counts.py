@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from transformers import LogitsProcessor
 
 from conftest import REPO
-from minigpt.cli.options import image_processor_for
+from minigpt.inference.loading import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.conversation.template import USER
 from minigpt.inference.loading import load_for_inference

@@ -38,7 +38,6 @@ Training seed 7 fails: it blurs every image it is asked to pixelate (pixelate 0.
 right), which the floor on each kind catches; the average over the kinds would not.
 """
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +50,10 @@ from learning_controls import DATA_SEED, TRAINING_SEED, assert_beats, data_contr
 from minigpt.agents.classical import classical_tools
 from minigpt.agents.planners import ModelPlanner
 from minigpt.agents.tool_eval import MajorityPlanner, evaluate_tool_use
-from minigpt.cli.options import image_processor_for
+from minigpt.inference.loading import image_processor_for
 from minigpt.config.loader import load_config
 from minigpt.inference.loading import load_for_inference
-
-sys.path.insert(0, str(REPO / "dataset"))
-from synthetic_tool_use import generate  # noqa: E402
+from minigpt.synthetic.tool_use import generate
 
 IMAGE_KINDS = ("blur", "pixelate", "cutout")  # requests that leave out the colour: the call needs the image
 SEED = TRAINING_SEED

@@ -1,20 +1,16 @@
 """The synthetic tool-use data, its builder and the tool-use evaluation, without training anything."""
 import json
-import sys
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
 from minigpt.agents.classical import classical_tools
 from minigpt.agents.planners import PlannerReply, model_turns
 from minigpt.agents.tool_eval import MajorityPlanner, evaluate_tool_use
 from minigpt.conversation.tool_calls import ToolCall
 from minigpt.datasets.annotations import AnnotationError
 from minigpt.datasets.builders.tool_use_builder import ToolUseBuilder
-
-sys.path.insert(0, str(REPO / "dataset"))
-from synthetic_tool_use import HELD_OUT, generate  # noqa: E402
+from minigpt.synthetic.tool_use import HELD_OUT, generate
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,9 @@ from minigpt.agents.loop import run_agent
 from minigpt.agents.planners import EndpointPlanner, ModelPlanner
 from minigpt.agents.templates import TemplateError, find_template, offer_templates, shipped_templates
 from minigpt.agents.tool import ToolError
-from minigpt.cli.options import add_model_arguments, image_processor_for, load_from_arguments
+from minigpt.cli.options import add_model_arguments, add_toolbox_arguments, toolbox_model_from
 from minigpt.common.errors import InputError
-from minigpt.common.paths import resolve_path
-from minigpt.config.loader import load_config
 from minigpt.paragraph.tool import write_paragraph_tool
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,12 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="the image to work on (it becomes img_0)")
     parser.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
                         help="an argument of the template or tool (JSON values allowed: box=[10,10,50,50])")
-    parser.add_argument("--cfg-path", help="a chat config for the model tools (without it, classical tools only)")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides: key=value")
-    parser.add_argument("--load", default="", help='tools to load up front, NAME_DEVICE each: "face_detect_cpu,caption_cuda:0"')
-    parser.add_argument("--user-tools", action="append", default=[], metavar="MODULE:FACTORY",
-                        help="a Python import path whose factory returns your own Tool(s)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds each tool call may take")
+    add_toolbox_arguments(parser)
     parser.add_argument("--planner-url", help="an OpenAI-compatible endpoint (.../v1) that plans --request")
     parser.add_argument("--planner-model", default="planner", help="the model name sent to --planner-url")
     parser.add_argument("--max-steps", type=int, default=6, help="most planner turns for --request")
@@ -71,41 +62,11 @@ def parse_arg(text: str) -> tuple[str, object]:
         return name, value  # plain text, commas and all
 
 
-def estimated_model_mb(args: argparse.Namespace) -> int:
-    """A rough size of the model tools' model before it loads: the weights files the config names (the
-    LLM folder, the ViT and the checkpoint), or, for an inline LLM config, its parameter count in fp32;
-    halved or quartered when the LLM is quantised."""
-    config = load_config(args.cfg_path, args.options, for_training=False).model
-    files = [resolve_path(path) for path in (config.llama_model, config.vit_weights, config.ckpt) if path]
-    size = sum(sum(f.stat().st_size for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES) if path.is_dir()
-               else path.stat().st_size for path in files if path.exists())
-    if not config.llama_model and config.llama_config:
-        llm = config.llama_config
-        hidden, layers = llm.get("hidden_size", 4096), llm.get("num_hidden_layers", 32)
-        size += 4 * (2 * llm.get("vocab_size", 32000) * hidden + layers * (4 * hidden**2 + 3 * hidden * llm.get("intermediate_size", 11008)))
-    low_resource = args.low_resource if args.low_resource is not None else config.low_resource
-    return int(size / 2**20 / ((args.bits or config.low_resource_bits) / 4 if low_resource else 1))
-
-
-def model_loader(args: argparse.Namespace):
-    """Loads the config's model on a device when a model tool first needs it (None: no model tools)."""
-    if not args.cfg_path:
-        return None
-
-    def load(device: str) -> tuple:
-        on_device = argparse.Namespace(**vars(args))  # one loader may serve several devices
-        if device.startswith("cuda"):
-            on_device.gpu_id = int(device.partition(":")[2] or 0)
-        config, model = load_from_arguments(on_device)
-        return model.eval(), image_processor_for(config)
-    return load
-
-
 def run(args: argparse.Namespace) -> int:
     folder = Path(args.out or f"output/agent/{datetime.now():%Y%m%d-%H%M%S}")
     try:
-        memory_mb = estimated_model_mb(args) if args.cfg_path else 0
-        toolbox, handle = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout, memory_mb,
+        loader, memory_mb = toolbox_model_from(args)
+        toolbox, handle = build_toolbox(folder, args.load, loader, args.user_tools, args.timeout, memory_mb,
                                         product_tools=[write_paragraph_tool()])
         if args.list:
             for tool in toolbox.tools.values():

@@ -12,21 +12,16 @@ warnings go to <save-dir>/chat.log, not between the prompt and the answer.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import warnings
 from pathlib import Path
 
-import torch
-
-from minigpt.cli.options import add_config_arguments, add_model_arguments, image_processor_for, load_from_arguments
+from minigpt.cli.options import add_config_arguments, add_model_arguments, load_from_arguments
 from minigpt.cli.plan import add_plan_arguments, print_plan
 from minigpt.common.errors import InputError
-from minigpt.conversation.boxes import draw_boxes, parse_boxes
-from minigpt.inference.chat import Chat, GenerationOptions, adapter_for, generate_answers, load_image
-from minigpt.conversation.template import ASSISTANT, USER
-from minigpt.datasets.builders.conversation_builders import parse_sharegpt_records
-from minigpt.inference.loading import report_peak_memory
+from minigpt.inference.chat import Chat, GenerationOptions
+from minigpt.inference.memory import report_peak_memory
+from minigpt.serving.terminal_chat import answer_once, interactive, print_file_answers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,113 +62,6 @@ def log_library_warnings(save_dir: str) -> None:
         logger.propagate = False
 
 
-def boxes_of(answer: str, size: tuple[int, int]) -> dict:
-    """The boxes an answer names, in pixels of the original image, and anything unreadable."""
-    parsed = parse_boxes(answer, *size)
-    found = {"boxes": [{"label": b.label, "box": [round(v, 1) for v in b.box]} for b in parsed.boxes]} if parsed.boxes else {}
-    return {**found, **({"box_problems": parsed.problems} if parsed.problems else {})}
-
-
-def save_boxes(chat: Chat, answer: str, save_dir: str) -> str | None:
-    """Draw the answer's boxes on a copy of the chat's image; -> the saved path, or None without boxes."""
-    parsed = parse_boxes(answer, *chat.raw_image.size)
-    for problem in parsed.problems:
-        print(f"(could not read a box: {problem})")
-    if not parsed.boxes:
-        return None
-    Path(save_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(save_dir) / f"boxes_{len(list(Path(save_dir).glob('boxes_*.jpg'))):04d}.jpg"
-    draw_boxes(chat.raw_image, parsed.boxes).save(path)
-    return str(path)
-
-
-def answer_file(chat: Chat, path: str, image_root: str | None, batch_size: int, as_json: bool,
-                task: str | None = None) -> None:
-    """Each human turn is answered with the file's own earlier turns as history."""
-    root = Path(image_root) if image_root else Path(path).parent / "images"
-    if not image_root and not root.is_dir():
-        root = Path(path).parent
-    jobs = []
-    for record in parse_sharegpt_records(path):
-        for index, (role, text) in enumerate(record["turns"]):
-            if role == USER:
-                following = record["turns"][index + 1] if index + 1 < len(record["turns"]) else None
-                reference = following[1] if following and following[0] == ASSISTANT else None
-                jobs.append((record, index, text, reference))
-    images: dict[str, torch.Tensor] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start:start + batch_size]
-        needed = {record["image"] for record, *_ in chunk}  # a big file's images are not all kept in memory
-        images = {name: tensor for name, tensor in images.items() if name in needed}
-        samples = []
-        for record, index, question, _ in chunk:
-            if record["image"] not in images:
-                picture = load_image(root / record["image"])
-                images[record["image"]], sizes[record["image"]] = chat.image_processor(picture), picture.size
-            samples.append({"id": record["id"], "image": images[record["image"]], "task": record["task"] or task,
-                            "turns": record["turns"][:index] + [(USER, question)]})
-        answers = generate_answers(chat.model, chat.collator, samples, chat.options)
-        for (record, index, question, reference), answer, sample in zip(chunk, answers, samples):
-            if as_json:
-                adapter = {"adapter": adapter_for(chat.model, sample)} if chat.model.adapters else {}
-                print(json.dumps({"id": record["id"], "turn": index // 2, "question": question, "answer": answer,
-                                  "reference": reference, **adapter, **boxes_of(answer, sizes[record["image"]])}),
-                      flush=True)
-            else:
-                print(f"[{record['id']}] Q: {question}\nA: {answer}" + (f"\n(reference: {reference})" if reference else ""))
-
-
-def interactive(chat: Chat, save_dir: str, device: torch.device) -> None:
-    adapters = chat.model.adapters
-    answered = False
-    print("Ask about the image. Commands: /image PATH, /reset, /quit"
-          + (", /adapters, /adapter NAME|auto|none" if adapters else ""))
-    while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
-            return
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
-            return
-        if line == "/reset":
-            chat.reset()
-            print("(conversation cleared)")
-        elif adapters and line == "/adapters":
-            print(f"(adapters: {adapters.describe()}; selection: {adapters.selection})")
-        elif adapters and line.startswith("/adapter"):
-            choice = line.removeprefix("/adapter").strip()
-            if choice in ("auto", "none", *adapters.names):
-                adapters.selection = choice
-                print(f"(adapter selection: {choice})")
-            else:
-                print(f"(unknown adapter '{choice}'; known: {', '.join(adapters.names)}, auto, none)")
-        elif line.startswith("/image"):
-            try:
-                chat.set_image(line.split(maxsplit=1)[1])
-                print("(new image loaded)")
-            except (IndexError, ValueError) as error:
-                print(f"(could not load image: {error})")
-        elif chat.image is None:
-            print("(load an image first: /image PATH)")
-        else:
-            try:
-                answer = chat.ask(line)
-            except ValueError as error:
-                print(f"({error})")
-                continue
-            if not answered:
-                report_peak_memory(device, "the first answer")
-                answered = True
-            via = f"[{adapters.active}]" if adapters and adapters.active else ""
-            print(f"minigpt{via}> {answer}")
-            drawn = save_boxes(chat, answer, save_dir)
-            if drawn:
-                print(f"(boxes drawn on {drawn})")
-
-
 def run(args: argparse.Namespace) -> int:
     if args.plan:
         return print_plan(args, training=False)
@@ -181,26 +69,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--prompt needs --image: the image to ask about")
     log_library_warnings(args.save_dir)
     options = args.options + ([f"model.adapter={args.adapter}"] if args.adapter else [])
-    config, model = load_from_arguments(args, options)
-    device = model.device
+    loaded = load_from_arguments(args, options)
+    device = loaded.model.device
     options = GenerationOptions(args.max_new_tokens, args.num_beams, args.temperature, args.top_p,
                                 args.repetition_penalty, args.do_sample)
-    chat = Chat(model, image_processor_for(config), options)
+    chat = Chat(loaded.model, loaded.image_processor, options)
     if args.questions:
-        answer_file(chat, args.questions, args.image_root, args.batch_size, args.json, args.task)
+        print_file_answers(chat, args.questions, args.image_root, args.batch_size, args.task, args.json)
         report_peak_memory(device, "answering")
-        return 0
-    if args.image:
+    elif args.prompt:
         chat.set_image(args.image)
-    if args.prompt:
-        answer = chat.ask(args.prompt)
+        answer_once(chat, args.prompt, args.save_dir, args.json)
         report_peak_memory(device, "the answer")
-        drawn = save_boxes(chat, answer, args.save_dir)
-        if args.json:
-            print(json.dumps({"question": args.prompt, "answer": answer, **boxes_of(answer, chat.raw_image.size),
-                              **({"drawn": drawn} if drawn else {})}))
-        else:
-            print(answer + (f"\n(boxes drawn on {drawn})" if drawn else ""))
-        return 0
-    interactive(chat, args.save_dir, device)
+    else:
+        if args.image:
+            chat.set_image(args.image)
+        interactive(chat, args.save_dir, device)
     return 0

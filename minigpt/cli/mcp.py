@@ -19,21 +19,14 @@ from pathlib import Path
 
 from minigpt.agents.loading import AgentConfigError, build_toolbox
 from minigpt.agents.templates import TemplateError
-from minigpt.cli.agent import estimated_model_mb, model_loader
-from minigpt.cli.options import add_model_arguments
+from minigpt.cli.options import add_model_arguments, add_toolbox_arguments, toolbox_model_from
 from minigpt.common.errors import InputError
 from minigpt.serving.mcp_server import add_server_tools, serve_stdio
 from minigpt.paragraph.tool import write_paragraph_tool
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cfg-path", help="a chat config for the model tools (without it, classical tools only)")
-    parser.add_argument("--options", nargs="+", default=[], help="config overrides: key=value")
-    parser.add_argument("--load", default="",
-                        help='tools to load up front, NAME_DEVICE each: "face_detect_cpu,caption_cuda:0"')
-    parser.add_argument("--user-tools", action="append", default=[], metavar="MODULE:FACTORY",
-                        help="a Python import path whose factory returns your own Tool(s)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds each tool or template call may take")
+    add_toolbox_arguments(parser)
     parser.add_argument("--out", help="the session's folder for images and steps.jsonl (default: output/mcp/<time>)")
     add_model_arguments(parser)
 
@@ -47,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     # stdout carries the MCP messages: what loading prints (memory report, a model loaded up front) goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            memory_mb = estimated_model_mb(args) if args.cfg_path else 0
-            toolbox, _ = build_toolbox(folder, args.load, model_loader(args), args.user_tools, args.timeout,
-                                       memory_mb, product_tools=[write_paragraph_tool()])
+            loader, memory_mb = toolbox_model_from(args)
+            toolbox, _ = build_toolbox(folder, args.load, loader, args.user_tools, args.timeout, memory_mb,
+                                       product_tools=[write_paragraph_tool()])
             for line in add_server_tools(toolbox):
                 print(line)
         except (AgentConfigError, TemplateError) as error:

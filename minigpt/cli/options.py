@@ -1,16 +1,14 @@
-"""Options that several subcommands share, and what they load: the config, the model, the image transform."""
+"""Options that several subcommands share, and the model they name."""
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 import torch
-from omegaconf import DictConfig
 
 from minigpt.config.loader import load_config
-from minigpt.datasets.builders.base import inference_image_processor
-from minigpt.models.image_tokens import input_image_size
-from minigpt.inference.loading import load_for_inference, pick_device, report_peak_memory
-from minigpt.models.minigpt import MiniGPT
+from minigpt.inference.loading import LoadedModel, Placement, load_model, model_loader, pick_device
+from minigpt.inference.memory import estimated_model_mb, report_peak_memory
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, what: str = "config") -> None:
@@ -33,6 +31,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-gpu-memory", help="with --device-map: most each GPU may hold, e.g. 20GiB")
 
 
+def add_toolbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """The toolbox that `minigpt agent` runs and `minigpt mcp` offers, declared once so that both take the
+    same model, tools and limits."""
+    parser.add_argument("--cfg-path", help="a chat config for the model tools (without it, classical tools only)")
+    parser.add_argument("--options", nargs="+", default=[], help="config overrides: key=value")
+    parser.add_argument("--load", default="",
+                        help='tools to load up front, NAME_DEVICE each: "face_detect_cpu,caption_cuda:0"')
+    parser.add_argument("--user-tools", action="append", default=[], metavar="MODULE:FACTORY",
+                        help="a Python import path whose factory returns your own Tool(s)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds each tool or template call may take")
+
+
 def add_server_arguments(parser: argparse.ArgumentParser, port: int) -> None:
     """A model served over the network: its config, where it runs, and where it listens."""
     add_config_arguments(parser, "eval config")
@@ -42,18 +52,25 @@ def add_server_arguments(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--max-image-mb", type=float, default=20, help="largest image accepted")
 
 
-def load_from_arguments(args: argparse.Namespace, options: list[str] | None = None) -> tuple[DictConfig, MiniGPT]:
-    """-> (config, model) as the config and model options say; parts without weights files get random
-    weights seeded from run.seed, the same in every subcommand."""
-    config = load_config(args.cfg_path, options if options is not None else args.options, for_training=False)
+def placement_from(args: argparse.Namespace) -> Placement:
+    """Where --gpu-id / --cpu, --low-resource, --bits and --device-map put the model."""
     device = torch.device("cpu") if args.cpu else pick_device(args.gpu_id)
-    torch.manual_seed(config.run.seed)
-    model = load_for_inference(config, device, low_resource=args.low_resource, bits=args.bits,
-                               device_map=args.device_map, max_gpu_memory=args.max_gpu_memory)
-    report_peak_memory(device, "loading")
-    return config, model
+    return Placement(device, args.low_resource, args.bits, args.device_map, args.max_gpu_memory)
 
 
-def image_processor_for(config: DictConfig):
-    """The image transform for chatting with the config's model."""
-    return inference_image_processor(config.datasets.values(), input_image_size(config.model))
+def load_from_arguments(args: argparse.Namespace, options: list[str] | None = None) -> LoadedModel:
+    """The model that --cfg-path, --options and the model options name, loaded for inference."""
+    config = load_config(args.cfg_path, options if options is not None else args.options, for_training=False)
+    placement = placement_from(args)
+    loaded = load_model(config, placement)
+    report_peak_memory(placement.device, "loading")
+    return loaded
+
+
+def toolbox_model_from(args: argparse.Namespace) -> tuple[Callable[[str], tuple] | None, int]:
+    """The agent's model tools' loader for --cfg-path (loading when a tool first needs it) and its rough
+    size in MB; (None, 0) without --cfg-path: classical tools only."""
+    if not args.cfg_path:
+        return None, 0
+    config = load_config(args.cfg_path, args.options, for_training=False)
+    return model_loader(config, placement_from(args)), estimated_model_mb(config.model, args.low_resource, args.bits)

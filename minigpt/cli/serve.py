@@ -15,7 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
-from minigpt.cli.options import add_server_arguments, image_processor_for, load_from_arguments
+from minigpt.cli.options import add_server_arguments, load_from_arguments
 from minigpt.serving.openai_api import ServedModel, create_app
 
 
@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config, model = load_from_arguments(args)
-    served = ServedModel(args.name or Path(args.cfg_path).stem, model, image_processor_for(config),
+    loaded = load_from_arguments(args)
+    served = ServedModel(args.name or Path(args.cfg_path).stem, loaded.model, loaded.image_processor,
                          Path(args.image_root), int(args.max_image_mb * 2**20), args.max_batch)
     uvicorn.run(create_app(served, args.api_key), host=args.host, port=args.port, log_level="warning")
     return 0

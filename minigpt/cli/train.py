@@ -21,8 +21,8 @@ from torch.distributed.run import run as torchrun
 
 from minigpt.cli.options import add_config_arguments
 from minigpt.cli.plan import add_plan_arguments, print_plan
-from minigpt.common import registry
 from minigpt.config.loader import load_config
+from minigpt.runners.train_recipe import TrainRecipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.cfg_path, args.options)
     if args.nproc_per_node:
         return launch(args)
-    recipe = registry.get("runner", config.run.runner)(config)
+    recipe = TrainRecipe(config)
     try:
         recipe.setup()
         recipe.train()

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from minigpt.agents.classical import classical_tools
-from minigpt.cli.options import add_server_arguments, image_processor_for, load_from_arguments
+from minigpt.cli.options import add_server_arguments, load_from_arguments
 from minigpt.serving.web_agent import AgentTab
 from minigpt.serving.web_demo import WebChat, build_ui
 
@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config, model = load_from_arguments(args)
-    image_processor = image_processor_for(config)
-    tools = AgentTab.for_model(model, image_processor, classical_tools(), args.tool_out)
-    ui = build_ui(WebChat(model, image_processor, args.max_image_mb), f"MiniGPT: {Path(args.cfg_path).stem}", tools)
+    loaded = load_from_arguments(args)
+    tools = AgentTab.for_model(loaded.model, loaded.image_processor, classical_tools(), args.tool_out)
+    ui = build_ui(WebChat(loaded.model, loaded.image_processor, args.max_image_mb), f"MiniGPT: {Path(args.cfg_path).stem}",
+                  tools)
     ui.queue(default_concurrency_limit=1)  # one answer at a time per model; other tabs wait their turn
     ui.launch(server_name=args.host, server_port=args.port, share=args.share)
     return 0

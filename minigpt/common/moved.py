@@ -24,6 +24,7 @@ MOVED = {
     "minigpt.agents.writers": "minigpt.paragraph.writers",
     "minigpt.agents.paragraph_tool": "minigpt.paragraph.tool",
     "minigpt.agents.paragraph_picture": "minigpt.paragraph.picture",
+    "minigpt.runners.paragraph_eval": "minigpt.paragraph.evaluation",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-KINDS = ("model", "builder", "processor", "lr_scheduler", "runner")
+KINDS = ("model", "builder", "processor", "lr_scheduler", "eval_task")
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 
 
@@ -62,6 +62,8 @@ def register_lr_scheduler(*names: str):
     return register("lr_scheduler", *names)
 
 
-def register_runner(*names: str):
-    return register("runner", *names)
+def register_eval_task(*names: str):
+    """An evaluation that scores a data set section as a whole (runners/eval_recipe.py) instead of asking
+    its questions one by one; a builder whose eval_metric() is one of `names` is evaluated by it."""
+    return register("eval_task", *names)
 

@@ -1,10 +1,10 @@
 """Load a config: defaults, then the user's YAML, then `--options`, validated before anything is built
 (the checks are in validation.py). Importing this module registers every model, data set builder,
-processor, schedule and runner, so that a config may name any of them.
+processor and schedule, so that a config may name any of them.
 
 Order of precedence (later wins), each source merged on its own so that an error can name its file:
-  1. the model's default YAML for its `model_type` (minigpt/configs/models/),
-  2. each dataset builder's default YAML (minigpt/configs/datasets/<name>/default.yaml),
+  1. the model's default YAML for its `model_type` (minigpt/defaults/models/),
+  2. each dataset builder's default YAML (minigpt/defaults/datasets/<name>/default.yaml),
   3. the user's file (`--cfg-path`),
   4. `--options a.b=c ...`.
 """
@@ -29,6 +29,7 @@ from minigpt.common.errors import ConfigError
 from minigpt.common.paths import PACKAGE_ROOT, resolve_path
 from minigpt.common.schema import IGNORED_KEYS, PART_NAMES, EvalOptions, ModelConfig, RunConfig
 from minigpt.config import validation
+from minigpt.config.defaults import dataset_defaults, model_defaults
 from minigpt.config.sources import resolve_file_settings
 from minigpt.config.validation import source_of
 
@@ -182,7 +183,7 @@ def _build_model_section(sources: list[tuple[str, DictConfig]]) -> DictConfig:
         raise ConfigError(source_of(sources, "model.model_type"), "model.model_type",
                           f"unknown model_type '{model_type}' for arch '{arch}'; known: {', '.join(defaults)}")
     model = OmegaConf.structured(ModelConfig)
-    default_path = PACKAGE_ROOT / defaults[model_type]
+    default_path = model_defaults(defaults[model_type])
     model = _merge(model, _section(_load_yaml(default_path), "model"), str(default_path), "model")
     for source, config in sources:
         model = _merge(model, _section(config, "model"), source, "model")
@@ -214,8 +215,8 @@ def _build_dataset_section(name: str, sources: list[tuple[str, DictConfig]], top
     section = OmegaConf.structured(config_class)
     # The builder's own YAML, or for an alias (llava_detail, refcocop, ...) that of its first name.
     for default_name in (builder_name, *registry.names_of("builder", builder)):
-        default_path = PACKAGE_ROOT / "configs" / "datasets" / default_name / "default.yaml"
-        if default_path.exists():
+        default_path = dataset_defaults(default_name)
+        if default_path is not None:
             defaults = _section(_load_yaml(default_path), "datasets") or {}
             section = _merge(section, defaults.get(default_name), str(default_path), f"{top}.{name}")
             break

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from minigpt.common.errors import InputError
+from minigpt.common.schema import CHOICE_SCORINGS
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
 from minigpt.conversation.generated import GeneratedAnswer
 from minigpt.conversation.template import ASSISTANT, USER, cut_at_markers
@@ -119,9 +120,6 @@ def generate_counted_answers(model, collator, samples: list[dict], options: Gene
         for index, answer in zip(indices, generated):
             answers[index] = answer
     return answers
-
-
-CHOICE_SCORINGS = ("total", "mean", "original")
 
 
 def choose_answers(model, collator, samples: list[dict], scoring: str = "total") -> list[str]:

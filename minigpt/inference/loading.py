@@ -1,20 +1,75 @@
-"""Load a model for inference from an eval config: build, load `ckpt`, optionally quantise to 8 or 4 bits."""
+"""Load a model for inference from a config: the one way chat, web, serve, eval, the agents, paragraph,
+export and the benchmarks get a model. Build it, load `ckpt`, optionally quantise to 8 or 4 bits or split
+the LLM across GPUs, and pair it with the image transform its configs describe."""
 from __future__ import annotations
 
-import ctypes
-import gc
 import importlib.util
-import resource
 import sys
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig
 
 from minigpt.common import registry
 from minigpt.common.errors import InputError, MissingExtraError
+from minigpt.datasets.builders.base import inference_image_processor
+from minigpt.inference.memory import report_peak_memory
+from minigpt.models.image_tokens import input_image_size
 from minigpt.models.llm import quantize_linear_layers
+from minigpt.models.minigpt import MiniGPT
 from minigpt.models.weights import load_weights
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model for inference runs and in what precision (the chat, web, serve and agent options).
+    `low_resource` and `bits` left None take the config's `model.low_resource` and `low_resource_bits`."""
+
+    device: torch.device = torch.device("cpu")
+    low_resource: bool | None = None
+    bits: int | None = None
+    device_map: str | None = None  # auto | sequential: the LLM split across the visible GPUs
+    max_gpu_memory: str | None = None
+    half_dtype: torch.dtype = torch.float16  # the frozen parts' precision on a GPU
+
+    def on(self, device: str | torch.device) -> "Placement":
+        return replace(self, device=torch.device(device))
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to answer, with the config it came from and the transform its images need."""
+
+    config: DictConfig
+    model: MiniGPT
+    image_processor: Callable
+
+
+def load_model(config: DictConfig, placement: Placement = Placement()) -> LoadedModel:
+    """The config's model in eval mode where `placement` says. Parts without weights files get random
+    weights seeded from run.seed, so that every command that loads the same config answers the same."""
+    torch.manual_seed(config.run.seed)
+    model = load_for_inference(config, placement.device, placement.low_resource, placement.bits,
+                               placement.half_dtype, placement.device_map, placement.max_gpu_memory)
+    return LoadedModel(config, model, image_processor_for(config))
+
+
+def model_loader(config: DictConfig, placement: Placement) -> Callable[[str], tuple[MiniGPT, Callable]]:
+    """Loads the config's model on a device named when it is first needed (the agent's model tools load
+    lazily, each on the device asked for) -> (model, image transform)."""
+
+    def load(device: str) -> tuple[MiniGPT, Callable]:
+        loaded = load_model(config, placement.on(device))
+        report_peak_memory(loaded.model.device, "loading")
+        return loaded.model, loaded.image_processor
+    return load
+
+
+def image_processor_for(config: DictConfig) -> Callable:
+    """The image transform for chatting with the config's model: its data sets' eval processor, at the
+    model's input size."""
+    return inference_image_processor(config.datasets.values(), input_image_size(config.model))
 
 
 def pick_device(gpu_id: int | None) -> torch.device:
@@ -109,39 +164,3 @@ def split_llm(llm: torch.nn.Module, device_map: dict[str, int | str], offload_di
     from accelerate import dispatch_model
 
     return dispatch_model(llm, device_map=device_map, offload_dir=offload_dir)
-
-
-PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak memory since the process started or reset_peak_memory: torch's GPU allocations, or on the CPU
-    the process's peak resident set, which counts the Python runtime and libraries as well."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    if PROC_STATUS.exists():  # Linux: the high-water mark that reset_peak_memory can lower
-        line = next(line for line in PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 2**20  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start peak_memory_gib afresh from what is held now, so that a measurement leaves out what was built
-    and freed before it. On the CPU (Linux) freed heap goes back to the system first, so that the
-    resident set is what is still in use."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    gc.collect()
-    if PROC_CLEAR_REFS.exists():
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
-        PROC_CLEAR_REFS.write_text("5")  # 5: reset the peak resident set to the current one
-
-
-def report_peak_memory(device: torch.device, when: str) -> None:
-    kind = "GPU" if device.type == "cuda" else "resident"
-    print(f"peak {kind} memory {peak_memory_gib(device):.2f} GiB after {when}", file=sys.stderr)

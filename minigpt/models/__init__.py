@@ -9,8 +9,8 @@ class MiniGPT4(MiniGPT):
 
     default_model_type = "pretrain_vicuna0"
     default_configs = {
-        "pretrain_vicuna0": "configs/models/minigpt4_vicuna0.yaml",
-        "pretrain_llama2": "configs/models/minigpt4_llama2.yaml",
+        "pretrain_vicuna0": "defaults/models/minigpt4_vicuna0.yaml",
+        "pretrain_llama2": "defaults/models/minigpt4_llama2.yaml",
     }
 
 
@@ -20,4 +20,4 @@ class MiniGPTv2(MiniGPT):
     and task identifiers ([vqa], [refer], [grounding], ...) in its prompts."""
 
     default_model_type = "pretrain"
-    default_configs = {"pretrain": "configs/models/minigpt_v2.yaml"}
+    default_configs = {"pretrain": "defaults/models/minigpt_v2.yaml"}

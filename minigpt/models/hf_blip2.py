@@ -2,18 +2,10 @@
 Salesforce/blip2-opt-2.7b) as the source of the EVA ViT and the Q-Former.
 
 `model.vit_weights` and `model.q_former_model` may name such a folder instead of the released .pth files.
-Its keys are renamed to the ones those files use (the rename is the reverse of transformers' own BLIP-2
-conversion), then the usual loaders take over:
-
-    vision_model.embeddings.class_embedding           cls_token
-    vision_model.embeddings.patch_embedding.*         patch_embed.proj.*
-    vision_model.embeddings.position_embedding        pos_embed
-    vision_model.encoder.layers.N.layer_norm1/2.*     blocks.N.norm1/2.*
-    vision_model.encoder.layers.N.self_attn.qkv.*     blocks.N.attn.qkv.weight, q_bias, v_bias
-    vision_model.encoder.layers.N.self_attn.projection.*  blocks.N.attn.proj.*
-    vision_model.encoder.layers.N.mlp.fc1/fc2.*       blocks.N.mlp.fc1/fc2.*
-    vision_model.post_layernorm.*                     ln_vision.*
-    qformer.*, query_tokens                           our Q-Former (the same transformers class)
+Its keys are renamed to the ones those files use (VISION_NAMES below, the reverse of transformers' own
+BLIP-2 conversion; newer transformers join the q and v biases, with a zero key bias, into one qkv bias, which
+is split again), then the usual loaders take over. Its qformer.* and query_tokens load into our Q-Former
+(the same transformers class), its post_layernorm into our ln_vision.
 
 Its language model and language_projection (sized for OPT or Flan-T5) are not used. The other way,
 `to_blip2_vision` and `blip2_vision_config` describe our ViT as a transformers Blip2VisionModel, which is
@@ -39,26 +31,43 @@ from minigpt.common.fetch import SAFETENSORS_INDEX, shards_holding
 VISION_PREFIXES = ("vision_model.",)
 QFORMER_PREFIXES = ("qformer.", "query_tokens", "vision_model.post_layernorm.")
 
-VISION_RENAMES = [
-    (r"^embeddings\.class_embedding$", "cls_token"),
-    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."),
-    (r"^embeddings\.position_embedding$", "pos_embed"),
-    (r"^encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"blocks.\1.norm\2."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.", r"blocks.\1.attn."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+# Our ViT's parameter names (timm EVA, as the released file writes them, and ln_vision) beside a transformers
+# Blip2VisionModel's, one table read in both directions: a folder's names become ours when it is loaded, ours
+# become its names when exported. `{n}` is a block's number; a name ending in "." is a prefix (every parameter
+# of that module), any other a whole name. The first row that matches renames a key, so a longer prefix comes
+# before a shorter one (attn.proj before attn).
+VISION_NAMES = [
+    ("cls_token", "embeddings.class_embedding"),
+    ("patch_embed.proj.", "embeddings.patch_embedding."),
+    ("pos_embed", "embeddings.position_embedding"),
+    ("blocks.{n}.norm1.", "encoder.layers.{n}.layer_norm1."),
+    ("blocks.{n}.norm2.", "encoder.layers.{n}.layer_norm2."),
+    ("blocks.{n}.attn.proj.", "encoder.layers.{n}.self_attn.projection."),
+    ("blocks.{n}.attn.", "encoder.layers.{n}.self_attn."),
+    ("blocks.{n}.mlp.", "encoder.layers.{n}.mlp."),
+    ("ln_vision.", "post_layernorm."),
 ]
 
-TO_BLIP2_VISION = [
-    (r"^cls_token$", "embeddings.class_embedding"),
-    (r"^patch_embed\.proj\.", "embeddings.patch_embedding."),
-    (r"^pos_embed$", "embeddings.position_embedding"),
-    (r"^blocks\.(\d+)\.norm(\d)\.", r"encoder.layers.\1.layer_norm\2."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.self_attn.projection."),
-    (r"^blocks\.(\d+)\.attn\.", r"encoder.layers.\1.self_attn."),
-    (r"^blocks\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp."),
-    (r"^ln_vision\.", "post_layernorm."),
-]
+
+def _rename_rules(to_blip2: bool) -> list[tuple[re.Pattern, str]]:
+    """VISION_NAMES as (pattern, replacement) pairs, from our names (`to_blip2`) or from transformers'."""
+    rules = []
+    for ours, theirs in VISION_NAMES:
+        source, target = (ours, theirs) if to_blip2 else (theirs, ours)
+        pattern = "^" + re.escape(source).replace(re.escape("{n}"), r"(\d+)") + ("" if source.endswith(".") else "$")
+        rules.append((re.compile(pattern), target.replace("{n}", r"\1")))
+    return rules
+
+
+TO_BLIP2_VISION, FROM_BLIP2_VISION = _rename_rules(to_blip2=True), _rename_rules(to_blip2=False)
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
+    for pattern, replacement in rules:
+        renamed, count = pattern.subn(replacement, key)
+        if count:
+            return renamed
+    return key
 
 
 def is_hf_folder(path: str | Path) -> bool:
@@ -102,8 +111,7 @@ def vision_weights(folder: str | Path) -> dict[str, torch.Tensor]:
         key = key.removeprefix("vision_model.")
         if key.startswith("post_layernorm."):
             continue
-        for pattern, replacement in VISION_RENAMES:
-            key = re.sub(pattern, replacement, key)
+        key = _rename(key, FROM_BLIP2_VISION)
         if key.endswith("attn.qkv.bias"):  # newer transformers join q_bias, a zero k bias and v_bias
             weights.update(split_qkv_bias(key, value, folder))
         else:
@@ -130,11 +138,7 @@ def qformer_weights(folder: str | Path) -> dict[str, torch.Tensor]:
 def to_blip2_vision(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our ViT's weights (timm EVA names) and ln_vision's as a Blip2VisionModel's: q_bias, a zero key bias
     and v_bias joined into one qkv bias, ln_vision as post_layernorm."""
-    renamed = {}
-    for key, value in weights.items():
-        for pattern, replacement in TO_BLIP2_VISION:
-            key = re.sub(pattern, replacement, key)
-        renamed[key] = value
+    renamed = {_rename(key, TO_BLIP2_VISION): value for key, value in weights.items()}
     for key in [key for key in renamed if key.endswith("self_attn.q_bias")]:
         attention = key.removesuffix("q_bias")
         query, value = renamed.pop(key), renamed.pop(f"{attention}v_bias")

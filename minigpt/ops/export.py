@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from minigpt.common.checkpoint import save_config
 from minigpt.common.errors import ConfigError
-from minigpt.inference.loading import load_for_inference
+from minigpt.inference.loading import Placement, load_model
 from minigpt.models.peft_folders import save_llm_adapter, save_task_adapter
 
 
@@ -40,7 +40,7 @@ def export_merged(config: DictConfig, out: str | Path, adapter: str | None = Non
     if adapter and adapter not in config.model.adapters:
         raise ConfigError("--adapter", adapter, f"model.adapters has no '{adapter}' "
                                                 f"(known: {', '.join(config.model.adapters) or 'none'})")
-    model = load_for_inference(config, torch.device("cpu"), low_resource=False)  # merging needs full weights
+    model = load_model(config, Placement(low_resource=False)).model  # merging needs full weights
     merged = f"adapter '{adapter}'" if adapter else "the LLM's LoRA" if model.part_modes["llm"] == "lora" else "no LoRA"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,5 +110,5 @@ def save_base_llm(model, weights: dict[str, torch.Tensor], folder: Path) -> None
 
 
 def export_peft(config: DictConfig, out: str | Path) -> dict[str, Path]:
-    model = load_for_inference(config, torch.device("cpu"), low_resource=False)
+    model = load_model(config, Placement(low_resource=False)).model
     return write_peft_folders(model, config, out)

@@ -156,7 +156,9 @@ def paragraph_stage_tools(model_tools_on: Callable[[str], list[Tool]] | None,
         on_device: dict[str, dict[str, Tool]] = {}
         for stage in ("caption", "regions"):
             device = devices.get(stage, "cpu")
-            tools = on_device.setdefault(device, {tool.name: tool for tool in model_tools_on(device)})
+            if device not in on_device:
+                on_device[device] = {tool.name: tool for tool in model_tools_on(device)}
+            tools = on_device[device]
             stage_tools[stage] = ([tools["caption"]] if stage == "caption"
                                   else [tools["grounding"], classical["crop"], tools["caption"]])
     return stage_tools

@@ -8,6 +8,9 @@ the same config therefore continues where it stopped, with any number of ranks. 
 every rank's file, scores the answers (evaluation/metrics.py) and writes `predictions.json` (question,
 answer, reference and score of each) and `scores.json` (the scores, with the config and checkpoint that
 produced them). `<out>` is run.save_path, else run.output_dir; every rank must see it, as for checkpoints.
+
+A section whose builder's metric names a registered evaluation task ("eval_task", such as the paragraph
+gallery's "paragraph") is scored by that task as a whole instead, on rank 0, into the same two files.
 """
 from __future__ import annotations
 
@@ -33,13 +36,11 @@ from minigpt.common.paths import resolve_path
 from minigpt.inference.chat import GenerationOptions, choose_answers, generate_answers
 from minigpt.conversation.collator import collator_for
 from minigpt.datasets.builders.base import build_processor
-from minigpt.datasets.builders.paragraph_gallery_builder import ParagraphGalleryBuilder
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import input_image_size
-from minigpt.inference.loading import load_for_inference
+from minigpt.inference.loading import Placement, load_model
 from minigpt.processors.image import Blip2ImageProcessor
-from minigpt.runners.paragraph_eval import evaluate_gallery
 
 
 class QuestionImages(Dataset):
@@ -177,13 +178,23 @@ def record_scores(name: str, metric: str, scores: dict, predictions: list[dict],
     return result
 
 
-def paragraph_task(config: DictConfig, cfg_path: str, section: DictConfig, builder, model, folder: Path,
-                   overwrite: bool, logger) -> dict:
-    """The image-to-paragraph task, on rank 0 alone (runners/paragraph_eval.py)."""
+def section_task(builder) -> type | None:
+    """The evaluation task that scores the builder's section as a whole (an "eval_task" in the registry,
+    named by the builder's metric, e.g. paragraph_gallery's "paragraph": paragraph/evaluation.py), or None
+    when its questions are answered one by one."""
+    metric = builder.eval_metric()
+    return registry.get("eval_task", metric) if metric in registry.names("eval_task") else None
+
+
+def run_section_task(task: type, config: DictConfig, cfg_path: str, section: DictConfig, builder, model,
+                     folder: Path, overwrite: bool, logger) -> dict:
+    """A whole-section task, on rank 0 alone: task(name, section).evaluate(model, image processor,
+    records) -> (scores, predictions)."""
     prepare_folder(folder, fingerprint(config, section), overwrite, builder.name)
-    scores, predictions = evaluate_gallery(model, section_processor(section, config), section, builder.records(),
-                                           builder.name, section.max_new_tokens)
-    return record_scores(builder.name, "paragraph", scores, predictions, 0, folder, config, cfg_path, 1, logger)
+    scores, predictions = task(builder.name, section).evaluate(model, section_processor(section, config),
+                                                               builder.records())
+    return record_scores(builder.name, builder.eval_metric(), scores, predictions, 0, folder, config, cfg_path, 1,
+                         logger)
 
 
 def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, overwrite: bool = False) -> dict:
@@ -196,8 +207,7 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
         raise InputError(f"{cfg_path}: no evaluation_datasets.{unknown[0]} (known: {', '.join(config.evaluation_datasets)})")
     dist = setup_distributed(run.device)
     out = resolve_path(run.save_path or run.output_dir)
-    torch.manual_seed(run.seed)  # parts without weights files get the same random weights on every rank and run
-    model = load_for_inference(config, dist.device)
+    model = load_model(config, Placement(dist.device)).model  # random parts: the same on every rank and run
     collator = collator_for(model, config.model.max_txt_len)
     logger = None
     if dist.is_main:
@@ -211,9 +221,11 @@ def evaluate(config: DictConfig, cfg_path: str, names: list[str] | None = None, 
     for name in names:
         section = config.evaluation_datasets[name]
         builder = registry.get("builder", section.builder)(name, section)
-        if isinstance(builder, ParagraphGalleryBuilder):
+        task = section_task(builder)
+        if task is not None:
             if dist.is_main:
-                results[name] = paragraph_task(config, cfg_path, section, builder, model, out / name, overwrite, logger)
+                results[name] = run_section_task(task, config, cfg_path, section, builder, model, out / name,
+                                                 overwrite, logger)
             barrier()
             continue
         items = builder.eval_items(builder.records(), section.instruction)

@@ -2,7 +2,7 @@
 
 A builder turns its `datasets.<name>` config section into a torch Dataset of template-free samples.
 To add a data set: subclass AnnotationBuilder (or DatasetBuilder), implement `parse` (and, if needed,
-`make_sample`), register it, and write minigpt/configs/datasets/<name>/default.yaml. dataset/README.md
+`make_sample`), register it, and write minigpt/defaults/datasets/<name>/default.yaml. dataset/README.md
 walks through an example. eval.py reads the same records through `eval_items`, which a builder
 overrides when its benchmark asks a fixed question or keeps more than one reference per question.
 """

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from minigpt.common.registry import register_builder
+from minigpt.common.schema import choice
 from minigpt.datasets.annotations import AnnotationError, load_records, require, require_text
 from minigpt.datasets.builders.base import AnnotationBuilder, AnnotationConfig
 
@@ -29,7 +30,7 @@ DEFAULT_VARIANTS = {"caption_only": ["caption"], "regions_only": ["regions"], "s
 @dataclass
 class ParagraphGalleryConfig(AnnotationConfig):
     variants: Dict[str, List[str]] = field(default_factory=lambda: dict(DEFAULT_VARIANTS))
-    writer: str = "template"  # template | model
+    writer: str = choice("template", "model")
     region_captions: bool = True
     plain_check: bool = True
     encoder: Optional[str] = None  # a sentence-transformers folder; None: TF-IDF

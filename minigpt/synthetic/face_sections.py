@@ -1,6 +1,6 @@
 """The sections of the synthetic face annotations: which faces each applies to, its questions, and the
 answers an annotator would write (several phrasings per fact), with the short reference and the
-attribute values that the per-section scores check. Used by dataset/synthetic_faces.py."""
+attribute values that the per-section scores check. Used by faces.py."""
 from __future__ import annotations
 
 import random
