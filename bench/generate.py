@@ -128,7 +128,7 @@ def run_baseline(args, config) -> dict:
     ours = loaded.model
     hf_model, image_token_id = blip2_baseline(ours)
     chat = Chat(ours, loaded.image_processor)
-    chat.set_image(picture(config.model.image_size))
+    chat.set_image(picture(ours.input_size))
     collator, pad_id, eos_id = chat.collator, ours.tokenizer.pad_token_id, ours.tokenizer.eos_token_id
     del ours
     start = time.perf_counter()
@@ -184,7 +184,7 @@ def run_mode(args) -> dict:
     loaded_gib = peak_memory_gib(device)
 
     chat = Chat(model, loaded.image_processor, GenerationOptions(max_new_tokens=args.new_tokens))
-    chat.set_image(picture(config.model.image_size))
+    chat.set_image(picture(model.input_size))
     start = time.perf_counter()
     with torch.no_grad():
         chat.ask(QUESTION)

@@ -276,7 +276,7 @@ def test_the_runner_minigpt4_configs_name_is_accepted_and_no_other(tmp_path, fak
     path = write(tmp_path, f"model:\n  llama_model: {fake_files['llm']}\n")
     for name in ("runner_base", "runner_iter"):
         assert load_config(path, [f"run.runner={name}"], for_training=False).run.runner == name
-    with pytest.raises(ConfigError, match="run.runner: unknown runner 'runner_epoch'; known: runner_base, runner_iter"):
+    with pytest.raises(ConfigError, match="run.runner: 'runner_epoch' is not runner_base or runner_iter"):
         load_config(path, ["run.runner=runner_epoch"], for_training=False)
 
 

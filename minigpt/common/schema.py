@@ -91,13 +91,13 @@ class AdapterConfig:
 
 @dataclass
 class ExtraEncoderConfig:
-    """A further vision encoder from timm whose tokens are concatenated along channels with the EVA ViT's
-    (SPHINX-style mixed visual embeddings; models/vision_mix.py)."""
+    """A further vision encoder from timm whose tokens are concatenated along channels with the vision
+    tower's (SPHINX-style mixed visual embeddings; models/vision_mix.py)."""
 
     timm_model: str = ""  # a timm architecture, e.g. vit_large_patch14_dinov2 or convnext_xxlarge
     weights: Optional[str] = None  # local .safetensors / .pth in timm's key layout; random weights when unset
     timm_config: Dict[str, Any] = field(default_factory=dict)  # timm.create_model arguments (tiny test shapes)
-    image_size: Optional[int] = None  # its input side in pixels (default: model.image_size)
+    image_size: Optional[int] = None  # its input side in pixels (default: the vision tower's)
     mean: Optional[List[float]] = None  # its input normalisation (default: timm's for the architecture)
     std: Optional[List[float]] = None
     mode: str = choice("frozen", "full")
@@ -109,11 +109,16 @@ class ModelConfig:
     arch: str = "minigpt4"
     model_type: Optional[str] = None
 
-    # Vision encoder: a timm EVA ViT. `vit_config` overrides its shape (tiny test models).
+    # Vision encoder (models/vision_towers.py): eva_clip_g (timm EVA ViT-g), timm:<name> (a timm ViT), or a
+    # transformers CLIP / SigLIP / DINOv2 folder or hub id. `vit_config` overrides an EVA or timm shape (tiny
+    # test models; timm.create_model arguments).
     vit_model: str = "eva_clip_g"
-    vit_weights: Optional[str] = None  # the EVA ViT-g file (eva_vit_g.pth); random weights when unset
+    vit_weights: Optional[str] = None  # the EVA ViT-g file (eva_vit_g.pth) or a timm-layout file; random when unset
     vit_config: Dict[str, Any] = field(default_factory=dict)
-    image_size: int = 224
+    image_size: Optional[int] = None  # pixels per side; unset: the tower's own (EVA 224, a folder's processor's)
+    # the raw output of this block (-1 the last, -2 the one before, as LLaVA takes); unset: the tower's own output
+    vit_layer: Optional[int] = number(None, below=0, note="-1: the last block, -2: the one before")
+    vit_cls: str = choice("keep", "drop", note="the tokens before the patches: CLS and any registers")
     drop_path_rate: float = 0.0
     use_grad_checkpoint: bool = False
     vit_precision: str = choice("fp16", "fp32", "bf16")
@@ -160,7 +165,10 @@ class ModelConfig:
     # user turn (answers, later turns), max_context_len the prompt (BOS excluded, image tokens included).
     prompt: str = ""
     prompt_path: Optional[str] = None
+    # A format string around each user turn ("[INST] {} [/INST]"), "" for none (stage 1), or "auto": the
+    # LLM's own chat template from its tokenizer folder, whose end-of-turn token then replaces end_sym.
     prompt_template: str = ""
+    system_prompt: str = ""  # with prompt_template "auto": a system message before the first user turn
     instruction_suffix: str = ""  # appended to each user turn of an image sample (MiniGPT-v2's data: " ")
     chat_prompt: str = "auto"  # generation prompts: auto | training | vicuna_v0 | llama2 | minigptv2 (chat_styles.py)
     max_txt_len: int = 160
@@ -222,7 +230,8 @@ class EvalOptions:
 @dataclass
 class RunConfig:
     task: str = "image_text_pretrain"
-    runner: str = "runner_base"
+    # MiniGPT-4's train configs name one of these; both mean the one training recipe (runners/train_recipe.py)
+    runner: str = choice("runner_base", "runner_iter")
 
     # Optimiser and schedule.
     lr_sched: str = "linear_warmup_cosine_lr"

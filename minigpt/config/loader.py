@@ -1,5 +1,5 @@
 """Load a config: defaults, then the user's YAML, then `--options`, validated before anything is built
-(the checks are in validation.py). Importing this module registers every model, data set builder,
+(the checks are in validation/). Importing this module registers every model, data set builder,
 processor and schedule, so that a config may name any of them.
 
 Order of precedence (later wins), each source merged on its own so that an error can name its file:
@@ -30,6 +30,7 @@ from minigpt.common.paths import PACKAGE_ROOT, resolve_path
 from minigpt.common.schema import IGNORED_KEYS, PART_NAMES, EvalOptions, ModelConfig, RunConfig
 from minigpt.config import validation
 from minigpt.config.defaults import dataset_defaults, model_defaults
+from minigpt.config.vision import drop_eva_defaults, fill_tower_normalisation
 from minigpt.config.sources import resolve_file_settings
 from minigpt.config.validation import source_of
 
@@ -145,6 +146,7 @@ def load_config(cfg_path: str | Path, options: Sequence[str] | None = None, *, f
     validation.validate(config, sources, for_training, for_planning)
     if for_evaluation:
         validation.validate_evaluation(config, sources, evaluation_names)
+    fill_tower_normalisation(config)
     return config
 
 
@@ -188,6 +190,7 @@ def _build_model_section(sources: list[tuple[str, DictConfig]]) -> DictConfig:
     for source, config in sources:
         model = _merge(model, _section(config, "model"), source, "model")
     model.model_type = model_type
+    drop_eva_defaults(model, sources)
     for part in model.parts:
         if part not in PART_NAMES:
             raise ConfigError(source_of(sources, f"model.parts.{part}"), f"model.parts.{part}",

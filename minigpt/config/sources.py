@@ -20,8 +20,10 @@ from minigpt.common.fetch import (LLM_FOLDER, TOKENIZER_FOLDER, WEIGHTS_FOLDER, 
 from minigpt.common.paths import resolve_path
 from minigpt.config.validation import source_of
 from minigpt.models.hf_blip2 import QFORMER_PREFIXES, VISION_PREFIXES
+from minigpt.models.vision_towers import tower_kind
 
 SHARD_PATTERN_CHARS = "{*?["
+VISION_TOWER_FOLDER = ("*.json", "*.safetensors", "*.bin")  # config, preprocessor_config, weights (.bin: without safetensors)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ def model_file_settings(model: DictConfig) -> list[FileSetting]:
     ]
     settings += [FileSetting(f"model.adapters.{name}.peft_folder", "folder", WEIGHTS_FOLDER) for name in model.adapters]
     settings += [FileSetting(f"model.extra_encoders.{index}.weights") for index in range(len(model.extra_encoders))]
+    if tower_kind(model.vit_model) == "transformers":  # (eva_clip_g and timm:<name> name no file)
+        settings.append(FileSetting("model.vit_model", "folder", VISION_TOWER_FOLDER))
     return settings
 
 

@@ -133,6 +133,8 @@ class ConversationCollator:
         has_image = sample.get("image") is not None
         pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]), sample.get("task"),
                                     sample.get("choice_seed", ""))
+        if self.template.chat_template is not None:
+            return self._encode_from_chat_template(sample, pairs, has_image, for_generation)
         if for_generation and self.template.chat_style is not None:
             ids, slots = self._tokenize(self.template.chat_style.render(pairs))
             ids, slots = [self.tokenizer.bos_token_id] + ids, [False] + slots
@@ -159,6 +161,30 @@ class ConversationCollator:
             encoded = self._truncated(encoded, len(ids))
         else:
             encoded = self._with_answer_prefix(encoded, sample)
+        return self._checked(sample, encoded, has_image, for_generation)
+
+    def _encode_from_chat_template(self, sample: dict, pairs: list[tuple[str, str | None]], has_image: bool,
+                                   for_generation: bool) -> EncodedSample:
+        """The LM's own chat template writes the text (conversation/chat_template.py): its first piece
+        (BOS, system prompt, first user turn, generation prompt) is the prompt, answers with their end of
+        turn are supervised, the template's markup around later turns is not."""
+        if not for_generation and pairs[-1][1] is None:
+            raise ConversationError(f"sample {sample['id']!r}: a user turn has no answer")
+        ids: list[int] = []
+        labels: list[int] = []
+        slots: list[bool] = []
+        prompt_length = None
+        for piece in self.template.chat_template.pieces(pairs):
+            piece_ids, piece_slots = self._tokenize(piece.text)
+            prompt_length = len(piece_ids) if prompt_length is None else prompt_length
+            ids += piece_ids
+            labels += piece_ids if piece.supervised else [IGNORE_INDEX] * len(piece_ids)
+            slots += piece_slots
+        encoded = EncodedSample(str(sample["id"]), ids, labels, slots, False)
+        if for_generation:
+            encoded = self._with_answer_prefix(encoded, sample)
+        else:
+            encoded = self._truncated(encoded, prompt_length)
         return self._checked(sample, encoded, has_image, for_generation)
 
     def _with_answer_prefix(self, encoded: EncodedSample, sample: dict) -> EncodedSample:
@@ -225,7 +251,8 @@ class ConversationCollator:
     def placeholder_batch(self) -> dict:
         """A one-token text batch for a micro-step whose samples were all skipped: run through the model
         with its loss x 0, it keeps DDP ranks in step without training on anything."""
-        sample = EncodedSample("placeholder", [self.tokenizer.bos_token_id] * 2, [IGNORE_INDEX, self.tokenizer.bos_token_id],
+        token = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_id  # (Qwen: no BOS)
+        sample = EncodedSample("placeholder", [token] * 2, [IGNORE_INDEX, token],
                                [False, False], False)
         return {**self.pad([sample], [], padding_side="right"), "datasets": [], "skipped": [], "truncated": []}
 

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 
 from minigpt.common.paths import resolve_path
 from minigpt.conversation.chat_styles import ChatStyle, chat_style_for
+from minigpt.conversation.chat_template import ChatTemplatePrompts
 
 IMAGE_PLACEHOLDER = "<ImageHere>"
 IMAGE_PROMPT = "<Img><ImageHere></Img>"
 IMAGE_MARKERS = (IMAGE_PLACEHOLDER, "<Img>", "</Img>")  # only a template or an instruction prompt writes these
 USER, ASSISTANT = "user", "assistant"
+AUTO = "auto"  # prompt_template: the language model's own chat template (conversation/chat_template.py)
 
 
 class ConversationError(ValueError):
@@ -39,13 +41,21 @@ class PromptTemplate:
     task_identifiers: bool = False  # MiniGPT-v2: a sample's task is written as "[vqa] question"
     instruction_suffix: str = ""  # appended to each user turn of an image sample before wrapping (v2: " ")
     chat_style: ChatStyle | None = None  # generation prompts in an original demo's style; None: this template
+    chat_template: ChatTemplatePrompts | None = None  # prompt_template "auto": the LM's own chat template
 
     @classmethod
-    def from_model_config(cls, model_config) -> "PromptTemplate":
+    def from_model_config(cls, model_config, tokenizer=None) -> "PromptTemplate":
+        """The config's template; `prompt_template: auto` takes the tokenizer's chat template, whose
+        end-of-turn token becomes end_sym."""
         prompts: list[str] = []
         if model_config.prompt_path:
             lines = resolve_path(model_config.prompt_path).read_text().splitlines()
             prompts = [line.strip() for line in lines if IMAGE_PLACEHOLDER in line]
+        if model_config.prompt_template == AUTO:
+            chat_template = ChatTemplatePrompts(tokenizer, model_config.get("system_prompt", ""),
+                                                f"tokenizer {model_config.tokenizer or model_config.llama_model}")
+            return cls("", chat_template.end_of_turn, prompts, model_config.task_identifiers,
+                       model_config.get("instruction_suffix", ""), None, chat_template)
         return cls(model_config.prompt_template, model_config.end_sym, prompts, model_config.task_identifiers,
                    model_config.get("instruction_suffix", ""), chat_style_for(model_config))
 
@@ -84,7 +94,7 @@ class PromptTemplate:
         if task and self.task_identifiers:
             first_user = f"[{task}] {first_user}"
         if has_image and IMAGE_PLACEHOLDER not in first_user:
-            if first_user or self.prompt_template:
+            if first_user or self.prompt_template or self.chat_template:
                 first_user = f"{IMAGE_PROMPT} {first_user}".rstrip()
             else:
                 first_user = IMAGE_PLACEHOLDER

@@ -18,6 +18,7 @@ from minigpt.inference.memory import report_peak_memory
 from minigpt.models.image_tokens import input_image_size
 from minigpt.models.llm import quantize_linear_layers
 from minigpt.models.minigpt import MiniGPT
+from minigpt.models.vision_towers import tower_shape
 from minigpt.models.weights import load_weights
 
 
@@ -68,8 +69,9 @@ def model_loader(config: DictConfig, placement: Placement) -> Callable[[str], tu
 
 def image_processor_for(config: DictConfig) -> Callable:
     """The image transform for chatting with the config's model: its data sets' eval processor, at the
-    model's input size."""
-    return inference_image_processor(config.datasets.values(), input_image_size(config.model))
+    model's input size and with its vision tower's normalisation."""
+    tower = tower_shape(config.model)
+    return inference_image_processor(config.datasets.values(), input_image_size(config.model), tower.mean, tower.std)
 
 
 def pick_device(gpu_id: int | None) -> torch.device:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from minigpt.models.sub_images import tokens_per_image
-from minigpt.models.vision_encoder import PRESETS
+from minigpt.models.vision_towers import tower_shape
 
 CONCAT_TOKENS = 4  # neighbouring visual tokens concatenated by the no-Q-Former projector
 
@@ -14,12 +14,12 @@ def image_token_count(cfg) -> int:
     if cfg.has_qformer:
         per_view = cfg.num_query_token
     else:
-        patch_size = {**PRESETS[cfg.vit_model], **dict(cfg.vit_config)}["patch_size"]
-        per_view = (cfg.image_size // patch_size) ** 2 // CONCAT_TOKENS
+        per_view = tower_shape(cfg).grid ** 2 // CONCAT_TOKENS
     return tokens_per_image(per_view, cfg.sub_image_grid)
 
 
 def input_image_size(cfg) -> int:
-    """Pixels per side of the images a `model:` config takes: image_size, times the sub-image grid."""
-    return cfg.image_size * cfg.sub_image_grid
+    """Pixels per side of the images a `model:` config takes: the tower's image size (model.image_size, or
+    the tower's own), times the sub-image grid."""
+    return tower_shape(cfg).image_size * cfg.sub_image_grid
 

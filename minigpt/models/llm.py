@@ -43,7 +43,9 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
                                              BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                                 bnb_4bit_compute_dtype=dtype))
             kwargs["device_map"] = device_map or {"": "cpu"}
-        model, report = load_llm_folder(path, **kwargs)
+        model, report = with_supported_attention(
+            lambda attention: load_llm_folder(path, **{**kwargs, "attn_implementation": attention}),
+            attn_implementation, path)
         print(report, file=sys.stderr)
     else:
         options = dict(llama_config)
@@ -52,11 +54,24 @@ def build_llm(llama_model: str | None, llama_config: dict | None, tokenizer_path
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             options.setdefault(name, getattr(tokenizer, name))
         config = AutoConfig.for_model(model_type, **options)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+        model = with_supported_attention(lambda attention: AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation=attention), attn_implementation, model_type)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
                          f"{model.get_input_embeddings().num_embeddings}: they do not belong together")
     return model, tokenizer
+
+
+def with_supported_attention(build, attn_implementation: str, name: str):
+    """`build(attn_implementation)`, or, for an architecture without SDPA kernels (Gemma 2's soft-capped
+    attention), `build("eager")` with a note: the attention it has rather than a refusal."""
+    try:
+        return build(attn_implementation)
+    except ValueError as error:
+        if attn_implementation != "sdpa" or "does not support an attention implementation" not in str(error):
+            raise
+        print(f"{name}: no SDPA attention in this architecture; eager attention is used", file=sys.stderr)
+        return build("eager")
 
 
 def load_llm_folder(path: str, **kwargs) -> tuple[nn.Module, LoadReport]:

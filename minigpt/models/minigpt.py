@@ -1,9 +1,9 @@
 """MiniGPT: vision encoder -> projector -> LLM, composed from unchanged library parts.
 
-    images [B, 3, S, S] -> visual_encoder + ln_vision -> [B, 1 + P, C]            (timm EVA ViT)
-      (+ extra_encoders, concatenated along channels: C = C_eva + sum C_k; see vision_mix.py)
+    images [B, 3, S, S] -> visual_encoder + ln_vision -> [B, p + P, C]   (vision_towers.py; EVA: p = 1, the CLS)
+      (+ extra_encoders, concatenated along channels: C = C_tower + sum C_k; see vision_mix.py)
       Q-Former projector:  Qformer(query_tokens, cross-attending) -> [B, Q, H] -> llama_proj -> [B, Q, D]
-      concat projector:    drop CLS, 4 neighbours concatenated -> [B, P/4, 4C] -> llama_proj -> [B, P/4, D]
+      concat projector:    drop the p, 4 neighbours concatenated -> [B, P/4, 4C] -> llama_proj -> [B, P/4, D]
       llama_proj: one linear layer, or (proj_type: mlp) linear, GELU, linear
     text ids with image slots -> embeddings, image slots replaced by image_embeds -> LLM -> loss / text
 
@@ -36,12 +36,13 @@ from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_
 from minigpt.models.llm import build_llm, dequantized_weights
 from minigpt.models.peft_folders import load_llm_adapter, load_task_adapter
 from minigpt.models.penalties import PresenceFrequencyPenalty
-from minigpt.models.pretrained import load_blip2_qformer, load_eva_vit
+from minigpt.models.pretrained import load_blip2_qformer
 from minigpt.models.projector import build_projector
 from minigpt.models.scored_loss import mean_token_loss, row_losses
 from minigpt.models.sub_images import join_views, split_views
-from minigpt.models.vision_encoder import build_vision_encoder, in_own_precision, num_patches
-from minigpt.models.vision_mix import build_extra_encoder, mixed_width
+from minigpt.models.vision_encoder import in_own_precision
+from minigpt.models.vision_mix import mixed_width
+from minigpt.models.vision_towers import build_vision_side, load_tower_weights
 
 
 def vit_dtype(cfg) -> torch.dtype:
@@ -120,9 +121,7 @@ class MiniGPT(nn.Module):
     @classmethod
     def _build_parts(cls, cfg, on_gpu: bool, compute_dtype: torch.dtype, llm_on_cpu: bool) -> "MiniGPT":
         """The modules, with random weights (or, for an LLM folder, its own), composed into the model."""
-        visual_encoder, ln_vision = build_vision_encoder(cfg.vit_model, cfg.image_size, cfg.drop_path_rate,
-                                                         cfg.use_grad_checkpoint, dict(cfg.vit_config))
-        extra_encoders = [build_extra_encoder(extra, cfg.image_size) for extra in cfg.extra_encoders]
+        visual_encoder, ln_vision, extra_encoders = build_vision_side(cfg)
         qformer = None
         if cfg.has_qformer:
             qformer_config = Blip2QFormerConfig(encoder_hidden_size=mixed_width(visual_encoder, extra_encoders),
@@ -142,7 +141,7 @@ class MiniGPT(nn.Module):
             else:
                 llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         vision_frozen = cfg.parts.vision_encoder.mode == "frozen"
-        return cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg),
+        return cls(visual_encoder, ln_vision, llama_model, tokenizer, PromptTemplate.from_model_config(cfg, tokenizer),
                    num_image_tokens=image_token_count(cfg), input_size=input_image_size(cfg), qformer=qformer,
                    num_query_token=cfg.num_query_token, max_context_len=cfg.max_context_len,
                    vision_dtype=vit_dtype(cfg) if (on_gpu and vision_frozen) else torch.float32,
@@ -150,11 +149,10 @@ class MiniGPT(nn.Module):
                    logits_where_scored=cfg.logits_where_scored, logits_chunk_size=cfg.logits_chunk_size)
 
     def _load_pretrained_parts(self, cfg) -> None:
-        """The EVA ViT and Q-Former files; parts loaded from files stay out of our checkpoints."""
+        """The vision tower's and Q-Former's files; parts loaded from files stay out of our checkpoints."""
         if cfg.llama_model:
             self.pretrained_parts.add("llm")
-        if cfg.vit_weights:
-            print(load_eva_vit(self.visual_encoder, resolve_path(cfg.vit_weights)), file=sys.stderr)
+        if load_tower_weights(self.visual_encoder, cfg):
             self.pretrained_parts.add("vision_encoder")
         for index, extra in enumerate(cfg.extra_encoders):
             if extra.weights:  # loaded by build_extra_encoder
@@ -294,28 +292,27 @@ class MiniGPT(nn.Module):
         if self.Qformer is not None and not through_qformer:
             features = self._query_tokens_out(features)
         elif self.Qformer is None:
-            batch, num, width = features[:, 1:].shape  # [B, P, C] without CLS
-            features = features[:, 1:].reshape(batch, num // CONCAT_TOKENS, CONCAT_TOKENS * width)  # [B, P/4, 4C]
+            batch, num, width = features[:, self.visual_encoder.prefix_tokens:].shape  # [B, P, C]: the patches
+            features = features[:, -num:].reshape(batch, num // CONCAT_TOKENS, CONCAT_TOKENS * width)  # [B, P/4, 4C]
         return self.llama_proj(features)
 
     def _encoder_features(self, images: torch.Tensor, through_qformer: bool) -> torch.Tensor:
-        """The vision encoders' tokens [B, 1 + P, C] (or, through the Q-Former, its output [B, Q, H]);
+        """The vision encoders' tokens [B, p + P, C] (or, through the Q-Former, its output [B, Q, H]);
         what the feature cache keeps when every part here is frozen."""
         with self._grad_context("vision_encoder"), in_own_precision(images.device.type, self.vision_dtype):
-            image_features = self.ln_vision(self.visual_encoder.forward_features(images.to(self.vision_dtype)))
+            image_features = self.ln_vision(self.visual_encoder(images.to(self.vision_dtype)))
         dtype = next(self.llama_proj.parameters()).dtype
-        image_features = image_features.to(dtype)  # [B, 1 + P, C_eva]
+        image_features = image_features.to(dtype)  # [B, p + P, C_tower]
         if len(self.extra_encoders):
-            grid = int(num_patches(self.visual_encoder) ** 0.5)
-            mixed = [image_features]
+            mixed, tower = [image_features], self.visual_encoder
             for index, extra in enumerate(self.extra_encoders):
                 with self._grad_context(f"extra_encoder_{index}"):
-                    mixed.append(extra(images, grid).to(dtype))  # [B, 1 + P, C_k]
-            image_features = torch.cat(mixed, dim=-1)  # [B, 1 + P, C_eva + sum C_k]
+                    mixed.append(extra(images, tower.grid, tower.prefix_tokens).to(dtype))  # [B, p + P, C_k]
+            image_features = torch.cat(mixed, dim=-1)  # [B, p + P, C_tower + sum C_k]
         return self._query_tokens_out(image_features) if through_qformer else image_features
 
     def _query_tokens_out(self, image_features: torch.Tensor) -> torch.Tensor:
-        """[B, 1 + P, C] -> the Q-Former's query outputs [B, Q, H]."""
+        """[B, p + P, C] -> the Q-Former's query outputs [B, Q, H]."""
         with self._grad_context("qformer"):
             query_embeds = self.query_tokens.expand(image_features.shape[0], -1, -1)
             return self.Qformer(query_embeds=query_embeds, encoder_hidden_states=image_features).last_hidden_state

@@ -102,8 +102,10 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
 
 
 def finish(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Pad with unk when there is no pad token (Llama-2 has none) and pad on the right, after the text."""
+    """Give a tokenizer without a pad token one, and pad on the right, after the text: Llama-2 pads with unk
+    (as MiniGPT-4 did); a byte-level tokenizer with no unk (Llama-3, Qwen) reuses its EOS, which labels and
+    attention masks leave out wherever it pads."""
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer

@@ -1,15 +1,16 @@
 """Mixed visual embeddings (SPHINX): further timm encoders beside the EVA ViT, their tokens aligned to the
 ViT's token grid and concatenated along channels, so every projector sees one wider token sequence.
 
-    view [B, 3, S, S], CLIP-normalised
-      EVA ViT + ln_vision                         -> [B, 1 + g*g, C]        g = S / patch, CLS first
+    view [B, 3, S, S], normalised for the main tower (EVA: CLIP's mean / std)
+      main tower (+ ln_vision)                    -> [B, p + g*g, C]        g = S / patch, p prefix tokens
+                                                                            (EVA: the CLS token, p = 1)
       each extra encoder k:
         re-normalise (its mean / std), resize to its input size, forward_features
-          ViT-like -> [B, prefix + h*w, C_k]       prefix tokens (CLS, registers) dropped
+          ViT-like -> [B, prefix + h*w, C_k]       its own prefix tokens (CLS, registers) dropped
           CNN-like -> [B, C_k, h, w]
         grid [B, C_k, h, w] -> resampled to g x g  -> [B, g*g, C_k]
-        their mean in the CLS slot, then a norm    -> [B, 1 + g*g, C_k]
-      concatenated along channels                 -> [B, 1 + g*g, C + sum_k C_k]
+        their mean in each of the p prefix slots, then a norm -> [B, p + g*g, C_k]
+      concatenated along channels                 -> [B, p + g*g, C + sum_k C_k]
 """
 from __future__ import annotations
 
@@ -33,19 +34,23 @@ from minigpt.processors.image import CLIP_MEAN, CLIP_STD
 class ExtraEncoder(nn.Module):
     """A timm model whose tokens come out on the EVA ViT's grid, with their own norm (as `ln_vision`)."""
 
-    def __init__(self, model: nn.Module, input_size: int, mean: tuple, std: tuple):
+    def __init__(self, model: nn.Module, input_size: int, mean: tuple, std: tuple, *,
+                 input_mean: tuple = CLIP_MEAN, input_std: tuple = CLIP_STD):
+        """`mean`, `std`: the normalisation this encoder was trained with; `input_mean`, `input_std`: the one
+        the views come with (the main tower's)."""
         super().__init__()
         self.model = model
         self.input_size = input_size
         self.num_features = model.num_features
         self.norm = FP32LayerNorm(self.num_features)
         mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-        # CLIP-normalised pixels p -> (p * CLIP_STD + CLIP_MEAN - mean) / std, as one multiply-add.
-        self.register_buffer("pixel_scale", (torch.tensor(CLIP_STD) / std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_shift", ((torch.tensor(CLIP_MEAN) - mean) / std).view(1, 3, 1, 1), persistent=False)
+        input_mean, input_std = torch.tensor(input_mean), torch.tensor(input_std)
+        # pixels p as the views come -> (p * input_std + input_mean - mean) / std, as one multiply-add.
+        self.register_buffer("pixel_scale", (input_std / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_shift", ((input_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, views: torch.Tensor, grid: int) -> torch.Tensor:
-        """[B, 3, S, S] CLIP-normalised -> [B, 1 + grid*grid, C_k]."""
+    def forward(self, views: torch.Tensor, grid: int, prefix_tokens: int = 1) -> torch.Tensor:
+        """[B, 3, S, S] -> [B, prefix_tokens + grid*grid, C_k], as the main tower's tokens lie."""
         pixels = views.float() * self.pixel_scale + self.pixel_shift
         if pixels.shape[-1] != self.input_size:
             pixels = F.interpolate(pixels, size=(self.input_size, self.input_size), mode="bicubic",
@@ -64,32 +69,41 @@ class ExtraEncoder(nn.Module):
             feature_grid = F.interpolate(feature_grid.float(), size=(grid, grid), mode="bilinear", align_corners=False,
                                          antialias=feature_grid.shape[-1] > grid).to(feature_grid.dtype)
         tokens = feature_grid.flatten(2).transpose(1, 2)  # [B, g*g, C_k]
-        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # [B, 1 + g*g, C_k]
+        pooled = tokens.mean(dim=1, keepdim=True).expand(-1, prefix_tokens, -1)  # [B, p, C_k]
+        tokens = torch.cat([pooled, tokens], dim=1)  # [B, p + g*g, C_k]
         return self.norm(tokens)
 
 
-def build_extra_encoder(cfg, image_size: int) -> ExtraEncoder:
-    """One `model.extra_encoders` entry -> ExtraEncoder; `image_size` is the EVA ViT's (the default input)."""
-    input_size = cfg.image_size or image_size
-    options = OmegaConf.to_container(cfg.timm_config) if isinstance(cfg.timm_config, DictConfig) else dict(cfg.timm_config)
+def create_timm_model(timm_model: str, options: dict, input_size: int | None = None) -> nn.Module:
+    """A timm model with random weights and without its classifier, at `input_size` where it takes one
+    (ViTs do; CNNs accept any size and refuse the argument)."""
     model = None
-    if "img_size" not in options:
-        try:  # ViTs take their input size; CNNs accept any and refuse the argument
-            model = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, img_size=input_size, **options)
+    if "img_size" not in options and input_size:
+        try:
+            model = timm.create_model(timm_model, pretrained=False, num_classes=0, img_size=input_size, **options)
         except TypeError:
             model = None
     if model is None:
-        model = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, **options)
+        model = timm.create_model(timm_model, pretrained=False, num_classes=0, **options)
     # Only forward_features runs: pooling and head weights left in would get no gradient (DDP fails).
     for name in ("head", "fc_norm", "attn_pool"):
         if any(True for _ in (getattr(model, name, None) or nn.Identity()).parameters()):
             setattr(model, name, nn.Identity())
+    return model
+
+
+def build_extra_encoder(cfg, image_size: int, input_mean: tuple = CLIP_MEAN, input_std: tuple = CLIP_STD) -> ExtraEncoder:
+    """One `model.extra_encoders` entry -> ExtraEncoder; `image_size` (its default input size), `input_mean`
+    and `input_std` are the main tower's."""
+    input_size = cfg.image_size or image_size
+    options = OmegaConf.to_container(cfg.timm_config) if isinstance(cfg.timm_config, DictConfig) else dict(cfg.timm_config)
+    model = create_timm_model(cfg.timm_model, options, input_size)
     if cfg.weights:
         print(load_timm_weights(model, cfg.weights), file=sys.stderr)
     pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
     mean = tuple(cfg.mean or pretrained_cfg.get("mean", CLIP_MEAN))
     std = tuple(cfg.std or pretrained_cfg.get("std", CLIP_STD))
-    return ExtraEncoder(model, input_size, mean, std)
+    return ExtraEncoder(model, input_size, mean, std, input_mean=input_mean, input_std=input_std)
 
 
 def load_timm_weights(model: nn.Module, path: str | Path) -> LoadReport:

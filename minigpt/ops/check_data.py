@@ -104,7 +104,8 @@ def check_stream(report: Report, dataset, collator: ConversationCollator, limit:
 def check_config(config, limit: int | None = None) -> list[Report]:
     model = config.model
     tokenizer = load_tokenizer(resolve_path(model.tokenizer or model.llama_model))
-    collator = ConversationCollator(tokenizer, PromptTemplate.from_model_config(model), image_token_count(model),
+    collator = ConversationCollator(tokenizer, PromptTemplate.from_model_config(model, tokenizer),
+                                    image_token_count(model),
                                     model.max_txt_len, max_context_len=model.max_context_len)
     reports = []
     for name, dataset_cfg in config.datasets.items():

@@ -38,6 +38,7 @@ from transformers import (AddedToken, AutoTokenizer, Blip2Config, BlipImageProce
 from minigpt.common.errors import ConfigError
 from minigpt.conversation.jinja_template import jinja_chat_template
 from minigpt.models.hf_blip2 import blip2_vision_config, to_blip2_vision
+from minigpt.models.vision_towers import tower_kind
 from minigpt.inference.loading import Placement, load_model
 from minigpt.processors.image import CLIP_MEAN, CLIP_STD
 from minigpt.ops.export import merged_weights
@@ -49,6 +50,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def export_hf(config: DictConfig, out: str | Path, dtype: str = "float32", max_shard_size: str = "5GB",
               adapter: str | None = None) -> Path:
     """Write `config`'s model to `out` as transformers folders (see the module docstring); -> `out`."""
+    if tower_kind(config.model.vit_model) != "eva" or config.model.vit_cls != "keep":
+        raise ConfigError("--format", "hf", f"the export's vision model is BLIP-2's EVA ViT with its CLS token, and "
+                          f"this model sees through '{config.model.vit_model}' (vit_cls: {config.model.vit_cls}); "
+                          "export it with --format merged")
     model = load_model(config, Placement(low_resource=False)).model  # merging needs full weights
     if model.sub_image_grid != 1 or len(model.extra_encoders):
         raise ConfigError("--format", "hf", "sub-images and extra vision encoders have no transformers "

@@ -26,11 +26,12 @@ from safetensors.torch import save_file
 from minigpt.common.checkpoint import read_weights, weights_file
 from minigpt.common.errors import InputError
 from minigpt.models.adapters import is_adapter_weight
+from minigpt.models.vision_towers import EVA_IMAGE_SIZE, tower_kind
 
 # `model:` keys that decide a checkpoint's weight shapes and how they are used.
-ARCHITECTURE_KEYS = ("arch", "vit_model", "vit_config", "image_size", "has_qformer", "num_query_token",
-                     "qformer_config", "proj_type", "extra_encoders", "sub_image_grid", "llama_config",
-                     "lora_r", "lora_alpha", "lora_target_modules", "adapters")
+ARCHITECTURE_KEYS = ("arch", "vit_model", "vit_config", "image_size", "vit_layer", "vit_cls", "has_qformer",
+                     "num_query_token", "qformer_config", "proj_type", "extra_encoders", "sub_image_grid",
+                     "llama_config", "lora_r", "lora_alpha", "lora_target_modules", "adapters")
 ENCODER_SHAPE_KEYS = ("timm_model", "timm_config", "image_size", "mean", "std")  # of each extra encoder
 
 
@@ -47,6 +48,9 @@ def architecture(path: Path) -> dict | None:
     # Where a file sits, or how an encoder trained, says nothing about its shape.
     model["extra_encoders"] = [{key: extra.get(key) for key in ENCODER_SHAPE_KEYS}
                                for extra in model.get("extra_encoders") or []]
+    if model.get("image_size") is None and tower_kind(model.get("vit_model", "eva_clip_g")) == "eva":
+        model["image_size"] = EVA_IMAGE_SIZE  # unset: EVA's own (configs saved before it could be unset say 224)
+    model.setdefault("vit_cls", "keep")  # (configs saved before vit_cls lack it)
     return {key: model.get(key) for key in ARCHITECTURE_KEYS}
 
 

@@ -39,6 +39,7 @@ from minigpt.datasets.builders.base import build_processor
 from minigpt.datasets.image_records import read_image
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import input_image_size
+from minigpt.models.vision_towers import tower_shape
 from minigpt.inference.loading import Placement, load_model
 from minigpt.processors.image import Blip2ImageProcessor
 
@@ -160,8 +161,10 @@ def score(items: list[dict], folder: Path, metric: str, name: str) -> tuple[dict
 
 
 def section_processor(section: DictConfig, config: DictConfig):
+    """The section's eval transform, else a resize to the model's input size with its tower's normalisation."""
+    tower = tower_shape(config.model)
     return (build_processor(section.vis_processor, "eval") if "eval" in section.vis_processor
-            else Blip2ImageProcessor(image_size=input_image_size(config.model)))
+            else Blip2ImageProcessor(image_size=input_image_size(config.model), mean=tower.mean, std=tower.std))
 
 
 def record_scores(name: str, metric: str, scores: dict, predictions: list[dict], skipped: int, folder: Path,

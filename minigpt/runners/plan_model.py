@@ -1,9 +1,10 @@
 """The model a config describes, built on PyTorch's meta device: every part at its real shape, in the
 dtype it would have on a GPU, with its parts' modes (LoRA, task adapters), but no memory and no weights.
 
-A 7B or 13B model builds in about a second. Nothing the config names is read: not the EVA ViT or Q-Former
-files, not `model.ckpt`, not the LLM's weights. The LLM's shape comes from its config.json alone, found in
-this order:
+A 7B or 13B model builds in about a second. Nothing the config names is read: not the vision tower's or
+Q-Former's weights, not `model.ckpt`, not the LLM's weights (a transformers vision tower's shape comes from
+its folder's config.json and preprocessor_config.json, fetched alone as the LLM's config.json is). The
+LLM's shape comes from its config.json alone, found in this order:
 
     an explicit config.json (or a folder holding one)   minigpt plan --llm-config
     model.llama_config                                  (inline, as the tiny configs give it)
@@ -32,8 +33,8 @@ from minigpt.models.image_tokens import image_token_count, input_image_size
 from minigpt.models.minigpt import MiniGPT, vit_dtype
 from minigpt.models.sub_images import views_per_image
 from minigpt.models.tokenizer import load_tokenizer
-from minigpt.models.vision_encoder import build_vision_encoder, num_patches
-from minigpt.models.vision_mix import build_extra_encoder, mixed_width
+from minigpt.models.vision_mix import mixed_width
+from minigpt.models.vision_towers import build_vision_side
 
 
 @dataclass
@@ -69,7 +70,7 @@ class ModelStats:
     llm_config: PretrainedConfig
     lora_targets: int  # LoRA-adapted linear layers per LLM block
     vision: LayerStack
-    vision_tokens: int  # tokens per view the ViT runs over (patches + CLS)
+    vision_tokens: int  # tokens per view the ViT runs over (patches + CLS and registers)
     views_per_image: int
     image_tokens: int  # image-slot tokens per image in the prompt
     quantized_bits: int | None
@@ -120,9 +121,7 @@ def planned_model(cfg: DictConfig, llm_config: PretrainedConfig, compute_dtype: 
     llm_dtype = compute_dtype if (on_gpu and cfg.parts.llm.mode != "full") else torch.float32
     attention = "eager" if cfg.attn_implementation == "eager" else "sdpa"  # the same shapes as flash attention
     with torch.device("meta"):
-        visual_encoder, ln_vision = build_vision_encoder(cfg.vit_model, cfg.image_size, cfg.drop_path_rate,
-                                                         cfg.use_grad_checkpoint, dict(cfg.vit_config))
-        extra_encoders = [build_extra_encoder(_without_weights(extra), cfg.image_size) for extra in cfg.extra_encoders]
+        visual_encoder, ln_vision, extra_encoders = build_vision_side(cfg, with_weights=False)
         qformer = None
         if cfg.has_qformer:
             width = mixed_width(visual_encoder, extra_encoders)
@@ -145,12 +144,6 @@ def planned_model(cfg: DictConfig, llm_config: PretrainedConfig, compute_dtype: 
     for extra, extra_cfg in zip(model.extra_encoders, cfg.extra_encoders):
         extra.model.to(vit_dtype(cfg) if (on_gpu and extra_cfg.mode == "frozen") else torch.float32)
     return model, quantized
-
-
-def _without_weights(extra_cfg: DictConfig) -> DictConfig:
-    copy = extra_cfg.copy()
-    copy.weights = None
-    return copy
 
 
 def quantized_bytes(param: nn.Parameter, bits: int) -> float:
@@ -182,7 +175,7 @@ def model_stats(model: MiniGPT, cfg: DictConfig, quantized: set[int]) -> ModelSt
                       total_params=sum(p.numel() for p in model.parameters()),
                       llm=_llm_stack(model, cfg), llm_config=model.llama_model.config,
                       lora_targets=len(cfg.lora_target_modules) if cfg.parts.llm.mode == "lora" else 0,
-                      vision=_vision_stack(model, cfg), vision_tokens=num_patches(model.visual_encoder) + 1,
+                      vision=_vision_stack(model, cfg), vision_tokens=model.visual_encoder.sequence_length,
                       views_per_image=views_per_image(cfg.sub_image_grid), image_tokens=image_token_count(cfg),
                       quantized_bits=bits)
 
@@ -200,9 +193,8 @@ def _llm_stack(model: MiniGPT, cfg: DictConfig) -> LayerStack:
 
 
 def _vision_stack(model: MiniGPT, cfg: DictConfig) -> LayerStack:
-    encoder = model.visual_encoder
-    block = encoder.blocks[0]
-    return LayerStack(width=encoder.embed_dim, mlp_width=block.mlp.fc1.out_features, depth=len(encoder.blocks),
+    tower = model.visual_encoder
+    return LayerStack(width=tower.num_features, mlp_width=tower.mlp_width, depth=tower.depth,
                       gated_mlp=False, linear_trained=cfg.parts.vision_encoder.mode == "full",
-                      trains=any(p.requires_grad for p in encoder.parameters()),  # (full, or a task adapter in it)
-                      element_bytes=encoder.cls_token.element_size())
+                      trains=any(p.requires_grad for p in tower.parameters()),  # (full, or a task adapter in it)
+                      element_bytes=next(tower.parameters()).element_size())

@@ -33,11 +33,6 @@ from minigpt.runners.deepspeed_config import deepspeed_settings
 from minigpt.runners.engines import DeepSpeedEngine, PlainEngine, batch_size_of, deepspeed_micro_batch
 
 
-# What MiniGPT-4's train configs may write in `run.runner`: both name this recipe, the only one there is, so a
-# config written for the original trains here unchanged (validation refuses any other name).
-RUNNER_NAMES = ("runner_base", "runner_iter")
-
-
 class TrainRecipe:
     def __init__(self, config: DictConfig):
         self.config = config

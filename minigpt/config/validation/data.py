@@ -16,6 +16,7 @@ from minigpt.datasets.builders.caption_builders import CaptionShardBuilder
 from minigpt.datasets.builders.messages_builder import dataset_info_entry
 from minigpt.evaluation.metrics import METRICS
 from minigpt.models.image_tokens import input_image_size
+from minigpt.models.vision_towers import tower_shape
 from minigpt.paragraph.facts import STAGES
 
 
@@ -111,7 +112,8 @@ def validate_evaluation_section(name: str, config: DictConfig, checker: Checker)
 
 
 def _check_input_size(processor: DictConfig, key: str, model: DictConfig, checker: Checker) -> None:
-    """Images must come at the size the model splits and encodes."""
+    """Images must come at the size the model splits and encodes, normalised as its tower expects."""
+    _check_normalisation(processor, key, model, checker)
     expected = input_image_size(model)
     size = processor.get("image_size")
     if size is None:  # the processor's own default
@@ -122,9 +124,20 @@ def _check_input_size(processor: DictConfig, key: str, model: DictConfig, checke
         parameter = inspect.signature(processor_class.__init__).parameters.get("image_size")
         size = parameter.default if parameter is not None else None
     if size is not None and size != expected:
-        how = f"model.image_size {model.image_size} x sub_image_grid {model.sub_image_grid}" \
-            if model.sub_image_grid > 1 else "model.image_size"
+        tower_size = f"model.image_size {model.image_size}" if model.image_size else \
+            f"{tower_shape(model).image_size}, {model.vit_model}'s own"
+        how = f"{tower_size} x sub_image_grid {model.sub_image_grid}" if model.sub_image_grid > 1 else tower_size
         checker.fail(f"{key}.image_size", f"{size}, but the model takes {expected}-pixel images ({how})")
+
+
+def _check_normalisation(processor: DictConfig, key: str, model: DictConfig, checker: Checker) -> None:
+    """A mean or std the processor sets must be the tower's (left unset, the loader writes the tower's in)."""
+    shape = tower_shape(model)
+    for stat, expected in (("mean", shape.mean), ("std", shape.std)):
+        value = processor.get(stat)
+        if value is not None and [round(float(v), 6) for v in value] != [round(float(v), 6) for v in expected]:
+            checker.fail(f"{key}.{stat}", f"{list(value)}, but the vision tower '{model.vit_model}' takes pixels "
+                                          f"normalised with {stat} {list(expected)}: leave it unset")
 
 
 def _check_processor(processor: DictConfig, key: str, checker: Checker) -> None:

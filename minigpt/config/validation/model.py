@@ -3,7 +3,9 @@ each other (part modes, LoRA, task adapters, the image token budget), names that
 the weights and folders it names."""
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import timm
 from omegaconf import DictConfig
@@ -11,6 +13,7 @@ from omegaconf import DictConfig
 from minigpt.common.errors import InputError
 from minigpt.common.paths import resolve_model_folder
 from minigpt.config.validation.checker import Checker
+from minigpt.config.validation.vision import check_vision_tower
 from minigpt.conversation.chat_styles import CHAT_PROMPTS
 from minigpt.models.image_tokens import image_token_count
 from minigpt.models.peft_folders import check_adapter_config, check_task_adapter_folder
@@ -23,6 +26,7 @@ def validate_model(model: DictConfig, checker: Checker) -> None:
     """Values first, so that the checks after them may rely on them (sub_image_grid >= 1 for the token
     count); then how the keys fit together; files last, which cost the most to look at."""
     checker.check_allowed_values(model, "model")
+    check_vision_tower(model, checker)
     _check_llm_lora(model, checker)
     if model.chat_prompt not in CHAT_PROMPTS:
         checker.fail("model.chat_prompt", f"'{model.chat_prompt}' is not one of {', '.join(CHAT_PROMPTS)}")
@@ -93,6 +97,18 @@ def _check_llm_folders(model: DictConfig, checker: Checker) -> None:
     folder = model.tokenizer or model.llama_model
     if folder and not any((resolve_model_folder(folder) / name).is_file() for name in TOKENIZER_FILES):
         checker.fail(key, f"'{folder}' holds no tokenizer ({' or '.join(TOKENIZER_FILES)})")
+    if folder and model.prompt_template == "auto" and not has_chat_template(resolve_model_folder(folder)):
+        checker.fail("model.prompt_template", f"'auto' takes the chat template of the tokenizer in '{folder}', which "
+                                              "has none; set a format string such as '[INST] {} [/INST]' and end_sym")
+
+
+def has_chat_template(folder: Path) -> bool:
+    """Whether a tokenizer folder carries a chat template (in tokenizer_config.json, or chat_template.jinja
+    as transformers 5 writes it)."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
 
 
 def _check_adapters(model: DictConfig, checker: Checker) -> None:

@@ -1,5 +1,5 @@
 """Checks of the run section that a single key's allowed values cannot express: registered schedules, the
-runner's name, the optional packages a run uses, how the LLM's quantisation and DeepSpeed fit the model, and
+optional packages a run uses, how the LLM's quantisation and DeepSpeed fit the model, and
 a writable output folder."""
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from minigpt.common.errors import install_hint
 from minigpt.config.validation.checker import Checker
 from minigpt.runners.deepspeed_config import deepspeed_settings
 from minigpt.runners.engines import deepspeed_micro_batch
-from minigpt.runners.train_recipe import RUNNER_NAMES
 
 
 def validate_run(run: DictConfig, checker: Checker) -> None:
@@ -24,8 +23,6 @@ def validate_run(run: DictConfig, checker: Checker) -> None:
     schedules = registry.names("lr_scheduler")
     if run.lr_sched not in schedules:
         checker.fail("run.lr_sched", f"unknown schedule '{run.lr_sched}'; known: {', '.join(schedules)}")
-    if run.runner not in RUNNER_NAMES:
-        checker.fail("run.runner", f"unknown runner '{run.runner}'; known: {', '.join(RUNNER_NAMES)}")
     if run.resume_ckpt_path and run.resume_ckpt_path != "latest":
         checker.check_path("run.resume_ckpt_path", run.resume_ckpt_path)
     if checker.for_planning:  # the optional packages below are needed by the run, not by its plan

@@ -20,7 +20,7 @@ from minigpt.common.schema import DatasetConfig
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.datasets.annotations import subsample
 from minigpt.datasets.image_records import ImageRecordDataset
-from minigpt.processors.image import Blip2ImageProcessor
+from minigpt.processors.image import CLIP_MEAN, CLIP_STD, Blip2ImageProcessor
 
 
 def build_processor(section: DictConfig, split: str) -> Callable | None:
@@ -32,14 +32,15 @@ def build_processor(section: DictConfig, split: str) -> Callable | None:
     return registry.get("processor", options.pop("name"))(**options)
 
 
-def inference_image_processor(sections: Iterable[DictConfig], image_size: int) -> Callable:
+def inference_image_processor(sections: Iterable[DictConfig], image_size: int, mean: tuple = CLIP_MEAN,
+                              std: tuple = CLIP_STD) -> Callable:
     """The eval image transform: the first data set's `vis_processor.eval` (or `.train`, as MiniGPT-4's
-    eval configs write it), else a plain resize to `image_size`."""
+    eval configs write it), else a plain resize to `image_size` normalised with the vision tower's `mean`, `std`."""
     for section in sections:
         processor = build_processor(section.vis_processor, "eval")
         if processor is not None:
             return processor
-    return Blip2ImageProcessor(image_size=image_size)
+    return Blip2ImageProcessor(image_size=image_size, mean=mean, std=std)
 
 
 def build_dataset(name: str, cfg: DictConfig, split: str = "train", strict: bool = False) -> Dataset:
