@@ -20,6 +20,7 @@ from minigpt.conversation.collator import collator_for
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.processors.image import Blip2ImageProcessor
 from minigpt.ops.hf_export import IMAGE_TOKEN, export_hf
+from minigpt.synthetic.family_tokenizers import FAMILIES, corpus_of, write_family_tokenizer
 
 QUESTION, ANSWER = "What color is the circle?", "red"
 
@@ -132,3 +133,28 @@ def test_a_model_with_sub_images_is_refused_naming_the_other_formats(shapes_dir,
                          [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"], for_training=False)
     with pytest.raises(ConfigError, match="no transformers counterpart.*--format merged"):
         export_hf(config, tmp_path / "hf")
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "mistral", "gemma2", "phi3"])
+def test_each_llm_family_exports_with_its_own_template_and_our_logits(family, shapes_dir, tmp_path):
+    """MiniGPT-v2 with an LLM of each family prompted through its own chat template: the exported
+    tokenizer's template writes our prompt token for token (image tokens where our image slots are), and
+    the docs' lines give our logits."""
+    tokenizer = write_family_tokenizer(family, corpus_of(shapes_dir / "train.json"), tmp_path / "tokenizer")
+    shape = {"model_type": FAMILIES[family].model_type, "hidden_size": 64, "intermediate_size": 128,
+             "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+             "max_position_embeddings": 512, **FAMILIES[family].config}
+    options = [f"model.tokenizer={tokenizer}", "model.ckpt=null", "model.prompt_template=auto",
+               f"model.llama_config={json.dumps(shape)}", *(["model.attn_implementation=eager"] if family == "gemma2" else [])]
+    config = load_config(REPO / "eval_configs/tiny_v2_eval.yaml", options, for_training=False)
+    torch.manual_seed(config.run.seed)
+    model = registry.get("model", "minigpt_v2").from_config(config.model).eval()
+    out = export_hf(config, tmp_path / "hf")
+    question = f"[vqa] {QUESTION}"
+    scope = run_docs_snippet("**MiniGPT-v2** joins", out, tmp_path, question)
+    batch = our_prompt(model, Blip2ImageProcessor(config.model.image_size)(picture()), question)
+    image_id = scope["tokenizer"].convert_tokens_to_ids(IMAGE_TOKEN)
+    assert scope["input_ids"][0].tolist() == batch["input_ids"][0].masked_fill(batch["image_slots"][0], image_id).tolist()
+    with torch.no_grad():
+        our_logits = model(batch, with_loss=False)["logits"]
+    torch.testing.assert_close(scope["logits"][..., :our_logits.shape[-1]], our_logits, atol=1e-4, rtol=0)

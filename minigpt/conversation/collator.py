@@ -63,6 +63,12 @@ def collator_for(model, max_txt_len: int | None = None, strict: bool = False, pa
                                 getattr(model, "max_context_len", None), packing, packing_length)
 
 
+def special_token_texts(tokenizer) -> set[str]:
+    """The tokenizer's special tokens (BOS, EOS, its chat markup): each is one id wherever it is written."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return {token for token in (*tokenizer.all_special_tokens, *(t.content for t in added.values() if t.special)) if token}
+
+
 def first_fit_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     """Sample indices per packed row: the longest sample first, each into the first row with room."""
     rows: list[list[int]] = []
@@ -98,8 +104,11 @@ class ConversationCollator:
         self.strict = strict
         self.pad_id = tokenizer.pad_token_id
         # Text is cut at these and each piece tokenized on its own, as the original's slow tokenizer did:
-        # a literal "<s>" is BOS, and the text after it starts with a word-start token ("▁[INST]").
-        specials = [IMAGE_PLACEHOLDER, tokenizer.bos_token, tokenizer.eos_token]
+        # a literal "<s>" is BOS, and the text after it starts with a word-start token ("▁[INST]"). A chat
+        # template's markup tokens ([INST], <start_of_turn>, ...) cut it too, as an exported tokenizer
+        # with `legacy: true` cuts it (ops/hf_export.py), so that both give the same ids.
+        self._special_tokens = special_token_texts(tokenizer)
+        specials = sorted({IMAGE_PLACEHOLDER, *self._special_tokens}, key=len, reverse=True)
         self._special_pattern = re.compile("(" + "|".join(re.escape(t) for t in specials if t) + ")")
 
     def _tokenize(self, text: str) -> tuple[list[int], list[bool]]:
@@ -109,7 +118,7 @@ class ConversationCollator:
         for piece in self._special_pattern.split(text):
             if piece == IMAGE_PLACEHOLDER:
                 piece_ids = [self.pad_id] * self.num_image_tokens
-            elif piece in (self.tokenizer.bos_token, self.tokenizer.eos_token):
+            elif piece in self._special_tokens:
                 piece_ids = [self.tokenizer.convert_tokens_to_ids(piece)]
             else:
                 piece_ids = self.tokenizer(piece, add_special_tokens=False).input_ids if piece else []

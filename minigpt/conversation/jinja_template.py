@@ -50,9 +50,41 @@ def _literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+# For an LLM's own chat template (prompt_template: auto): messages rewritten as our collator writes them
+# (text parts joined, the image prompt before the first user turn's text, the configured system prompt
+# when the conversation has none), then handed to that template unchanged.
+REWRITE_MESSAGES = """\
+{%- set ns = namespace(image=false, first_user=true, system=false, rewritten=[]) -%}
+{%- for message in messages -%}
+  {%- if message.role == 'system' -%}{%- set ns.system = true -%}{%- endif -%}
+  {%- if message.content is not string -%}
+    {%- for part in message.content -%}{%- if part.type == 'image' -%}{%- set ns.image = true -%}{%- endif -%}{%- endfor -%}
+  {%- endif -%}
+{%- endfor -%}
+{%- if SYSTEM_PROMPT and not ns.system -%}{%- set ns.rewritten = [{'role': 'system', 'content': SYSTEM_PROMPT}] -%}{%- endif -%}
+{%- for message in messages -%}
+  {%- if message.content is string -%}{%- set text = message.content -%}
+  {%- else -%}{%- set text = message.content | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}
+  {%- endif -%}
+  {%- if message.role == 'user' and ns.first_user and ns.image -%}
+    {%- set text = IMAGE_PROMPT ~ (' ' ~ text if text else '') -%}
+  {%- endif -%}
+  {%- if message.role == 'user' -%}{%- set ns.first_user = false -%}{%- endif -%}
+  {%- set ns.rewritten = ns.rewritten + [{'role': message.role, 'content': text}] -%}
+{%- endfor -%}
+{%- set messages = ns.rewritten -%}
+"""
+
+
 def jinja_chat_template(template: PromptTemplate, image_text: str) -> str:
-    """The chat template of `template` (its chat style when it has one), `image_text` in the image slot."""
+    """The chat template of `template` (its chat style when it has one, or the LLM's own template it was
+    built from), `image_text` in the image slot."""
     image_prompt = IMAGE_PROMPT.replace(IMAGE_PLACEHOLDER, image_text)
+    if template.chat_template is not None:
+        own = template.chat_template
+        return ("{%- set IMAGE_PROMPT = " + _literal(image_prompt) + " -%}\n"
+                "{%- set SYSTEM_PROMPT = " + _literal(own.system_prompt) + " -%}\n"
+                + REWRITE_MESSAGES + own.tokenizer.chat_template)
     header = READ_MESSAGES + "{%- set IMAGE_PROMPT = " + _literal(image_prompt) + " -%}\n"
     loop = "{%- for message in messages -%}\n" + MESSAGE_TEXT
     if template.chat_style is not None:
