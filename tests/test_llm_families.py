@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import REPO, stage2_options
 from minigpt.common import registry
-from minigpt.common.errors import ConfigError
+from minigpt.common.errors import ConfigError, InputError
 from minigpt.config.loader import load_config
 from minigpt.conversation.chat_template import ChatTemplateError, ChatTemplatePrompts
 from minigpt.conversation.collator import IGNORE_INDEX, collator_for
@@ -114,3 +114,10 @@ def test_each_family_trains_a_step_and_chats(family, family_tokenizers, shapes_d
 def template_markup_absent(text: str, family: str) -> bool:
     """A decoded answer never shows the template's markup (special tokens are dropped, the end of turn cuts)."""
     return not any(marker in text for marker in FAMILIES[family].markup)
+
+
+def test_lora_targets_the_llm_lacks_are_refused_naming_its_layers(family_tokenizers, shapes_dir):
+    config = family_config(shapes_dir, family_tokenizers["phi3"], "phi3", "model.parts.llm.mode=lora", "model.lora_r=4")
+    with pytest.raises(InputError, match=r"model.lora_target_modules: the LLM \(phi3\) has no layer named q_proj, "
+                                         r"v_proj; its linear layers are .*qkv_proj"):
+        build(config)

@@ -168,3 +168,16 @@ def quantize_linear_layers(module: nn.Module, bits: int = 8, compute_dtype: torc
             quantized.bias = nn.Parameter(child.bias.data.to(bias_dtype), requires_grad=False)
         setattr(module, name, quantized.to(child.weight.device))
     return module
+
+
+def check_lora_targets(llm: nn.Module, targets: list[str]) -> None:
+    """Refuse LoRA targets the LLM has no layer for, naming the linear layers it has: families name their
+    projections differently (Phi-3 fuses q, k and v into qkv_proj), and peft's own error names none."""
+    linear_names = sorted({name.rsplit(".", 1)[-1] for name, module in llm.named_modules()
+                           if isinstance(module, nn.Linear) and "." in name})
+    names = [name for name, _ in llm.named_modules()]
+    missing = [target for target in targets if not any(name == target or name.endswith("." + target) for name in names)]
+    if missing:
+        raise InputError(f"model.lora_target_modules: the LLM ({llm.config.model_type}) has no layer named "
+                         f"{', '.join(missing)}; its linear layers are {', '.join(linear_names)}")
+

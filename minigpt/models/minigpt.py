@@ -33,7 +33,7 @@ from minigpt.models.adapters import TaskAdapters, canonical_key, is_adapter_weig
 from minigpt.models.feature_cache import FeatureCache
 from minigpt.models.generation import RowEnds, counted_answers
 from minigpt.models.image_tokens import CONCAT_TOKENS, image_token_count, input_image_size
-from minigpt.models.llm import build_llm, dequantized_weights
+from minigpt.models.llm import build_llm, check_lora_targets, dequantized_weights
 from minigpt.models.peft_folders import load_llm_adapter, load_task_adapter
 from minigpt.models.penalties import PresenceFrequencyPenalty
 from minigpt.models.pretrained import load_blip2_qformer
@@ -204,6 +204,7 @@ class MiniGPT(nn.Module):
                     raise ValueError(f"model.parts.{part}.mode: lora is supported on the LLM only")
                 from peft import LoraConfig, get_peft_model
 
+                check_lora_targets(self.llama_model, list(cfg.lora_target_modules))
                 lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                   target_modules=list(cfg.lora_target_modules), bias="none", task_type="CAUSAL_LM")
                 self.llama_model = get_peft_model(self.llama_model, lora)
