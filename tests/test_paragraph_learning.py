@@ -37,7 +37,7 @@ def check_paragraphs(scores: dict[str, dict[str, float]], controls: dict[str, fl
     ours, shuffled = scores["gallery"], scores["shuffled"]
     assert_beats("recall of the model's stages", ours["model/recall"], {
         **controls, "shuffled images": shuffled["model/recall"]}, margin=0.15)
-    # Over the caption alone, seed 42 / 1 / aten=avx2 / onednn+mkl=avx2: +0.125 / +0.091 / +0.097 / +0.076.
+    # Over the caption alone, in the nine runs of the sweep (bench/results/learning_sweep.md): +0.057 to +0.138.
     assert_beats("recall of the model's stages", ours["model/recall"], {"caption only": ours["caption_only/recall"]},
                  margin=0.03)
     assert_beats("IR@1 of the model's stages", ours["model/IR@1"], {
