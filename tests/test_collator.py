@@ -4,7 +4,7 @@ import torch
 
 from minigpt.conversation.collator import IGNORE_INDEX, ConversationCollator, UnsupervisedSampleError
 from minigpt.conversation.template import ASSISTANT, USER, ConversationError, PromptTemplate
-from minigpt.models.tokenizer import load_tokenizer
+from minigpt.models.tokenizer import load_tokenizer, train_tokenizer
 
 VICUNA = PromptTemplate("###Human: {} ###Assistant: ", "###")
 LLAMA2 = PromptTemplate("[INST] {} [/INST] ", "</s>")
@@ -153,3 +153,18 @@ def test_literal_image_markers_in_a_record_are_refused_by_id(tokenizer, turns, h
         strict([sample(turns, image=has_image, sample_id="bad")])
     with pytest.raises(ConversationError, match="holds the literal text"):  # nor in a chat's question
         collator.generation_batch([sample([(USER, "What is <ImageHere>?")], image=has_image, sample_id="bad")])
+
+
+def test_user_defined_symbols_do_not_cut_the_text(tmp_path):
+    """A tokenizer trained with symbols that are always one piece ("red", "12": the tool-use data's
+    colours and pixel coordinates) lists them among transformers' special tokens; the collator must
+    tokenize text holding them as the whole text tokenizes, or generation speaks another dialect."""
+    texts = ['{"tool": "cutout", "args": {"color": "red", "box": [12, 3, 40, 51]}}', "a large red circle"] * 50
+    symbol_tokenizer = load_tokenizer(train_tokenizer(texts, tmp_path / "tok", vocab_size=300,
+                                                      symbols=("red", "blue", "3", "12", "40", "51")))
+    collator = ConversationCollator(symbol_tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=200)
+    for text in texts[:2]:
+        ids, slots = collator._tokenize(text)
+        assert ids == symbol_tokenizer(text, add_special_tokens=False).input_ids and not any(slots)
+    ids, _ = collator._tokenize("<s>" + texts[1])
+    assert ids[0] == symbol_tokenizer.bos_token_id  # BOS still cuts the text

@@ -297,7 +297,8 @@ def test_what_else_is_refused_by_name(tmp_path, shapes_dir, towers):
     (tmp_path / "naflex").mkdir()
     (tmp_path / "naflex" / "config.json").write_text(json.dumps({"model_type": "siglip2"}))
     cases = [(tmp_path / "naflex", {}, "model.vit_model", "NaFlex"),
-             (tmp_path / "nowhere", {}, "model.vit_model", "neither a preset"),
+             (tmp_path / "nowhere", {}, "model.vit_model", "does not exist"),
+             (tmp_path / "naflex" / "..", {}, "model.vit_model", "neither a preset"),
              ("timm:no_such_vit", {}, "model.vit_model", "not a timm architecture"),
              ("eva_clip_g", {"vit_layer": -2, "vit_config": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}},
               "model.vit_layer", "preset"),

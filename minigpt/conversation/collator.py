@@ -64,9 +64,14 @@ def collator_for(model, max_txt_len: int | None = None, strict: bool = False, pa
 
 
 def special_token_texts(tokenizer) -> set[str]:
-    """The tokenizer's special tokens (BOS, EOS, its chat markup): each is one id wherever it is written."""
+    """The tokenizer's special tokens (BOS, EOS, its chat markup): each is one id wherever it is written.
+
+    Only tokens flagged special count. transformers lists a sentencepiece model's user-defined symbols
+    ("red", "12") among `all_special_tokens` too, but they are ordinary pieces: cutting the text at them
+    would start the next piece with a word-start token that the whole text does not have."""
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    return {token for token in (*tokenizer.all_special_tokens, *(t.content for t in added.values() if t.special)) if token}
+    named = (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token)
+    return {token for token in (*named, *(t.content for t in added.values() if t.special)) if token}
 
 
 def first_fit_rows(lengths: list[int], capacity: int) -> list[list[int]]:

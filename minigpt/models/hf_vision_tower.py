@@ -101,6 +101,8 @@ class TransformersTower(nn.Module):
 def read_folder(folder: Path) -> tuple[Family, ProcessorSettings]:
     """The folder's model family (from config.json) and image processor settings; InputError names what is missing."""
     config_path = folder / "config.json"
+    if not folder.exists():
+        raise InputError(f"path '{folder}' does not exist (nor is it a preset (eva_clip_g) or timm:<name>)")
     if not config_path.is_file():
         raise InputError(f"'{folder}' is neither a preset (eva_clip_g), nor timm:<name>, nor a folder holding "
                          "config.json")
