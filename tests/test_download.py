@@ -30,7 +30,7 @@ from minigpt.ops.assets import Asset, AssetFile, files_of
 DRIVE_ID = "1TinyMiniGPT4CheckpointOnDrive000"
 QFORMER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
            "cross_attention_frequency": 1}  # tiny_eval's
-MODEL_FILE_KEYS = ("llama_model", "tokenizer", "ckpt", "vit_weights", "q_former_model")
+MODEL_FILE_KEYS = ("llama_model", "tokenizer", "ckpt", "vit_model", "vit_weights", "q_former_model")
 
 
 def fetched_values(name: str) -> set[str]:

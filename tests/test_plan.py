@@ -25,10 +25,42 @@ QFORMER = 105_137_664 + 24_576  # with query_tokens
 PROJ_768_4096, PROJ_768_5120, PROJ_5632_4096 = 3_149_824, 3_937_280, 23_072_768
 LLAMA_7B, LLAMA_13B, V2_LORA = 6_738_415_616, 13_015_864_320, 33_554_432
 
-LLM_SHAPES = {  # hidden, intermediate, layers, heads, positions
-    "vicuna-7b-v0": (4096, 11008, 32, 32, 2048),
-    "vicuna-13b-v0": (5120, 13824, 40, 40, 2048),
-    "Llama-2-7b-chat-hf": (4096, 11008, 32, 32, 4096),
+# Today's backbones (issue: the recipe on any causal LM / encoder): the published totals of Qwen2.5-7B
+# (7.62B) and Llama-3.1-8B (8.03B); SigLIP so400m's vision tower without its pooling head (27 blocks of
+# width 1152, MLP 4304, + 14-pixel patch embedding, 256 positions and the final norm).
+QWEN25_7B, LLAMA31_8B = 7_615_616_512, 8_030_261_248
+SIGLIP_BLOCK = 4 * (1152 * 1152 + 1152) + 2 * 1152 * 4304 + 4304 + 1152 + 4 * 1152
+SIGLIP_SO400M_224 = 27 * SIGLIP_BLOCK + (14 * 14 * 3 * 1152 + 1152) + 256 * 1152 + 2 * 1152
+PROJ_4608_3584 = 4 * 1152 * 3584 + 3584
+LLAMA3_V2_LORA = 32 * 64 * ((4096 + 4096) + (4096 + 1024))  # q_proj 4096 -> 4096, v_proj 4096 -> 1024 (8 KV heads)
+
+
+def llama_config(hidden: int, intermediate: int, layers: int, heads: int, positions: int) -> dict:
+    return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
+            "intermediate_size": intermediate, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": heads, "max_position_embeddings": positions, "vocab_size": 32000,
+            "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
+
+
+LLM_CONFIGS = {  # config.json of each LLM, as its hub folder holds it (the keys a shape needs)
+    "vicuna-7b-v0": llama_config(4096, 11008, 32, 32, 2048),
+    "vicuna-13b-v0": llama_config(5120, 13824, 40, 40, 2048),
+    "Llama-2-7b-chat-hf": llama_config(4096, 11008, 32, 32, 4096),
+    "Qwen2.5-7B-Instruct": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 3584,
+                            "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+                            "num_key_value_heads": 4, "max_position_embeddings": 32768, "vocab_size": 152064,
+                            "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "rope_theta": 1000000.0},
+    "Llama-3.1-8B-Instruct": {**llama_config(4096, 14336, 32, 32, 131072), "num_key_value_heads": 8,
+                              "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+                              "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                               "original_max_position_embeddings": 8192, "rope_type": "llama3"}},
+}
+SIGLIP_FILES = {  # google/siglip-so400m-patch14-224's two json files (its text tower's keys left out)
+    "config.json": {"model_type": "siglip", "architectures": ["SiglipModel"],
+                    "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_attention_heads": 16,
+                                      "num_hidden_layers": 27, "patch_size": 14, "image_size": 224}},
+    "preprocessor_config.json": {"do_resize": True, "size": {"height": 224, "width": 224}, "do_normalize": True,
+                                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]},
 }
 
 MINIGPT4_VICUNA = ("vicuna-7b-v0", {"vision_encoder": (0, VIT_224 + LN_VISION), "qformer": (0, QFORMER),
@@ -37,6 +69,10 @@ MINIGPT4_LLAMA2 = ("Llama-2-7b-chat-hf", {"vision_encoder": (0, VIT_224 + LN_VIS
                                           "projector": (PROJ_5632_4096, 0), "llm": (0, LLAMA_7B)})
 MINIGPT_V2 = ("Llama-2-7b-chat-hf", {"vision_encoder": (0, VIT_448 + LN_VISION), "qformer": (0, 0),
                                      "projector": (PROJ_5632_4096, 0), "llm": (V2_LORA, LLAMA_7B)})
+QWEN2_SIGLIP = ("Qwen2.5-7B-Instruct", {"vision_encoder": (0, SIGLIP_SO400M_224), "qformer": (0, 0),
+                                        "projector": (PROJ_4608_3584, 0), "llm": (0, QWEN25_7B)})
+LLAMA3_V2 = ("Llama-3.1-8B-Instruct", {"vision_encoder": (0, VIT_448 + LN_VISION), "qformer": (0, 0),
+                                       "projector": (PROJ_5632_4096, 0), "llm": (LLAMA3_V2_LORA, LLAMA31_8B)})
 EXPECTED = {  # shipped real config -> (its LLM, part -> (trainable, frozen))
     "minigpt4_stage1_pretrain": MINIGPT4_VICUNA, "minigpt4_stage2_finetune": MINIGPT4_VICUNA,
     "minigpt4_stage2_finetune_gpt4vision": MINIGPT4_VICUNA, "minigpt4_eval": MINIGPT4_VICUNA,
@@ -46,6 +82,9 @@ EXPECTED = {  # shipped real config -> (its LLM, part -> (trainable, frozen))
     "minigptv2_stage3_finetune": MINIGPT_V2, "minigptv2_finetune": MINIGPT_V2,
     "minigptv2_finetune_gpt4vision": MINIGPT_V2, "minigptv2_eval": MINIGPT_V2,
     "minigptv2_benchmark_evaluation": MINIGPT_V2,
+    "qwen2_siglip_stage1_pretrain": QWEN2_SIGLIP, "qwen2_siglip_stage2_finetune": QWEN2_SIGLIP,
+    "qwen2_siglip_eval": QWEN2_SIGLIP,
+    "llama3_minigptv2_multitask": LLAMA3_V2, "llama3_minigptv2_eval": LLAMA3_V2,
 }
 
 
@@ -54,14 +93,10 @@ def llm_folders(tmp_path_factory) -> dict:
     """A folder per LLM holding its config.json alone (no tokenizer, no weights)."""
     root = tmp_path_factory.mktemp("llms")
     folders = {}
-    for name, (hidden, intermediate, layers, heads, positions) in LLM_SHAPES.items():
+    for name, config in LLM_CONFIGS.items():
         folder = root / name
         folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({
-            "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
-            "intermediate_size": intermediate, "num_hidden_layers": layers, "num_attention_heads": heads,
-            "num_key_value_heads": heads, "max_position_embeddings": positions, "vocab_size": 32000,
-            "rms_norm_eps": 1e-6, "tie_word_embeddings": False}))
+        (folder / "config.json").write_text(json.dumps(config))
         folders[name] = folder
     return folders
 
@@ -79,9 +114,14 @@ def test_every_shipped_real_config_has_its_expected_counts():
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_parameter_counts_equal_the_published_architecture(name, llm_folders):
+def test_parameter_counts_equal_the_published_architecture(name, llm_folders, local_hub):
+    """A hub-named vision tower (SigLIP) is planned from its two json files, fetched alone."""
+    local_hub.add_repo("google/siglip-so400m-patch14-224", {
+        **{file: json.dumps(content).encode() for file, content in SIGLIP_FILES.items()},
+        "model.safetensors": b"weights that must not be fetched"})
     llm, expected = EXPECTED[name]
     plan = plan_of(name, llm_folders[llm])
+    assert local_hub.asked("model.safetensors") == 0
     counts = {part: (count.trainable, count.frozen) for part, count in plan.stats.parts.items()}
     assert counts == expected
 

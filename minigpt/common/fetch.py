@@ -44,6 +44,7 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 LLM_FOLDER = ("*.json", "*.model", "*.safetensors", "*.bin")  # config, tokenizer, weights (.bin: without safetensors)
 TOKENIZER_FOLDER = ("*.json", "*.model")
 WEIGHTS_FOLDER = ("*.json", "*.safetensors")  # a transformers BLIP-2 folder, a checkpoint, a peft adapter
+VISION_TOWER_FOLDER = ("*.json", "*.safetensors", "*.bin")  # config, preprocessor_config, weights (.bin: without safetensors)
 
 
 class NotCachedError(FetchError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common.errors import ConfigError
-from minigpt.common.fetch import (LLM_FOLDER, TOKENIZER_FOLDER, WEIGHTS_FOLDER, FetchError, parse_source,
+from minigpt.common.fetch import (LLM_FOLDER, TOKENIZER_FOLDER, VISION_TOWER_FOLDER, WEIGHTS_FOLDER, FetchError, parse_source,
                                   resolve_source)
 from minigpt.common.paths import resolve_path
 from minigpt.config.validation import source_of
@@ -23,7 +23,6 @@ from minigpt.models.hf_blip2 import QFORMER_PREFIXES, VISION_PREFIXES
 from minigpt.models.vision_towers import tower_kind
 
 SHARD_PATTERN_CHARS = "{*?["
-VISION_TOWER_FOLDER = ("*.json", "*.safetensors", "*.bin")  # config, preprocessor_config, weights (.bin: without safetensors)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minigpt.common.errors import FetchError, InputError
-from minigpt.common.fetch import LLM_FOLDER, WEIGHTS_FOLDER, Source, fetch_source, hub_file, parse_source
+from minigpt.common.fetch import LLM_FOLDER, VISION_TOWER_FOLDER, WEIGHTS_FOLDER, Source, fetch_source, hub_file, parse_source
 from minigpt.models.hf_blip2 import QFORMER_PREFIXES, VISION_PREFIXES
 
 LAVIS = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2"
@@ -73,6 +73,16 @@ CATALOGUE: dict[str, Asset] = {asset.name: asset for asset in (
             "minigptv2-stage2-checkpoint", ("llama-2-7b-chat", "eva-vit-g"), "minigptv2_benchmark_evaluation"),
     _bundle("minigptv2-stage3", "MiniGPT-v2 after stage 3 (chat): checkpoint, Llama-2 (gated), EVA ViT-g",
             "minigptv2-stage3-checkpoint", ("llama-2-7b-chat", "eva-vit-g"), "minigptv2_eval"),
+    _bundle("qwen2-siglip", "Qwen2.5-7B + SigLIP so400m, for qwen2_siglip_stage1_pretrain (no released checkpoint: "
+            "train it)", "qwen2.5-7b-instruct", ("siglip-so400m-224",), "qwen2_siglip_stage1_pretrain"),
+    _bundle("llama3-minigptv2", "Llama-3.1-8B + EVA ViT-g, for llama3_minigptv2_multitask (no released checkpoint: "
+            "train it)", "llama-3.1-8b-instruct", ("eva-vit-g",), "llama3_minigptv2_multitask"),
+    _llm("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", "Qwen2.5 7B Instruct, with its ChatML template", 15.2),
+    _llm("llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct",
+         "Llama-3.1 8B Instruct, gated: accept its licence first", 16.1),
+    Asset("siglip-so400m-224", "SigLIP so400m at 224 px, an image encoder (hub: google/siglip-so400m-patch14-224; "
+                               "the text tower's weights come along in its one file)",
+          (AssetFile("google/siglip-so400m-patch14-224", VISION_TOWER_FOLDER, gigabytes=3.5),)),
     _llm("vicuna-7b-v0", "Vision-CAIR/vicuna-7b", "Vicuna v0 7B, MiniGPT-4's 7B LLM", 13.5),
     _llm("vicuna-13b-v0", "Vision-CAIR/vicuna", "Vicuna v0 13B, MiniGPT-4's 13B LLM", 26.0),
     _llm("llama-2-7b-chat", "meta-llama/Llama-2-7b-chat-hf", "Llama-2 7B chat, gated: accept its licence first",
