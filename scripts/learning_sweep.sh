@@ -19,6 +19,7 @@ declare -A TESTS=(
     [faces]="tests/test_face_learning.py::test_face_sections_are_learned_from_the_image_and_select_steers_them"
     [paragraph]="tests/test_paragraph_learning.py::test_tiny_model_writes_paragraphs_about_what_the_image_shows"
     [tools]="tests/test_tool_learning.py::test_tiny_model_learns_to_call_tools_and_needs_the_image"
+    [backbones]="tests/test_backbone_learning.py::test_tiny_qwen2_siglip_learns_colours_with_the_llama_margins"
 )
 # name -> environment; "base" is the suite's own run (training seed 42, data seed 0, one thread).
 declare -A ENVS=(
@@ -38,7 +39,7 @@ SETTINGS=${SETTINGS:-base seed=1 seed=2 data=1 data=2 aten=default aten=avx2 one
 OUT=${OUT:-sweep}
 JOBS=${JOBS:-$(nproc)}
 NAMES=("$@")
-[ ${#NAMES[@]} -eq 0 ] && NAMES=(colours grounding patterns faces paragraph tools)
+[ ${#NAMES[@]} -eq 0 ] && NAMES=(colours grounding patterns faces paragraph tools backbones)
 mkdir -p "$OUT/logs"
 RESULTS=$(realpath "$OUT")/results.jsonl
 touch "$RESULTS"

@@ -23,7 +23,8 @@ from ci_skips import pytest_configure, pytest_runtest_makereport, pytest_termina
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
-LEARNING = ["test_tool_learning.py", "test_paragraph_learning.py", "test_face_learning.py", "test_learning.py"]
+LEARNING = ["test_tool_learning.py", "test_paragraph_learning.py", "test_face_learning.py", "test_learning.py",
+            "test_backbone_learning.py"]
 
 
 def pytest_collection_modifyitems(items: list) -> None:
