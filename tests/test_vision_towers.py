@@ -267,6 +267,53 @@ def test_extra_encoders_mix_with_a_new_tower(tmp_path, shapes_dir, towers):
     assert torch.isfinite(model(batch_of(model))["loss"])
 
 
+@pytest.mark.parametrize("main, extra", [("siglip", "dinov2_reg"), ("clip", "siglip")])
+def test_a_transformers_folder_mixes_as_an_extra_encoder(tmp_path, shapes_dir, towers, main, extra):
+    """Its folder's weights, its processor's size and normalisation, its prefix tokens (CLS, registers)
+    pooled into the main tower's prefix slots: DINOv2 with registers beside SigLIP (no CLS), SigLIP (no
+    prefix) beside CLIP's CLS."""
+    option = f"model.extra_encoders=[{{vision_model: {towers[extra]}}}]"
+    model, _ = built(write_config(tmp_path, shapes_dir, towers[main], PROJECTORS["concat"]), option)
+    encoder = model.extra_encoders[0]
+    reference = REFERENCE[extra].from_pretrained(towers[extra])
+    own = encoder.model.tower.model
+    torch.testing.assert_close(own.embeddings.patch_embeddings.projection.weight if extra != "siglip" else
+                               own.embeddings.patch_embedding.weight,
+                               reference.embeddings.patch_embeddings.projection.weight if extra != "siglip" else
+                               reference.embeddings.patch_embedding.weight)
+    main_mean, main_std = (SIGLIP_MEAN, SIGLIP_STD) if main == "siglip" else (CLIP_MEAN, CLIP_STD)
+    extra_mean, extra_std = (IMAGENET_MEAN, IMAGENET_STD) if extra.startswith("dinov2") else (SIGLIP_MEAN, SIGLIP_STD)
+    torch.testing.assert_close(encoder.pixel_scale.flatten(), torch.tensor(main_std) / torch.tensor(extra_std))
+    with torch.no_grad():
+        mixed = encoder.eval()(PIXELS, grid=4, prefix_tokens=OWN_PREFIX[main])  # [2, p + 16, 32]
+        pixels = (PIXELS * torch.tensor(main_std).view(1, 3, 1, 1) + torch.tensor(main_mean).view(1, 3, 1, 1)
+                  - torch.tensor(extra_mean).view(1, 3, 1, 1)) / torch.tensor(extra_std).view(1, 3, 1, 1)
+        patches = reference.eval()(pixel_values=pixels).last_hidden_state[:, OWN_PREFIX[extra]:]  # [2, 16, 32]
+        pooled = patches.mean(dim=1, keepdim=True).expand(-1, OWN_PREFIX[main], -1)
+        expected = encoder.norm(torch.cat([pooled, patches], dim=1))
+    torch.testing.assert_close(mixed, expected, atol=1e-5, rtol=1e-4)
+    assert model._encoder_features(PIXELS, through_qformer=False).shape[-1] == 32 + 32
+    assert torch.isfinite(model(batch_of(model))["loss"])
+    assert not any(key.startswith("extra_encoders.") for key in model.checkpoint_weights())  # frozen, from its folder
+    plan_config = load_config(write_config(tmp_path, shapes_dir, towers[main], PROJECTORS["concat"]), [option],
+                              for_planning=True)
+    planned, _ = planned_model(plan_config.model, llm_config_of(plan_config.model), torch.float16)
+    assert sum(p.numel() for p in planned.extra_encoders.parameters()) == sum(p.numel() for p in encoder.parameters())
+
+
+def test_what_an_extra_folder_encoder_refuses(tmp_path, shapes_dir, towers):
+    path = write_config(tmp_path, shapes_dir, towers["siglip"], PROJECTORS["concat"])
+    for entry, key, message in (
+            (f"{{vision_model: {towers['clip']}, timm_model: convnext_atto}}", "timm_model", "set one of"),
+            ("{}", "timm_model", "set one of"),
+            (f"{{vision_model: {tmp_path / 'nowhere'}}}", "vision_model", "does not exist"),
+            (f"{{vision_model: {towers['clip']}, weights: {towers['clip'] / 'model.safetensors'}}}", "weights",
+             "is for a timm_model")):
+        with pytest.raises(ConfigError, match=message) as error:
+            load_config(path, [f"model.extra_encoders=[{entry}]"])
+        assert error.value.key == f"model.extra_encoders.0.{key}"
+
+
 def test_a_plan_builds_a_folder_tower_on_the_meta_device(tmp_path, shapes_dir, towers):
     path = write_config(tmp_path, shapes_dir, towers["clip"], vit_layer=-2, use_grad_checkpoint=True)
     config = load_config(path, for_planning=True)

@@ -91,10 +91,11 @@ class AdapterConfig:
 
 @dataclass
 class ExtraEncoderConfig:
-    """A further vision encoder from timm whose tokens are concatenated along channels with the vision
-    tower's (SPHINX-style mixed visual embeddings; models/vision_mix.py)."""
+    """A further vision encoder, from timm or a transformers folder, whose tokens are concatenated along
+    channels with the vision tower's (SPHINX-style mixed visual embeddings; models/vision_mix.py)."""
 
     timm_model: str = ""  # a timm architecture, e.g. vit_large_patch14_dinov2 or convnext_xxlarge
+    vision_model: str = ""  # or a transformers CLIP / SigLIP / DINOv2 folder or hub id (its weights, size, mean / std)
     weights: Optional[str] = None  # local .safetensors / .pth in timm's key layout; random weights when unset
     timm_config: Dict[str, Any] = field(default_factory=dict)  # timm.create_model arguments (tiny test shapes)
     image_size: Optional[int] = None  # its input side in pixels (default: the vision tower's)

@@ -50,6 +50,8 @@ def model_file_settings(model: DictConfig) -> list[FileSetting]:
     ]
     settings += [FileSetting(f"model.adapters.{name}.peft_folder", "folder", WEIGHTS_FOLDER) for name in model.adapters]
     settings += [FileSetting(f"model.extra_encoders.{index}.weights") for index in range(len(model.extra_encoders))]
+    settings += [FileSetting(f"model.extra_encoders.{index}.vision_model", "folder", VISION_TOWER_FOLDER)
+                 for index, extra in enumerate(model.extra_encoders) if extra.vision_model]
     if tower_kind(model.vit_model) == "transformers":  # (eva_clip_g and timm:<name> name no file)
         settings.append(FileSetting("model.vit_model", "folder", VISION_TOWER_FOLDER))
     return settings

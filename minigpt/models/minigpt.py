@@ -155,7 +155,7 @@ class MiniGPT(nn.Module):
         if load_tower_weights(self.visual_encoder, cfg):
             self.pretrained_parts.add("vision_encoder")
         for index, extra in enumerate(cfg.extra_encoders):
-            if extra.weights:  # loaded by build_extra_encoder
+            if extra.weights or extra.vision_model:  # loaded by build_extra_encoder
                 self.pretrained_parts.add(f"extra_encoder_{index}")
         if cfg.has_qformer and cfg.q_former_model:
             print(load_blip2_qformer(self, resolve_path(cfg.q_former_model)), file=sys.stderr)

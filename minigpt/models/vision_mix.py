@@ -1,5 +1,6 @@
-"""Mixed visual embeddings (SPHINX): further timm encoders beside the EVA ViT, their tokens aligned to the
-ViT's token grid and concatenated along channels, so every projector sees one wider token sequence.
+"""Mixed visual embeddings (SPHINX): further encoders beside the vision tower (timm models, or transformers
+CLIP / SigLIP / DINOv2 folders), their tokens aligned to the tower's token grid and concatenated along
+channels, so every projector sees one wider token sequence.
 
     view [B, 3, S, S], normalised for the main tower (EVA: CLIP's mean / std)
       main tower (+ ln_vision)                    -> [B, p + g*g, C]        g = S / patch, p prefix tokens
@@ -26,6 +27,7 @@ from torch import nn
 
 from minigpt.common import checkpoint  # module import: checkpoint.py imports models/ in turn
 from minigpt.common.paths import resolve_path
+from minigpt.models.hf_vision_tower import TransformersTower, build_transformers_tower
 from minigpt.models.pretrained import LoadReport, load_into, resample_pos_embed
 from minigpt.models.vision_encoder import FP32LayerNorm
 from minigpt.processors.image import CLIP_MEAN, CLIP_STD
@@ -74,6 +76,19 @@ class ExtraEncoder(nn.Module):
         return self.norm(tokens)
 
 
+class TransformersFeatures(nn.Module):
+    """A transformers vision tower seen as ExtraEncoder sees a timm ViT: forward_features gives its tokens,
+    prefix (CLS, registers) first, and num_prefix_tokens says how many there are."""
+
+    def __init__(self, tower: TransformersTower):
+        super().__init__()
+        self.tower = tower
+        self.num_features, self.num_prefix_tokens = tower.num_features, tower.prefix_tokens
+
+    def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.tower(pixels)  # [B, prefix + h*w, C_k]
+
+
 def create_timm_model(timm_model: str, options: dict, input_size: int | None = None) -> nn.Module:
     """A timm model with random weights and without its classifier, at `input_size` where it takes one
     (ViTs do; CNNs accept any size and refuse the argument)."""
@@ -92,9 +107,16 @@ def create_timm_model(timm_model: str, options: dict, input_size: int | None = N
     return model
 
 
-def build_extra_encoder(cfg, image_size: int, input_mean: tuple = CLIP_MEAN, input_std: tuple = CLIP_STD) -> ExtraEncoder:
-    """One `model.extra_encoders` entry -> ExtraEncoder; `image_size` (its default input size), `input_mean`
-    and `input_std` are the main tower's."""
+def build_extra_encoder(cfg, image_size: int, input_mean: tuple = CLIP_MEAN, input_std: tuple = CLIP_STD,
+                        folder: Path | None = None, with_weights: bool = True) -> ExtraEncoder:
+    """One `model.extra_encoders` entry -> ExtraEncoder; `image_size` (a timm encoder's default input size),
+    `input_mean` and `input_std` are the main tower's. `folder`: where its `vision_model` is (a transformers
+    tower, at its processor's size and mean / std unless the entry sets them; its folder's weights unless
+    `with_weights` is off, as for a plan)."""
+    if cfg.vision_model:
+        tower = build_transformers_tower(folder, cfg.image_size, None, keep_prefix=True, with_weights=with_weights)
+        return ExtraEncoder(TransformersFeatures(tower), tower.image_size, tuple(cfg.mean or tower.mean),
+                            tuple(cfg.std or tower.std), input_mean=input_mean, input_std=input_std)
     input_size = cfg.image_size or image_size
     options = OmegaConf.to_container(cfg.timm_config) if isinstance(cfg.timm_config, DictConfig) else dict(cfg.timm_config)
     model = create_timm_model(cfg.timm_model, options, input_size)

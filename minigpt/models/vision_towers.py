@@ -145,7 +145,8 @@ def build_vision_side(cfg, with_weights: bool = True) -> tuple[VisionTower, nn.M
         if not with_weights:
             extra = extra.copy()
             extra.weights = None
-        extras.append(build_extra_encoder(extra, tower.image_size, tower.mean, tower.std))
+        folder = tower_folder(extra.vision_model) if extra.vision_model else None
+        extras.append(build_extra_encoder(extra, tower.image_size, tower.mean, tower.std, folder, with_weights))
     return tower, ln_vision, extras
 
 

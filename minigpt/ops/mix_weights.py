@@ -32,7 +32,7 @@ from minigpt.models.vision_towers import EVA_IMAGE_SIZE, tower_kind
 ARCHITECTURE_KEYS = ("arch", "vit_model", "vit_config", "image_size", "vit_layer", "vit_cls", "has_qformer",
                      "num_query_token", "qformer_config", "proj_type", "extra_encoders", "sub_image_grid",
                      "llama_config", "lora_r", "lora_alpha", "lora_target_modules", "adapters")
-ENCODER_SHAPE_KEYS = ("timm_model", "timm_config", "image_size", "mean", "std")  # of each extra encoder
+ENCODER_SHAPE_KEYS = ("timm_model", "vision_model", "timm_config", "image_size", "mean", "std")  # of each extra encoder
 
 
 class MixError(InputError):

@@ -15,6 +15,7 @@ from minigpt.common.paths import resolve_model_folder
 from minigpt.config.validation.checker import Checker
 from minigpt.config.validation.vision import check_vision_tower
 from minigpt.conversation.chat_styles import CHAT_PROMPTS
+from minigpt.models.hf_vision_tower import read_folder
 from minigpt.models.image_tokens import image_token_count
 from minigpt.models.peft_folders import check_adapter_config, check_task_adapter_folder
 from minigpt.models.vision_encoder import PRESETS
@@ -140,16 +141,33 @@ def _check_adapters(model: DictConfig, checker: Checker) -> None:
             owner[task] = name
 
 
+def _check_extra_folder(extra: DictConfig, key: str, checker: Checker) -> None:
+    """A transformers extra encoder: its folder read as the vision tower's is; timm-only keys refused."""
+    for timm_key in ("weights", "timm_config"):
+        if extra[timm_key]:
+            checker.fail(f"{key}.{timm_key}", f"is for a timm_model; '{extra.vision_model}' brings its own shape "
+                                              "and weights")
+    if checker.for_planning:
+        return
+    try:
+        read_folder(resolve_model_folder(extra.vision_model))
+    except InputError as error:
+        checker.fail(f"{key}.vision_model", str(error))
+
+
 def _check_mixing(model: DictConfig, checker: Checker) -> None:
-    """extra_encoders and sub_image_grid (SPHINX-style mixing): real timm architectures, and room left
-    for text once an image's tokens are in the context."""
+    """extra_encoders and sub_image_grid (SPHINX-style mixing): real timm architectures or readable
+    transformers folders, and room left for text once an image's tokens are in the context."""
     for index, extra in enumerate(model.extra_encoders):
         key = f"model.extra_encoders.{index}"
-        if not extra.timm_model:
-            checker.fail(f"{key}.timm_model", "missing: the timm architecture to build (e.g. vit_large_patch14_dinov2)")
-        if not timm.is_model(extra.timm_model):
+        if bool(extra.timm_model) == bool(extra.vision_model):
+            checker.fail(f"{key}.timm_model", "set one of timm_model (a timm architecture, e.g. "
+                                              "vit_large_patch14_dinov2) and vision_model (a transformers folder)")
+        if extra.timm_model and not timm.is_model(extra.timm_model):
             checker.fail(f"{key}.timm_model", f"'{extra.timm_model}' is not a timm architecture "
                                               "(timm.list_models() names them)")
+        if extra.vision_model:
+            _check_extra_folder(extra, key, checker)
         for stat in ("mean", "std"):
             if extra[stat] is not None and len(extra[stat]) != 3:
                 checker.fail(f"{key}.{stat}", f"needs 3 values (R, G, B), got {len(extra[stat])}")
