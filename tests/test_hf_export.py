@@ -135,7 +135,7 @@ def test_a_model_with_sub_images_is_refused_naming_the_other_formats(shapes_dir,
         export_hf(config, tmp_path / "hf")
 
 
-@pytest.mark.parametrize("family", ["qwen2", "llama", "mistral", "gemma2", "phi3"])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_each_llm_family_exports_with_its_own_template_and_our_logits(family, shapes_dir, tmp_path):
     """MiniGPT-v2 with an LLM of each family prompted through its own chat template: the exported
     tokenizer's template writes our prompt token for token (image tokens where our image slots are), and

@@ -1,5 +1,5 @@
 """Today's LLM families with their own chat templates (`model.prompt_template: auto`): for each of Qwen2,
-Llama-3, Mistral, Gemma 2 and Phi-3, a tokenizer in the family's style (trained offline) and a tiny
+Qwen3, Llama-3, Mistral, Gemma 2, Gemma 3 and Phi-3, a tokenizer in the family's style (trained offline) and a tiny
 random-weight model of the family's architecture. Labels fall on the answers and the end-of-turn token
 only, a generation prompt is the training prompt up to the answer, one training step runs (LoRA on the
 LLM too), and chat answers and stops."""
@@ -71,12 +71,16 @@ def test_only_answers_and_the_end_of_turn_are_supervised(family, family_tokenize
         assert tokenizer.pad_token in (FAMILIES[family].specials["pad"], tokenizer.eos_token)
 
 
-def test_a_system_prompt_is_kept_before_the_first_turn(family_tokenizers, shapes_dir):
-    config = family_config(shapes_dir, family_tokenizers["qwen2"], "qwen2", "model.system_prompt=You see shapes.")
+@pytest.mark.parametrize("family, start", [
+    ("qwen2", "<|im_start|>system\nYou see shapes.<|im_end|>\n<|im_start|>user\n"),
+    ("gemma3", "<bos><start_of_turn>user\nYou see shapes.\n\nWhat color"),  # folded into the first user turn
+])
+def test_a_system_prompt_is_kept_where_the_template_puts_it(family, start, family_tokenizers, shapes_dir):
+    config = family_config(shapes_dir, family_tokenizers[family], family, "model.system_prompt=You see shapes.")
     model = build(config)
     encoded = collator_for(model).encode({"id": "s", "image": None, "turns": TWO_TURNS[:2]})
-    text = model.tokenizer.decode(encoded.input_ids)
-    assert text.startswith("<|im_start|>system\nYou see shapes.<|im_end|>\n<|im_start|>user\n")
+    text = model.tokenizer.decode(encoded.input_ids).replace("> ", ">")  # (sentencepiece: a word start after markup)
+    assert text.startswith(start), text
     assert "You are a helpful assistant" not in text
 
 

@@ -2,14 +2,17 @@
 random-weight models of each family (AutoConfig.for_model) can be trained and chatted with offline.
 
 Each family's folder has what the real one has where it matters to MiniGPT: the kind of tokenizer
-(byte-level BPE for Llama-3 and Qwen2, sentencepiece BPE for Mistral, Gemma and Phi-3), its special
+(byte-level BPE for Llama-3 and Qwen2 / Qwen3, sentencepiece BPE for Mistral, Gemma and Phi-3), its special
 tokens, its BOS / EOS / pad conventions, and a chat template in the family's format (written here, not
 copied; only the markup matters):
 
     qwen2    <|im_start|>user\\n...<|im_end|>\\n<|im_start|>assistant\\n...<|im_end|>     no BOS, pad <|endoftext|>
+    qwen3    as qwen2, no default system prompt; <think>\\n\\n</think>\\n\\n after the generation
+             prompt with enable_thinking=False
     llama    <|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\n...<|eot_id|>  no pad, no unk
     mistral  <s>[INST] ...[/INST] ...</s>                                             no pad
-    gemma    <bos><start_of_turn>user\\n...<end_of_turn>\\n<start_of_turn>model\\n...     pad <pad>
+    gemma2   <bos><start_of_turn>user\\n...<end_of_turn>\\n<start_of_turn>model\\n...     pad <pad>
+    gemma3   as gemma2, the system prompt folded into the first user turn
     phi3     <|user|>\\n...<|end|>\\n<|assistant|>\\n...<|end|>\\n                         pad <|endoftext|>
 
     python dataset/family_tokenizers.py --family qwen2 --corpus data/shapes/train.json --out data/shapes/tokenizer-qwen2
@@ -36,6 +39,7 @@ class Family:
     chat_template: str
     config: dict = field(default_factory=dict)  # tiny shape overrides the architecture needs
     lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # the attention projections' names
+    added: tuple[str, ...] = ()  # ordinary (not special) added tokens
 
 
 TURNS = "{%- for m in messages -%}"
@@ -66,6 +70,25 @@ FAMILIES = {
                      "{{- '<start_of_turn>' + role + '\\n' + m.content | trim + '<end_of_turn>\\n' -}}{%- endfor -%}"
                      "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}",
                      {"head_dim": 32, "query_pre_attn_scalar": 32}),
+    # Qwen3: ChatML without a default system prompt; <think> / </think> are ordinary added tokens, and
+    # with enable_thinking=False the generation prompt closes an empty thought, as Qwen3's own template does.
+    "qwen3": Family("qwen3", True, {"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None},
+                    ("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
+                    TURNS + "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' -}}{%- endfor -%}"
+                    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+                    "{%- if enable_thinking is defined and enable_thinking is false -%}"
+                    "{{- '<think>\\n\\n</think>\\n\\n' -}}{%- endif -%}{%- endif -%}",
+                    {"head_dim": 32}, added=("<think>", "</think>")),
+    # Gemma 3 (its text model, gemma3_text): Gemma 2's turns, the system prompt folded into the first user turn.
+    "gemma3": Family("gemma3_text", False, {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "unk": "<unk>"},
+                     ("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"),
+                     "{{- bos_token -}}{%- set ns = namespace(system='') -%}" + TURNS +
+                     "{%- if m.role == 'system' -%}{%- set ns.system = m.content + '\\n\\n' -%}{%- else -%}"
+                     "{%- set role = 'model' if m.role == 'assistant' else 'user' -%}"
+                     "{{- '<start_of_turn>' + role + '\\n' + ns.system + m.content | trim + '<end_of_turn>\\n' -}}"
+                     "{%- set ns.system = '' -%}{%- endif -%}{%- endfor -%}"
+                     "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}",
+                     {"head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 64}),
     "phi3": Family("phi3", False, {"bos": "<s>", "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": "<unk>"},
                    ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"),
                    TURNS + "{{- '<|' + m.role + '|>\\n' + m.content + '<|end|>\\n' -}}{%- endfor -%}"
@@ -80,6 +103,7 @@ def write_family_tokenizer(family_name: str, texts: list[str], out_dir: str | Pa
     out_dir = Path(out_dir)
     tokenizer = _byte_level(family, texts, vocab_size) if family.byte_level else _sentencepiece(family, texts, out_dir,
                                                                                                    vocab_size)
+    tokenizer.add_tokens(list(family.added))
     tokenizer.chat_template = family.chat_template
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
