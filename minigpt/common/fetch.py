@@ -42,9 +42,8 @@ WANTS = ("file", "folder", "any")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # What a hub folder is fetched with: only the files we read.
 LLM_FOLDER = ("*.json", "*.model", "*.safetensors", "*.bin")  # config, tokenizer, weights (.bin: without safetensors)
-TOKENIZER_FOLDER = ("*.json", "*.model")
-WEIGHTS_FOLDER = ("*.json", "*.safetensors")  # a transformers BLIP-2 folder, a checkpoint, a peft adapter
-VISION_TOWER_FOLDER = ("*.json", "*.safetensors", "*.bin")  # config, preprocessor_config, weights (.bin: without safetensors)
+VISION_TOWER_FOLDER = ("*.json", "*.safetensors", "*.bin")  # config, preprocessor_config, weights
+TOKENIZER_FOLDER, WEIGHTS_FOLDER = ("*.json", "*.model"), ("*.json", "*.safetensors")  # (weights: BLIP-2, peft, ckpt)
 
 
 class NotCachedError(FetchError):
