@@ -1,6 +1,7 @@
 """serve.py: the official openai client against the tiny model, streaming, bad requests, one at a time."""
 import base64
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -117,7 +118,9 @@ def test_the_openai_client_gets_the_chat_engines_answer_whole_and_streamed(serve
     (question_with("red.png"), {"n": 2, "stream": True}, 400, "n > 1 is not supported with stream"),
     (question_with("red.png"), {"logprobs": True}, 400, "'logprobs' is not supported by this server"),
     (question_with("red.png"), {"response_format": {"type": "json_object"}}, 400, "'response_format' is not supported"),
-    (question_with("red.png"), {"extra_body": {"best_of": 3}}, 400, "'best_of' is not supported by this server"),
+    (question_with("red.png"), {"extra_body": {"best_of_n": 3}}, 400, "'best_of_n' is not supported by this server"),
+    (question_with("red.png"), {"extra_body": {"top_k": 1.5}}, 400, "'top_k' must be a whole number"),
+    (question_with("red.png"), {"extra_body": {"min_p": 2}}, 400, "'min_p' must be a number from 0 to 1"),
     (question_with("red.png"), {"stop": ["a", "b", "c", "d", "e"]}, 400, "up to 4"),
     (question_with("red.png"), {"seed": 1.5}, 400, "'seed' must be a whole number"),
     (question_with("red.png"), {"presence_penalty": 3}, 400, "'presence_penalty' must be a number from -2 to 2"),
@@ -178,6 +181,44 @@ def test_seed_n_stop_and_usage_are_honoured(server, expected_answer):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == cut
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens > 8
     assert all(chunk.usage is None for chunk in chunks[:-1])
+
+
+def test_top_k_and_min_p_are_honoured(server, expected_answer):
+    """Sampled hot (temperature 1.5), top_k 1 and min_p 1 each leave only the likeliest token: the greedy
+    answer, every time; top_k -1 and 0 (vLLM's and transformers' "off") are accepted."""
+    api, messages = client(server), question_with("red.png")
+    for extra in ({"top_k": 1}, {"min_p": 1.0}):
+        for seed in (1, 2):
+            reply = api.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=1.5,
+                                                seed=seed, extra_body=extra)
+            assert reply.choices[0].message.content == expected_answer, extra
+    unfiltered = {api.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=1.5, seed=seed,
+                                              extra_body={"top_k": -1}).choices[0].message.content for seed in range(4)}
+    assert unfiltered != {expected_answer}  # without the filter, sampling this hot wanders
+    reply = api.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, extra_body={"top_k": 0})
+    assert reply.choices[0].message.content == expected_answer
+
+
+def test_what_common_clients_send_unasked_is_answered_with_a_warning(server, expected_answer):
+    """lmms-eval's OpenAI-compatible model to a model named o1 / o3 / o4-* (reasoning_effort, a text
+    response_format, max_completion_tokens), vLLM's and SGLang's benchmark clients (ignore_eos, streamed
+    with usage): answered, each ignored parameter named in a `warning`."""
+    lmms_eval = {"model": "o4-mini", "messages": question_with("red.png"), "reasoning_effort": "medium",
+                 "response_format": {"type": "text"}, "max_completion_tokens": 8}
+    reply = httpx.post(f"{server[0]}/v1/chat/completions", json=lmms_eval, timeout=60)  # (no temperature: sampled)
+    assert reply.status_code == 200 and isinstance(reply.json()["choices"][0]["message"]["content"], str)
+    assert "'reasoning_effort' was ignored" in reply.json()["warning"]
+    bench = {"model": "tiny", "messages": question_with("red.png"), "temperature": 0.0, "max_completion_tokens": 8,
+             "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True, "min_tokens": 8}
+    with httpx.stream("POST", f"{server[0]}/v1/chat/completions", json=bench, timeout=60) as streamed:
+        events = [json.loads(line.removeprefix("data: ")) for line in streamed.iter_lines()
+                  if line.startswith("data: {")]
+    assert streamed.status_code == 200 and "'ignore_eos' was ignored" in events[0]["warning"]
+    assert "'min_tokens' was ignored" in events[0]["warning"]
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]) == expected_answer
+    plain = httpx.post(f"{server[0]}/v1/chat/completions", timeout=60, json={
+        "model": "tiny", "messages": question_with("red.png"), "max_tokens": 8, "temperature": 0})
+    assert "warning" not in plain.json()
 
 
 def test_the_request_lmms_eval_sends_is_answered(server, expected_answer):

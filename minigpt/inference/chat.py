@@ -33,6 +33,8 @@ class GenerationOptions:
     presence_penalty: float = 0.0   # OpenAI's, on the logits (models/penalties.py)
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()      # the answer ends before the first of these
+    top_k: int = 50                 # sampling: transformers' default, which the original demo sampled with; 0: off
+    min_p: float = 0.0              # sampling: drop tokens under min_p x the likeliest one's probability; 0: off
 
 
 def load_image(image: str | Path | Image.Image) -> Image.Image:
@@ -116,7 +118,7 @@ def generate_counted_answers(model, collator, samples: list[dict], options: Gene
             batch, max_new_tokens=options.max_new_tokens, num_beams=options.num_beams, temperature=options.temperature,
             top_p=options.top_p, repetition_penalty=options.repetition_penalty, do_sample=options.do_sample,
             stop=options.stop, presence_penalty=options.presence_penalty,
-            frequency_penalty=options.frequency_penalty, **generate_kwargs)
+            frequency_penalty=options.frequency_penalty, top_k=options.top_k, min_p=options.min_p, **generate_kwargs)
         for index, answer in zip(indices, generated):
             answers[index] = answer
     return answers

@@ -374,7 +374,8 @@ class MiniGPT(nn.Module):
     def generate_counted(self, batch: dict, max_new_tokens: int = 300, num_beams: int = 1, temperature: float = 1.0,
                          top_p: float = 0.9, repetition_penalty: float = 1.05, do_sample: bool = False,
                          streamer=None, stopping_criteria: list | None = None, stop: tuple[str, ...] = (),
-                         presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> list[GeneratedAnswer]:
+                         presence_penalty: float = 0.0, frequency_penalty: float = 0.0, top_k: int = 50,
+                         min_p: float = 0.0) -> list[GeneratedAnswer]:
         """Answers for a left-padded generation batch (ConversationCollator.generation_batch) with the ids generated
         for each and why it ended (models/generation.py: an API's usage and finish reason). An answer stops where
         the context is full, or before the first `stop` string; `streamer` and `stopping_criteria` go to generate."""
@@ -386,7 +387,7 @@ class MiniGPT(nn.Module):
         end_sym = self.template.end_sym
         markers = [*([] if end_sym == self.tokenizer.eos_token else [end_sym]), *stop]
         ends = RowEnds(self.tokenizer, markers, stopping_criteria)
-        sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
+        sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p or None} if do_sample else {}
         penalized = presence_penalty or frequency_penalty
         penalties = [PresenceFrequencyPenalty(presence_penalty, frequency_penalty)] if penalized else []
         output_ids = self.llama_model.generate(

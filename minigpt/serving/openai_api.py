@@ -216,25 +216,30 @@ class Completion:
             replies.append((message, finish or answer.finish_reason, answer))
         return replies
 
+    @property
+    def warning(self) -> dict:
+        """{"warning": the parameters ignored, each with why} when there are any (vLLM answers so too)."""
+        return {"warning": "; ".join(self.params.warnings)} if self.params.warnings else {}
+
     def answer(self) -> dict:
         replies = self.generate(self.params.n)
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.served.name,
                 "choices": [{"index": index, "message": message, "finish_reason": finish}
                             for index, (message, finish, _) in enumerate(replies)],
-                "usage": self.usage(*(answer for _, _, answer in replies))}
+                "usage": self.usage(*(answer for _, _, answer in replies)), **self.warning}
 
     def chunks(self) -> Iterator[str]:
         """Server-sent events: the role, then each new piece of text, then the finish reason and [DONE]."""
         served = self.served
 
-        def event(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
+        def event(delta: dict | None, finish: str | None = None, usage: dict | None = None, **extra) -> str:
             chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": served.name,
-                     "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                     "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
             if self.params.include_usage:  # null on every chunk but the last, as OpenAI sends it
                 chunk["usage"] = usage
             return f"data: {json.dumps(chunk)}\n\n"
 
-        yield event({"role": "assistant", "content": ""})
+        yield event({"role": "assistant", "content": ""}, **self.warning)
         if self.tools.active:  # a call is known only once the whole reply is: generate it, then send it in pieces
             message, finish, answer = self.generate()[0]
             for delta in tool_call_deltas(message):
