@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import REPO
+from image_server import image_server, png_bytes  # noqa: F401  (image_server: a fixture)
 
 QUESTION = "Which colors do you see?"
 
@@ -45,7 +46,7 @@ def server(shapes_dir, tmp_path_factory):
         port = probe.getsockname()[1]
     options = [f"model.tokenizer={shapes_dir}/tokenizer", "model.ckpt=null"]
     process = subprocess.Popen([sys.executable, "serve.py", "--cfg-path", "eval_configs/tiny_eval.yaml", "--port", str(port),
-                                "--name", "tiny", "--image-root", str(image_root), "--max-image-mb", "0.05",
+                                "--name", "tiny", "--image-root", str(image_root), "--max-image-mb", "0.05", "--image-timeout", "1",
                                 "--options", *options], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -109,7 +110,7 @@ def test_the_openai_client_gets_the_chat_engines_answer_whole_and_streamed(serve
 
 @pytest.mark.parametrize("messages, extra, status, message", [
     (question_with("data:image/png;base64," + base64.b64encode(b"not an image").decode()), {}, 400, "not a readable image"),
-    (question_with("https://example.com/cat.jpg"), {}, 400, "not downloaded"),
+    (question_with("ftp://example.com/cat.jpg"), {}, 400, "an image URL is http(s), a data URL or a local file path"),
     (question_with("../outside.png"), {}, 403, "outside the server's image root"),
     (question_with("missing.png"), {}, 404, "no image file"),
     (question_with(data_url(Image.effect_noise((256, 256), 64).convert("RGB"))), {}, 413, "larger than"),
@@ -136,6 +137,21 @@ def test_bad_requests_get_a_json_error_and_the_server_goes_on(server, expected_a
     assert caught.value.status_code == status and message in caught.value.body["message"]
     reply = client(server).chat.completions.create(model="tiny", messages=question_with("red.png"), max_tokens=8, temperature=0)
     assert reply.choices[0].message.content == expected_answer
+
+
+def test_an_image_url_is_fetched_and_answered_as_its_bytes_are(server, image_server):
+    api = client(server)
+    by_url = api.chat.completions.create(model="tiny", messages=question_with(f"{image_server}/red.png"), max_tokens=8,
+                                         temperature=0)
+    sent = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    by_data = api.chat.completions.create(model="tiny", messages=question_with(sent), max_tokens=8, temperature=0)
+    assert by_url.choices[0].message.content == by_data.choices[0].message.content
+    for path, message in (("/large-unsized.bin", "over the 0.05 MB limit"), ("/slow.png", "took over the 1 s limit"),
+                          ("/missing.png", "HTTP 404")):
+        with pytest.raises(openai.APIStatusError) as caught:
+            api.chat.completions.create(model="tiny", messages=question_with(f"{image_server}{path}"), max_tokens=8)
+        assert caught.value.status_code == 400 and message in caught.value.body["message"], caught.value.body
+        assert caught.value.body["param"] == "messages[0].content[1].image_url"
 
 
 def test_malformed_http_gets_json_errors(server):

@@ -2,8 +2,8 @@
 
     minigpt serve --cfg-path eval_configs/X.yaml [--port 8000] [--api-key KEY] [--options key=value ...]
 
-Any OpenAI client then talks to it (docs/demos-and-serving.md has an example). Images come as data URLs, or as
-file paths under --image-root. It listens on 127.0.0.1 unless --host says otherwise. With --api-key (or
+Any OpenAI client then talks to it (docs/demos-and-serving.md has an example). Images come as data URLs,
+http(s) URLs (fetched within --max-image-mb and --image-timeout), or file paths under --image-root. It listens on 127.0.0.1 unless --host says otherwise. With --api-key (or
 MINIGPT_API_KEY), requests must carry that key as clients send theirs (Authorization: Bearer KEY).
 Requests that arrive together are answered in one generation batch, up to --max-batch (serving/batching.py).
 """
@@ -26,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("MINIGPT_API_KEY"),
                         help="the key clients must send (default: $MINIGPT_API_KEY; none: no key needed)")
     parser.add_argument("--max-batch", type=int, default=8, help="requests answered together at most (1: one at a time)")
+    parser.add_argument("--image-timeout", type=float, default=10.0,
+                        help="seconds an image named by an http(s) URL may take to fetch, in all")
 
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_from_arguments(args)
     served = ServedModel(args.name or Path(args.cfg_path).stem, loaded.model, loaded.image_processor,
-                         Path(args.image_root), int(args.max_image_mb * 2**20), args.max_batch)
+                         Path(args.image_root), int(args.max_image_mb * 2**20), args.max_batch, args.image_timeout)
     uvicorn.run(create_app(served, args.api_key), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -1,12 +1,12 @@
 """An OpenAI-compatible `/v1/chat/completions` endpoint over the chat engine (FastAPI).
 
 Existing OpenAI clients talk to a finetuned model unchanged: messages whose content is text or a list of
-`text` and `image_url` parts (a `data:` URL, or a file path under the server's image root), and every
-generation parameter either honoured or refused by name (request_params.py). A conversation holds at
-most one image, as MiniGPT's prompts do;
-system messages are accepted and ignored (a template's system text, where it has one, is fixed). One request is
-answered at a time per model; the others wait their turn. A bad request gets a 4xx answer with an
-OpenAI-style JSON error that names the parameter, never a crash.
+`text` and `image_url` parts (a `data:` URL, an http(s) URL the server fetches within a size and a time
+limit, or a file path under the server's image root), and every generation parameter honoured, ignored
+with a warning, or refused by name (request_params.py). A conversation holds at most one image, as
+MiniGPT's prompts do; system messages are accepted and ignored (a template's system text, where it has
+one, is fixed). Requests that arrive together are answered in one generation batch (batching.py). A bad
+request gets a 4xx answer with an OpenAI-style JSON error that names the parameter, never a crash.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.conversation.tool_calls import tool_result_text
 from minigpt.processors.image import to_rgb
 from minigpt.serving.batching import Batcher
+from minigpt.serving.image_urls import ImageURLError, fetch_image_bytes, is_web_url
 from minigpt.serving.request_params import ParameterError, read_params
 from minigpt.serving.tool_calling import (ToolRequestError, ToolSetup, assistant_text, call_names, read_tool_setup,
                                           reply_message, tool_call_deltas)
@@ -61,6 +62,7 @@ class ServedModel:
     image_root: Path
     max_image_bytes: int = 20 * 2**20
     max_batch: int = 8
+    image_fetch_timeout_s: float = 10.0  # for an image named by an http(s) URL, in all
 
     def __post_init__(self):
         self.collator = collator_for(self.model)
@@ -68,7 +70,8 @@ class ServedModel:
 
 
 def read_image(url: str, served: ServedModel, param: str) -> Image.Image:
-    """A `data:image/...;base64,` URL or a file path under the image root -> an RGB image."""
+    """A `data:image/...;base64,` URL, an http(s) URL (image_urls.py) or a file path under the image root ->
+    an RGB image."""
     if url.startswith("data:"):
         header, _, payload = url.partition(",")
         if ";base64" not in header:
@@ -80,8 +83,13 @@ def read_image(url: str, served: ServedModel, param: str) -> Image.Image:
         except (binascii.Error, ValueError):
             raise RequestError("image data URL is not valid base64", param) from None
         source = io.BytesIO(data)
+    elif is_web_url(url):
+        try:
+            source = io.BytesIO(fetch_image_bytes(url, served.max_image_bytes, served.image_fetch_timeout_s))
+        except ImageURLError as error:
+            raise RequestError(str(error), param) from None
     elif "://" in url and not url.startswith("file://"):
-        raise RequestError("images are not downloaded: send a data URL or a local file path", param)
+        raise RequestError("an image URL is http(s), a data URL or a local file path", param)
     else:
         path = (served.image_root / url.removeprefix("file://")).resolve()
         if not path.is_relative_to(served.image_root.resolve()):
@@ -299,7 +307,7 @@ def create_app(served: ServedModel, api_key: str | None = None):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error(400, f"the request body is not JSON: {exc}")
         try:
-            completion = Completion(body, served)
+            completion = await run_in_threadpool(Completion, body, served)  # (it may fetch an image URL)
             if completion.stream:
                 return StreamingResponse(completion.chunks(), media_type="text/event-stream")
             return await run_in_threadpool(completion.answer)
