@@ -17,8 +17,6 @@ import io
 import json
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 from fastapi import FastAPI, Request
@@ -28,46 +26,15 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from minigpt.conversation.collator import collator_for
 from minigpt.conversation.generated import GeneratedAnswer
 from minigpt.conversation.template import ASSISTANT, USER
 from minigpt.conversation.tool_calls import tool_result_text
 from minigpt.processors.image import to_rgb
-from minigpt.serving.batching import Batcher
 from minigpt.serving.image_urls import ImageURLError, fetch_image_bytes, is_web_url
 from minigpt.serving.request_params import ParameterError, read_params
+from minigpt.serving.served import RequestError, ServedModel, check_room
 from minigpt.serving.tool_calling import (ToolRequestError, ToolSetup, assistant_text, call_names, read_tool_setup,
                                           reply_message, tool_call_deltas)
-
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's error code for a conversation too long
-
-
-class RequestError(ValueError):
-    """A request the server refuses: HTTP `status`, the request `param` at fault, and OpenAI's error `code`
-    where a client acts on it (context_length_exceeded: a planner shortens its conversation)."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
-        super().__init__(message)
-        self.param, self.status, self.code = param, status, code
-
-
-@dataclass
-class ServedModel:
-    """A loaded model and what answering needs: the batcher whose thread answers requests that arrive
-    together in one generation batch (serving/batching.py), up to `max_batch` at a time."""
-
-    name: str
-    model: object
-    image_processor: object
-    image_root: Path
-    max_image_bytes: int = 20 * 2**20
-    max_batch: int = 8
-    image_fetch_timeout_s: float = 10.0  # for an image named by an http(s) URL, in all
-
-    def __post_init__(self):
-        self.collator = collator_for(self.model)
-        self.batcher = Batcher(self.model, self.collator, self.max_batch)
-
 
 def read_image(url: str, served: ServedModel, param: str) -> Image.Image:
     """A `data:image/...;base64,` URL, an http(s) URL (image_urls.py) or a file path under the image root ->
@@ -190,21 +157,8 @@ class Completion:
         self.sample = {"id": "request", "turns": turns, "answer_prefix": self.tools.answer_prefix(),
                        "image": served.image_processor(image) if image is not None else None}
         self.prompt_tokens = int(served.collator.generation_batch([self.sample])["attention_mask"].sum())
-        self.check_room(served.model.max_context_len)
+        check_room(self.prompt_tokens, self.options.max_new_tokens, served.model.max_context_len)
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-
-    def check_room(self, limit: int) -> None:
-        """Refuse, as OpenAI does (400, code context_length_exceeded), a conversation that leaves the model's
-        context no room for the answer asked for: the client shortens the messages or asks for less."""
-        room = limit - self.prompt_tokens
-        if room < 1:
-            raise RequestError(f"the conversation takes {self.prompt_tokens} of the model's {limit} tokens "
-                               "(its maximum context length) and leaves no room for an answer; shorten the messages",
-                               "messages", code=CONTEXT_LENGTH_EXCEEDED)
-        if self.options.max_new_tokens > room:
-            raise RequestError(f"the conversation takes {self.prompt_tokens} of the model's {limit} tokens (its "
-                               f"maximum context length); ask for at most {room} new tokens", "max_tokens",
-                               code=CONTEXT_LENGTH_EXCEEDED)
 
     def usage(self, *answers: GeneratedAnswer) -> dict:
         """Token counts: the prompt once, and the ids generated for the answers, summed (n answers to one
