@@ -264,3 +264,47 @@ def test_an_api_key_guards_the_v1_routes(server):
     assert app.get("/v1/models").status_code == 401
     assert app.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).json()["data"][0]["id"] == "tiny"
     assert app.get("/health").status_code == 200  # for load balancers, without the key
+
+
+def test_text_completions_continue_the_prompt_as_written(server):
+    """/v1/completions: the prompt with BOS and no template, greedy as the model generates it in this
+    process; echo, n answers to each of several prompts in order, OpenAI's default of 16 new tokens, and a
+    stream whose pieces join to the whole answer."""
+    import torch
+
+    from minigpt.config.loader import load_config
+    from minigpt.conversation.collator import collator_for
+    from minigpt.inference.loading import load_for_inference
+
+    config = load_config(REPO / "eval_configs/tiny_eval.yaml", server[2], for_training=False)
+    torch.manual_seed(config.run.seed)
+    model = load_for_inference(config, torch.device("cpu"))
+    prompt = "a small red circle and"
+    batch = collator_for(model).generation_batch([{"id": "p", "turns": [], "completion_prompt": prompt}])
+    assert batch["input_ids"][0].tolist()[0] == model.tokenizer.bos_token_id
+    expected = model.generate_counted(batch, max_new_tokens=8, repetition_penalty=1.0)[0].text
+
+    api = client(server)
+    reply = api.completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=0)
+    assert reply.object == "text_completion" and reply.choices[0].text == expected
+    assert api.completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=0,
+                                  echo=True).choices[0].text == prompt + expected
+    several = api.completions.create(model="tiny", prompt=[prompt, "two blue squares"], n=2, temperature=0)
+    assert [choice.index for choice in several.choices] == [0, 1, 2, 3] and several.choices[0].text == \
+        several.choices[1].text and several.usage.completion_tokens <= 4 * 16
+    streamed = api.completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=0, stream=True)
+    assert "".join(chunk.choices[0].text for chunk in streamed) == expected
+
+
+@pytest.mark.parametrize("extra, param, message", [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "messages", "is for /v1/chat/completions"),
+    ({"prompt": "look: <ImageHere>"}, "prompt", "text only"),
+    ({"prompt": ""}, "prompt", "non-empty string"),
+    ({"suffix": " end."}, "suffix", "not supported"),
+    ({"prompt": ["a", "b"], "stream": True}, "prompt", "stream takes one prompt"),
+    ({"max_tokens": 4000}, "max_tokens", "ask for at most"),
+])
+def test_bad_text_completions_are_refused_by_name(server, extra, param, message):
+    reply = httpx.post(f"{server[0]}/v1/completions", timeout=60, json={"model": "tiny", "prompt": "a red", **extra})
+    assert reply.status_code == 400 and message in reply.json()["error"]["message"], reply.json()
+    assert reply.json()["error"]["param"] == param

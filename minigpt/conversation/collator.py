@@ -271,9 +271,23 @@ class ConversationCollator:
         return {**self.pad([sample], [], padding_side="right"), "datasets": [], "skipped": [], "truncated": []}
 
     def generation_batch(self, samples: list[dict]) -> dict:
-        """Prompts for generation, left-padded so that every prompt ends at the last position."""
-        encoded = [self.encode(sample, for_generation=True) for sample in samples]
+        """Prompts for generation, left-padded so that every prompt ends at the last position. A sample
+        with a `completion_prompt` is that text as it stands (completion_prompt), not a conversation."""
+        encoded = [self.completion_prompt(sample) if "completion_prompt" in sample
+                   else self.encode(sample, for_generation=True) for sample in samples]
         return self.pad(encoded, [s.get("image") for s in samples], padding_side="left")
+
+    def completion_prompt(self, sample: dict) -> EncodedSample:
+        """A text-only prompt to continue (an API's /v1/completions): BOS where the tokenizer has one, then
+        the text, no template; it holds no image."""
+        text = sample["completion_prompt"]
+        if IMAGE_PLACEHOLDER in text or sample.get("image") is not None:
+            raise ConversationError(f"sample {sample['id']!r}: a completion prompt is text only ({IMAGE_PLACEHOLDER} "
+                                    "slots are for conversations with an image)")
+        ids, slots = self._tokenize(text)
+        bos = [] if self.tokenizer.bos_token_id is None else [self.tokenizer.bos_token_id]
+        return EncodedSample(str(sample["id"]), bos + ids, [IGNORE_INDEX] * (len(bos) + len(ids)),
+                             [False] * len(bos) + slots, False)
 
     def scoring_batch(self, samples: list[dict], candidates: list[list[str]]) -> dict:
         """A row per candidate answer of each sample: the sample's prompt (as for generation: its turns end

@@ -33,6 +33,7 @@ from minigpt.processors.image import to_rgb
 from minigpt.serving.image_urls import ImageURLError, fetch_image_bytes, is_web_url
 from minigpt.serving.request_params import ParameterError, read_params
 from minigpt.serving.served import RequestError, ServedModel, check_room
+from minigpt.serving.text_completions import TextCompletion
 from minigpt.serving.tool_calling import (ToolRequestError, ToolSetup, assistant_text, call_names, read_tool_setup,
                                           reply_message, tool_call_deltas)
 
@@ -219,8 +220,9 @@ class Completion:
 
 
 def create_app(served: ServedModel, api_key: str | None = None):
-    """The FastAPI application: /v1/chat/completions, /v1/models and /health. With `api_key`, every /v1/
-    request must carry `Authorization: Bearer <api_key>` (as OpenAI clients send their key)."""
+    """The FastAPI application: /v1/chat/completions, /v1/completions (text_completions.py), /v1/models and
+    /health. With `api_key`, every /v1/ request must carry `Authorization: Bearer <api_key>` (as OpenAI
+    clients send their key)."""
     app = FastAPI(title="MiniGPT", docs_url=None, redoc_url=None)
 
     def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
@@ -254,20 +256,27 @@ def create_app(served: ServedModel, api_key: str | None = None):
     def models():
         return {"object": "list", "data": [{"id": served.name, "object": "model", "created": 0, "owned_by": "minigpt"}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
+    async def respond(request: Request, kind: type[Completion] | type[TextCompletion], prompt_param: str):
         try:
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error(400, f"the request body is not JSON: {exc}")
         try:
-            completion = await run_in_threadpool(Completion, body, served)  # (it may fetch an image URL)
+            completion = await run_in_threadpool(kind, body, served)  # (it may fetch an image URL)
             if completion.stream:
                 return StreamingResponse(completion.chunks(), media_type="text/event-stream")
             return await run_in_threadpool(completion.answer)
         except RequestError as exc:
             return error(exc.status, str(exc), exc.param, code=exc.code)
         except ValueError as exc:  # e.g. a conversation longer than the model's context
-            return error(400, str(exc), "messages")
+            return error(400, str(exc), prompt_param)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await respond(request, Completion, "messages")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await respond(request, TextCompletion, "prompt")
 
     return app

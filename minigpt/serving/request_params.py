@@ -107,10 +107,11 @@ def check_known(body: dict) -> tuple[str, ...]:
     return tuple(warnings)
 
 
-def read_params(body: dict) -> RequestParams:
+def read_params(body: dict, default_max_tokens: int = 300) -> RequestParams:
     """The request's generation settings (ParameterError naming the first one we cannot honour)."""
     warnings = check_known(body)
-    max_tokens = _integer(body, "max_completion_tokens", 1, 4096, None) or _integer(body, "max_tokens", 1, 4096, 300)
+    max_tokens = (_integer(body, "max_completion_tokens", 1, 4096, None)
+                  or _integer(body, "max_tokens", 1, 4096, default_max_tokens))
     temperature = _number(body, "temperature", 0, 2, 1.0)
     n = _integer(body, "n", 1, 8, 1)
     if n > 1 and body.get("stream"):
