@@ -219,15 +219,17 @@ class Completion:
         yield "data: [DONE]\n\n"
 
 
+def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+          code: str | None = None) -> JSONResponse:
+    """An OpenAI-style JSON error."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+
+
 def create_app(served: ServedModel, api_key: str | None = None):
     """The FastAPI application: /v1/chat/completions, /v1/completions (text_completions.py), /v1/models and
     /health. With `api_key`, every /v1/ request must carry `Authorization: Bearer <api_key>` (as OpenAI
     clients send their key)."""
     app = FastAPI(title="MiniGPT", docs_url=None, redoc_url=None)
-
-    def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
-              code: str | None = None) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
