@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
+from minigpt.common.drawing import FONT_SIZE, draw_text, text_width
+
 _PIECE = re.compile(r"<p>(?P<phrase>.*?)</p>|\{(?P<boxes>[^{}]*)\}")
 _BOX = re.compile(r"\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*")
 DELIMITER = "<delim>"
 POSITION_WORDS = (("top left", "top", "top right"), ("left", "center", "right"),
                   ("bottom left", "bottom", "bottom right"))
+LABEL_HEIGHT = FONT_SIZE + 3
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
 
 
@@ -100,8 +103,7 @@ def draw_boxes(image: Image.Image, boxes: list[GroundedBox]) -> Image.Image:
         color = COLORS[index % len(COLORS)]
         pen.rectangle(grounded.box, outline=color, width=width)
         if grounded.label:
-            x, y = grounded.box[0], max(0, grounded.box[1] - 12)
-            left, top, right, bottom = pen.textbbox((x, y), grounded.label)
-            pen.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=color)
-            pen.text((x, y), grounded.label, fill="white")
+            x, y = grounded.box[0], max(0, grounded.box[1] - LABEL_HEIGHT)
+            pen.rectangle((x - 1, y - 1, x + text_width(grounded.label) + 1, y + LABEL_HEIGHT - 1), fill=color)
+            draw_text(pen, (x, y), grounded.label, fill="white")
     return canvas

@@ -7,12 +7,14 @@ import textwrap
 import numpy as np
 from PIL import Image, ImageDraw
 
-from minigpt.paragraph.pipeline import ParagraphResult
+from minigpt.common.drawing import draw_text
 from minigpt.conversation.boxes import GroundedBox, draw_boxes
+from minigpt.paragraph.pipeline import ParagraphResult
 
 MIN_SIDE = 384  # small images are scaled up (nearest neighbour) so boxes and labels stay readable
-PANEL_WIDTH = 420
-LINE_HEIGHT = 14
+PANEL_WIDTH = 480
+LINE_HEIGHT = 17
+WRAP = 58  # characters per line of the paragraph
 
 
 def paragraph_picture(result: ParagraphResult, image: np.ndarray, segments: np.ndarray | None = None) -> Image.Image:
@@ -23,14 +25,14 @@ def paragraph_picture(result: ParagraphResult, image: np.ndarray, segments: np.n
     boxes = [GroundedBox(f"{fact.noun_phrase} ({'+'.join(fact.sources)})", tuple(v * scale for v in fact.box))
              for fact in result.facts if fact.box is not None]
     drawn = draw_boxes(base, boxes)
-    lines = textwrap.wrap(result.paragraph, width=62) + [""]
+    lines = textwrap.wrap(result.paragraph, width=WRAP) + [""]
     lines += [f"{name}: {report.status}, {report.seconds:.2f} s" + (f", {report.found} found" if report.found else "")
               for name, report in result.stages.items()]
-    lines += [f"writer: {result.writer}"[:62]]
+    lines += [f"writer: {result.writer}"[:WRAP]]
     height = max(drawn.height, LINE_HEIGHT * (len(lines) + 2))
     canvas = Image.new("RGB", (drawn.width + PANEL_WIDTH, height), "white")
     canvas.paste(drawn, (0, 0))
     pen = ImageDraw.Draw(canvas)
     for index, line in enumerate(lines):
-        pen.text((drawn.width + 10, 10 + index * LINE_HEIGHT), line, fill="black")
+        draw_text(pen, (drawn.width + 10, 10 + index * LINE_HEIGHT), line)
     return canvas

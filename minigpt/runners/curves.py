@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from minigpt.common.drawing import draw_text
 from minigpt.common.errors import InputError
 
 PANELS = (("loss", "loss"), ("lr", "learning rate"), ("grad_norm", "gradient norm"))
@@ -52,14 +53,14 @@ def _draw_panel(pen: ImageDraw.ImageDraw, top: int, title: str, points: dict[int
     """One panel: a frame, the title, the value range on the left, the curve."""
     left, right, bottom = MARGIN + 20, WIDTH - 20, top + PANEL_HEIGHT - 30
     pen.rectangle([left, top + 20, right, bottom], outline=(120, 120, 120))
-    pen.text((left, top + 4), title, fill=(0, 0, 0))
+    draw_text(pen, (left, top + 4), title)
     if not points:
-        pen.text((left + 10, top + 30), "not logged", fill=(120, 120, 120))
+        draw_text(pen, (left + 10, top + 30), "not logged", fill=(120, 120, 120))
         return
     low, high = min(points.values()), max(points.values())
     span, step_span = (high - low) or 1.0, (steps[1] - steps[0]) or 1
-    pen.text((4, top + 20), f"{high:.3g}", fill=(0, 0, 0))
-    pen.text((4, bottom - 12), f"{low:.3g}", fill=(0, 0, 0))
+    draw_text(pen, (4, top + 20), f"{high:.3g}")
+    draw_text(pen, (4, bottom - 14), f"{low:.3g}")
     xy = [(left + (step - steps[0]) / step_span * (right - left), bottom - (value - low) / span * (bottom - top - 20))
           for step, value in sorted(points.items())]
     if len(xy) == 1:
@@ -77,10 +78,10 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     image = Image.new("RGB", (WIDTH, 30 + PANEL_HEIGHT * len(PANELS) + 20), (255, 255, 255))
     pen = ImageDraw.Draw(image)
     skipped = f", {curves.skipped_lines} unreadable log lines skipped" if curves.skipped_lines else ""
-    pen.text((MARGIN + 20, 8), f"{run_dir.name}: steps {steps[0]}-{steps[1]}{skipped}", fill=(0, 0, 0))
+    draw_text(pen, (MARGIN + 20, 8), f"{run_dir.name}: steps {steps[0]}-{steps[1]}{skipped}")
     for index, (key, title) in enumerate(PANELS):
         _draw_panel(pen, 30 + index * PANEL_HEIGHT, title, curves.series[key], steps)
-    pen.text((WIDTH // 2 - 10, image.height - 16), "step", fill=(0, 0, 0))
+    draw_text(pen, (WIDTH // 2 - 10, image.height - 18), "step")
     out = Path(out) if out else run_dir / "curves.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp.png")
