@@ -168,3 +168,21 @@ def test_user_defined_symbols_do_not_cut_the_text(tmp_path):
         assert ids == symbol_tokenizer(text, add_special_tokens=False).input_ids and not any(slots)
     ids, _ = collator._tokenize("<s>" + texts[1])
     assert ids[0] == symbol_tokenizer.bos_token_id  # BOS still cuts the text
+
+
+def test_several_images_each_get_slots_in_the_turn_they_came_with(tokenizer):
+    """For generation (the API's conversations): images in `images`, the user turn of each in `image_turns`;
+    two in one turn are two image prompts; a turn the conversation lacks is refused."""
+    collator = ConversationCollator(tokenizer, VICUNA, IMAGE_TOKENS, max_txt_len=200)
+    first, second = torch.zeros(3, 8, 8), torch.ones(3, 8, 8)
+    turns = [(USER, "What color is it?"), (ASSISTANT, "red"), (USER, "And this one?")]
+    sample = {"id": "s", "image": first, "images": [first, second], "image_turns": [0, 1], "turns": turns}
+    batch = collator.generation_batch([sample])
+    assert batch["image_slots"][0].sum() == 2 * IMAGE_TOKENS and torch.equal(batch["images"], torch.stack([first, second]))
+    text = tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()], skip_special_tokens=True)
+    assert text.replace(" ", "").count("<Img>") == 2
+    assert text.replace(" ", "").index("Andthisone") > text.replace(" ", "").rindex("</Img>")  # the second image's turn
+    both_first = collator.generation_batch([{**sample, "image_turns": [0, 0], "turns": turns[:1]}])
+    assert both_first["image_slots"][0].sum() == 2 * IMAGE_TOKENS
+    with pytest.raises(ConversationError, match="user turn 2, which it does not have"):
+        collator.generation_batch([{**sample, "image_turns": [0, 2]}])

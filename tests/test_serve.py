@@ -308,3 +308,42 @@ def test_bad_text_completions_are_refused_by_name(server, extra, param, message)
     reply = httpx.post(f"{server[0]}/v1/completions", timeout=60, json={"model": "tiny", "prompt": "a red", **extra})
     assert reply.status_code == 400 and message in reply.json()["error"]["message"], reply.json()
     assert reply.json()["error"]["param"] == param
+
+
+def test_several_images_in_a_conversation_each_get_their_slots(server):
+    """A second image sent with a later question gets its own slots in that turn: the answer is the one
+    the model gives in this process to the same two images and turns, and differs from the answer with
+    the second image swapped; more images than --max-images are refused by name."""
+    import torch
+
+    from minigpt.config.loader import load_config
+    from minigpt.conversation.collator import collator_for
+    from minigpt.conversation.template import ASSISTANT, USER
+    from minigpt.inference.loading import image_processor_for, load_for_inference
+
+    config = load_config(REPO / "eval_configs/tiny_eval.yaml", server[2], for_training=False)
+    torch.manual_seed(config.run.seed)
+    model, processor = load_for_inference(config, torch.device("cpu")), image_processor_for(config)
+    blue = Image.new("RGB", (64, 64), "blue")
+
+    def conversation(second: Image.Image) -> list[dict]:
+        return question_with(data_url(picture())) + [{"role": "assistant", "content": "red"}, {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(second)}}, {"type": "text", "text": "And this one?"}]}]
+
+    def in_process(second: Image.Image) -> str:
+        pixels = [processor(picture()), processor(second)]
+        sample = {"id": "s", "image": pixels[0], "images": pixels, "image_turns": [0, 1], "turns": [
+            (USER, QUESTION), (ASSISTANT, "red"), (USER, "And this one?")]}
+        batch = collator_for(model).generation_batch([sample])
+        return model.generate_counted(batch, max_new_tokens=8, repetition_penalty=1.0)[0].text
+
+    api = client(server)
+    answers = {name: api.chat.completions.create(model="tiny", messages=conversation(image), max_tokens=8,
+                                                 temperature=0).choices[0].message.content
+               for name, image in (("blue", blue), ("red", picture()))}
+    assert answers["blue"] == in_process(blue) and answers["red"] == in_process(picture())
+    assert answers["blue"] != answers["red"]
+    five = question_with(data_url(picture())) + [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(blue)}} for _ in range(4)]}]
+    with pytest.raises(openai.BadRequestError, match="at most 4 images here"):
+        api.chat.completions.create(model="tiny", messages=five, max_tokens=8)

@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("MINIGPT_API_KEY"),
                         help="the key clients must send (default: $MINIGPT_API_KEY; none: no key needed)")
     parser.add_argument("--max-batch", type=int, default=8, help="requests answered together at most (1: one at a time)")
+    parser.add_argument("--max-images", type=int, default=4, help="images one conversation may hold")
     parser.add_argument("--image-timeout", type=float, default=10.0,
                         help="seconds an image named by an http(s) URL may take to fetch, in all")
 
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load_from_arguments(args)
     served = ServedModel(args.name or Path(args.cfg_path).stem, loaded.model, loaded.image_processor,
-                         Path(args.image_root), int(args.max_image_mb * 2**20), args.max_batch, args.image_timeout)
+                         Path(args.image_root), int(args.max_image_mb * 2**20), args.max_batch, args.image_timeout,
+                         args.max_images)
     uvicorn.run(create_app(served, args.api_key), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -55,6 +55,14 @@ class EncodedSample:
     truncated: bool
 
 
+def sample_images(sample: dict) -> list:
+    """A sample's images in the order their slots come: `images` where a conversation has several (each
+    user turn's, as `image_turns` places them; generation only), else its one `image`, or none."""
+    if sample.get("images"):
+        return list(sample["images"])
+    return [] if sample.get("image") is None else [sample["image"]]
+
+
 def collator_for(model, max_txt_len: int | None = None, strict: bool = False, packing: bool = False,
                  packing_length: int | None = None) -> "ConversationCollator":
     """The collator of a built model (anything with `tokenizer`, `template`, `num_image_tokens` and
@@ -146,7 +154,7 @@ class ConversationCollator:
         the prompt instead."""
         has_image = sample.get("image") is not None
         pairs = self.template.pairs(sample["turns"], has_image, str(sample["id"]), sample.get("task"),
-                                    sample.get("choice_seed", ""))
+                                    sample.get("choice_seed", ""), sample.get("image_turns"))
         if self.template.chat_template is not None:
             return self._encode_from_chat_template(sample, pairs, has_image, for_generation)
         if for_generation and self.template.chat_style is not None:
@@ -157,11 +165,13 @@ class ConversationCollator:
         ids, slots = self._user_turn(pairs[0][0], has_image)
         target_ids: list[int] = []
         target_labels: list[int] = []
+        target_slots: list[bool] = []  # (a later turn's image, in a conversation with several)
         for index, (user_text, answer) in enumerate(pairs):
             if index > 0:
-                user_ids = self._user_turn(user_text, has_image)[0]
+                user_ids, user_slots = self._user_turn(user_text, has_image)
                 target_ids += user_ids
                 target_labels += [IGNORE_INDEX] * len(user_ids)
+                target_slots += user_slots
             if answer is None:
                 if not for_generation:
                     raise ConversationError(f"sample {sample['id']!r}: a user turn has no answer")
@@ -169,8 +179,9 @@ class ConversationCollator:
             answer_ids = self.answer_tokens(answer)
             target_ids += answer_ids
             target_labels += answer_ids
+            target_slots += [False] * len(answer_ids)
         encoded = EncodedSample(str(sample["id"]), ids + target_ids, [IGNORE_INDEX] * len(ids) + target_labels,
-                                slots + [False] * len(target_ids), False)
+                                slots + target_slots, False)
         if not for_generation:
             encoded = self._truncated(encoded, len(ids))
         else:
@@ -227,12 +238,13 @@ class ConversationCollator:
             raise UnsupervisedSampleError(
                 f"sample {sample['id']!r} from {sample.get('dataset', '?')}: no answer token is kept (the answer is "
                 f"empty, or max_txt_len={self.max_txt_len} leaves none)")
-        if has_image and sum(encoded.image_slots) != self.num_image_tokens:
+        images = len(sample_images(sample))
+        if has_image and sum(encoded.image_slots) != self.num_image_tokens * images:
             if encoded.truncated:
                 raise PromptTooLongError(
                     f"sample {sample['id']!r} from {sample.get('dataset', '?')}: its prompt is longer than "
                     f"max_context_len={self.max_context_len} tokens ({self.num_image_tokens} image tokens included)")
-            raise ConversationError(f"sample {sample['id']!r}: expected one image placeholder, "
+            raise ConversationError(f"sample {sample['id']!r}: expected {images} image placeholder(s), "
                                     f"found {sum(encoded.image_slots) // max(self.num_image_tokens, 1)}")
         return encoded
 
@@ -275,7 +287,7 @@ class ConversationCollator:
         with a `completion_prompt` is that text as it stands (completion_prompt), not a conversation."""
         encoded = [self.completion_prompt(sample) if "completion_prompt" in sample
                    else self.encode(sample, for_generation=True) for sample in samples]
-        return self.pad(encoded, [s.get("image") for s in samples], padding_side="left")
+        return self.pad(encoded, [image for sample in samples for image in sample_images(sample)], padding_side="left")
 
     def completion_prompt(self, sample: dict) -> EncodedSample:
         """A text-only prompt to continue (an API's /v1/completions): BOS where the tokenizer has one, then

@@ -67,8 +67,11 @@ class PromptTemplate:
         return self.prompt_template.format(text) if self.prompt_template else text
 
     def pairs(self, turns: list[tuple[str, str]], has_image: bool, sample_id: str = "",
-              task: str | None = None, choice_seed: str = "") -> list[tuple[str, str | None]]:
-        """Group turns into (user text, answer or None) pairs, with the image placeholder in the first user turn.
+              task: str | None = None, choice_seed: str = "",
+              image_turns: list[int] | None = None) -> list[tuple[str, str | None]]:
+        """Group turns into (user text, answer or None) pairs, with the image placeholder in the first user turn
+        (or, with `image_turns`, one image prompt per image before the text of the user turn it came with, as
+        the original chat adds one for each image uploaded).
 
         A caption sample (a lone assistant turn) gets one of `instruction_prompts`, drawn from the sample id
         and `choice_seed` (the data set's seed and pass: reproducible, yet new each pass), or with none the
@@ -90,16 +93,22 @@ class PromptTemplate:
                 raise ConversationError(f"sample {sample_id!r}: turns must alternate user/assistant, got {role!r}")
         if not pairs:
             raise ConversationError(f"sample {sample_id!r}: no turns")
-        first_user = pairs[0][0]
         if task and self.task_identifiers:
-            first_user = f"[{task}] {first_user}"
-        if has_image and IMAGE_PLACEHOLDER not in first_user:
-            if first_user or self.prompt_template or self.chat_template:
-                first_user = f"{IMAGE_PROMPT} {first_user}".rstrip()
-            else:
-                first_user = IMAGE_PLACEHOLDER
-        pairs[0] = (first_user, pairs[0][1])
+            pairs[0] = (f"[{task}] {pairs[0][0]}", pairs[0][1])
+        placed = ([0] if has_image else []) if image_turns is None else list(image_turns)
+        for index in sorted(set(placed)):
+            if not 0 <= index < len(pairs):
+                raise ConversationError(f"sample {sample_id!r}: an image of user turn {index}, which it does not have")
+            if IMAGE_PLACEHOLDER not in pairs[index][0]:
+                pairs[index] = (self._with_images(pairs[index][0], placed.count(index)), pairs[index][1])
         return pairs
+
+    def _with_images(self, user_text: str, count: int) -> str:
+        """A user turn's text after its images' prompts; a lone image with no text and no template is the bare
+        placeholder (stage-1 captioning)."""
+        if count == 1 and not user_text and not (self.prompt_template or self.chat_template):
+            return IMAGE_PLACEHOLDER
+        return " ".join([IMAGE_PROMPT] * count + [user_text]).rstrip()
 
 
 def refuse_image_markers(turns: list[tuple[str, str]], sample_id: str) -> None:

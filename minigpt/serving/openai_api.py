@@ -3,10 +3,11 @@
 Existing OpenAI clients talk to a finetuned model unchanged: messages whose content is text or a list of
 `text` and `image_url` parts (a `data:` URL, an http(s) URL the server fetches within a size and a time
 limit, or a file path under the server's image root), and every generation parameter honoured, ignored
-with a warning, or refused by name (request_params.py). A conversation holds at most one image, as
-MiniGPT's prompts do; system messages are accepted and ignored (a template's system text, where it has
-one, is fixed). Requests that arrive together are answered in one generation batch (batching.py). A bad
-request gets a 4xx answer with an OpenAI-style JSON error that names the parameter, never a crash.
+with a warning, or refused by name (request_params.py). Each image of a conversation gets its own slots
+in the user turn it came with, as the original chat adds one per upload (up to --max-images). System
+messages are accepted and ignored (a template's system text, where it has one, is fixed). Requests that
+arrive together are answered in one generation batch (batching.py). A bad request gets a 4xx answer with
+an OpenAI-style JSON error that names the parameter, never a crash.
 """
 from __future__ import annotations
 
@@ -108,16 +109,18 @@ def message_text(message: dict, param: str, served: ServedModel, images: list, c
 
 
 def parse_messages(messages, served: ServedModel, tools: ToolSetup | None = None
-                   ) -> tuple[list[tuple[str, str]], Image.Image | None]:
+                   ) -> tuple[list[tuple[str, str]], list[Image.Image], list[int]]:
     """OpenAI messages -> (turns ending with the user's question or a tool's result, the conversation's
-    image or None). Tool results are user turns; the first user turn names the offered tools."""
+    images, the user turn of each image). Tool results are user turns; the first user turn names the
+    offered tools."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("'messages' must be a non-empty list", "messages")
-    turns, images, names = [], [], call_names(messages)
+    turns, images, image_positions, names = [], [], [], call_names(messages)
     for index, message in enumerate(messages):
         param = f"messages[{index}]"
         if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant", "tool"):
             raise RequestError("each message needs a role: system, user, assistant or tool", f"{param}.role")
+        before = len(images)
         text = message_text(message, param, served, images, names)
         if message["role"] in ("system", "developer"):
             continue
@@ -126,15 +129,20 @@ def parse_messages(messages, served: ServedModel, tools: ToolSetup | None = None
             turns[-1] = (role, turns[-1][1] + "\n" + text)  # consecutive messages of one role join
         else:
             turns.append((role, text))
-    if len(images) > 1:
-        raise RequestError("a conversation can hold one image; start a new one for another image", "messages")
+        image_positions += [len(turns) - 1] * (len(images) - before)
+    if len(images) > served.max_images:
+        raise RequestError(f"a conversation holds at most {served.max_images} images here (--max-images); it has "
+                           f"{len(images)}", "messages")
     if not turns or turns[-1][0] != USER:
         raise RequestError("the last message must be the user's (or a tool's result)", "messages")
     if turns[0][0] != USER:
         turns.insert(0, (USER, ""))  # an assistant greeting first: the template starts with a user turn
+        image_positions = [position + 1 for position in image_positions]
     if tools is not None and tools.active:
         turns[0] = (USER, turns[0][1] + tools.first_turn_suffix())
-    return turns, images[0] if images else None
+    # the user turn each image came with: how many user turns precede its message
+    image_turns = [sum(role == USER for role, _ in turns[:position]) for position in image_positions]
+    return turns, images, image_turns
 
 
 class Completion:
@@ -154,9 +162,12 @@ class Completion:
             self.tools = read_tool_setup(body)
         except ToolRequestError as error:
             raise RequestError(str(error), error.param) from None
-        turns, image = parse_messages(body.get("messages"), served, self.tools)
+        turns, images, image_turns = parse_messages(body.get("messages"), served, self.tools)
+        pixels = [served.image_processor(image) for image in images]
         self.sample = {"id": "request", "turns": turns, "answer_prefix": self.tools.answer_prefix(),
-                       "image": served.image_processor(image) if image is not None else None}
+                       "image": pixels[0] if pixels else None}
+        if image_turns != [0] * len(image_turns) or len(pixels) > 1:  # not one image with the first question
+            self.sample.update(images=pixels, image_turns=image_turns)
         self.prompt_tokens = int(served.collator.generation_batch([self.sample])["attention_mask"].sum())
         check_room(self.prompt_tokens, self.options.max_new_tokens, served.model.max_context_len)
         self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())

@@ -32,6 +32,7 @@ class ServedModel:
     max_image_bytes: int = 20 * 2**20
     max_batch: int = 8
     image_fetch_timeout_s: float = 10.0  # for an image named by an http(s) URL, in all
+    max_images: int = 4  # per conversation, each with its own slots (as the original chat adds one per upload)
 
     def __post_init__(self):
         self.collator = collator_for(self.model)
