@@ -9,6 +9,7 @@ import sys
 from omegaconf import OmegaConf
 
 from conftest import REPO
+from minigpt.common import registry
 
 
 def readme_examples() -> dict[str, str]:
@@ -57,3 +58,15 @@ def test_add_your_own_dataset_example_trains(tmp_path, shapes_dir):
     epoch = next(e["epoch_samples"] for e in log if "epoch_samples" in e)
     assert epoch["my_qa"]["used"] == 32 and sum(v for k, v in epoch["my_qa"].items() if k not in ("used", "truncated")) == 0
     assert not (REPO / "minigpt" / "datasets" / "builders" / "my_qa.py").exists()
+
+
+def test_every_registered_builder_is_in_the_builders_table():
+    """Each builder class has a row in dataset/README.md's table naming it (a new builder without one fails here)."""
+    text = (REPO / "dataset" / "README.md").read_text()
+    table = text[text.index("## The builders and their files"):text.index("### Where the files come from")]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    classes: dict[type, list[str]] = {}
+    for name in registry.names("builder"):
+        classes.setdefault(registry.get("builder", name), []).append(name)
+    missing = [names for names in classes.values() if not any(f"`{name}`" in row for row in rows for name in names)]
+    assert not missing, f"builders without a row in dataset/README.md: {missing}"
