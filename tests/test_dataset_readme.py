@@ -9,6 +9,7 @@ import sys
 from omegaconf import OmegaConf
 
 from conftest import REPO
+import minigpt.datasets.builders  # noqa: F401  (registers every builder)
 from minigpt.common import registry
 
 
@@ -68,5 +69,6 @@ def test_every_registered_builder_is_in_the_builders_table():
     classes: dict[type, list[str]] = {}
     for name in registry.names("builder"):
         classes.setdefault(registry.get("builder", name), []).append(name)
+    assert len(classes) >= 15, sorted(classes, key=str)
     missing = [names for names in classes.values() if not any(f"`{name}`" in row for row in rows for name in names)]
     assert not missing, f"builders without a row in dataset/README.md: {missing}"
