@@ -8,5 +8,5 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q -U pip
-# [all]: gpu, web, eval, wandb, tensorboard, data and dev, everything the full test suite runs.
+# [all]: gpu, web, eval, wandb, tensorboard, data, plot and dev, everything the full test suite runs.
 DS_BUILD_OPS=0 python -m pip install -q torch==2.14.1 torchvision==0.29.1 -e '.[all]'

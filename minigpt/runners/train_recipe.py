@@ -243,6 +243,7 @@ class TrainRecipe:
         loss_mean = all_reduce_mean(torch.tensor(window["loss"] / window["steps"], device=self.device)).item()
         metrics = {"loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
                    "samples_per_s": window["samples"] * self.dist.world_size / elapsed,
+                   "tokens_per_s": window["tokens"] * self.dist.world_size / elapsed,
                    "supervised_fraction": window["supervised"] / max(window["tokens"], 1),
                    "epoch": (self.step - 1) // self.iters_per_epoch,
                    "samples_by_dataset_rank0": dict(self.mix)}  # each micro-step draws one data set on all ranks
