@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with everything MiniGPT needs (torch 2.14.1 + torchvision 0.29.1; deepspeed without
-# compiled ops). Safe to run again: an existing .venv is reused.
+# Create .venv with everything MiniGPT needs (torch and torchvision as torch-pins.txt pins them; deepspeed
+# without compiled ops). Safe to run again: an existing .venv is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
@@ -9,4 +9,4 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 . .venv/bin/activate
 python -m pip install -q -U pip
 # [all]: gpu, web, eval, wandb, tensorboard, data, plot and dev, everything the full test suite runs.
-DS_BUILD_OPS=0 python -m pip install -q torch==2.14.1 torchvision==0.29.1 -e '.[all]'
+DS_BUILD_OPS=0 python -m pip install -q -r torch-pins.txt -e '.[all]'
