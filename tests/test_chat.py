@@ -10,6 +10,7 @@ from minigpt.inference.chat import (Chat, GenerationOptions, _partial_suffix, ch
                                       original_lengths, stream_answer)
 from minigpt.conversation.collator import IGNORE_INDEX, ConversationCollator
 from minigpt.conversation.template import ASSISTANT, USER
+from minigpt.models.scored_loss import RowScores
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_choose_answers_picks_the_choice_the_model_finds_most_likely(chat):
     assert len(batch["images"]) == len(samples) and batch["image_index"].tolist() == [0] * 4 + [1] * 3
     short = ConversationCollator(chat.collator.tokenizer, chat.collator.template, chat.collator.num_image_tokens, max_txt_len=4)
     for scoring, reduction in (("total", "sum"), ("mean", "mean")):
-        assert chat.model.answer_losses(batch, reduction).tolist() == pytest.approx(
+        assert chat.model.answer_scores(batch).losses(reduction).tolist() == pytest.approx(
             [alone(s, c, reduction) for s, c in pairs], rel=1e-4)
         expected = [min(s["choices"], key=lambda c: alone(s, c, reduction)) for s in samples]
         assert choose_answers(chat.model, chat.collator, samples, scoring) == expected
@@ -119,14 +120,15 @@ class FixedLossModel:
     def __init__(self, collator, token_loss: dict[str, float]):
         self.collator, self.token_loss = collator, token_loss
 
-    def answer_losses(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
-        losses = []
+    def answer_scores(self, batch: dict) -> RowScores:
+        totals, counts = [], []
         for labels in batch["labels"]:
             answer = labels[labels != IGNORE_INDEX]
             text = self.collator.tokenizer.decode(answer, skip_special_tokens=True).strip()
             text = text.removesuffix(self.collator.template.end_sym)
-            losses.append(self.token_loss[text] * (len(answer) if reduction == "sum" else 1))
-        return torch.tensor(losses)
+            totals.append(self.token_loss[text] * len(answer))
+            counts.append(len(answer))
+        return RowScores(torch.tensor(totals), torch.tensor(counts, dtype=torch.float), torch.zeros(len(totals)) > 0)
 
 
 def test_total_loss_favours_the_short_choice_that_the_mean_ranks_below_a_long_one(chat):

@@ -82,8 +82,11 @@ def test_answer_scores_match_the_full_logits(shapes_dir):
     labels = inputs["labels"][:, 1:]
     token_losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
     answered = labels != IGNORE_INDEX
-    torch.testing.assert_close(model.answer_losses(inputs, reduction="sum"), token_losses.sum(1), atol=1e-5, rtol=0)
-    torch.testing.assert_close(model.answer_losses(inputs), token_losses.sum(1) / answered.sum(1), atol=1e-5, rtol=0)
+    scores = model.answer_scores(inputs)
+    torch.testing.assert_close(scores.losses("sum"), token_losses.sum(1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores.losses(), token_losses.sum(1) / answered.sum(1), atol=1e-5, rtol=0)
+    likeliest = (logits.argmax(dim=-1) == labels) | ~answered  # [B, T-1]: every answer token the argmax
+    assert scores.greedy.tolist() == likeliest.all(dim=1).tolist()
 
 
 def test_a_batch_without_labels_gives_a_zero_loss_that_reaches_the_head(shapes_dir):

@@ -143,7 +143,7 @@ def choose_answers(model, collator, samples: list[dict], scoring: str = "total")
     for indices in adapter_groups(model, samples):
         group = [samples[index] for index in indices]
         batch = collator.scoring_batch(group, [s["choices"] for s in group])
-        losses = model.answer_losses(batch, reduction="mean" if scoring == "mean" else "sum")
+        losses = model.answer_scores(batch).losses("mean" if scoring == "mean" else "sum")
         if scoring == "original":
             losses = losses / original_lengths(batch, group, len(collator.answer_tokens("none"))).to(losses.device)
         losses = losses.tolist()

@@ -38,7 +38,7 @@ from minigpt.models.peft_folders import load_llm_adapter, load_task_adapter
 from minigpt.models.penalties import PresenceFrequencyPenalty
 from minigpt.models.pretrained import load_blip2_qformer
 from minigpt.models.projector import build_projector
-from minigpt.models.scored_loss import mean_token_loss, row_losses
+from minigpt.models.scored_loss import RowScores, mean_token_loss, row_scores
 from minigpt.models.sub_images import join_views, split_views
 from minigpt.models.vision_encoder import in_own_precision
 from minigpt.models.vision_mix import mixed_width
@@ -361,10 +361,10 @@ class MiniGPT(nn.Module):
         return {"loss": output.loss, "logits": output.logits}
 
     @torch.no_grad()
-    def answer_losses(self, batch: dict, reduction: str = "mean") -> torch.Tensor:
-        """[B] loss of each row's labelled (answer) tokens, their mean or (with "sum") total: how unlikely it is."""
+    def answer_scores(self, batch: dict) -> RowScores:
+        """Each row's answer scored: its summed loss, its token count, and whether greedy decoding writes it."""
         inputs_embeds, masks = self.batch_embeds(batch)
-        return row_losses(self.llama_model, inputs_embeds, batch["labels"], reduction, self.logits_chunk_size, **masks)
+        return row_scores(self.llama_model, inputs_embeds, batch["labels"], self.logits_chunk_size, **masks)
 
     def generate(self, batch: dict, **options) -> list[str]:
         """The answers' texts for a left-padded generation batch; `options` are generate_counted's."""

@@ -14,6 +14,8 @@ are the full computation's (tests/test_scored_loss.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,13 +133,36 @@ def mean_token_loss(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.T
                                        rows_per_chunk(head.weight.shape[0], chunk_size))
 
 
-def row_losses(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
-               chunk_size: int | None = None, **masks) -> torch.Tensor:
-    """[B] each row's summed (reduction "sum") or mean loss over its labelled tokens: how unlikely the model
-    finds that row's answer."""
-    losses, rows = token_losses(llm, inputs_embeds, labels, chunk_size, **masks)
-    summed = torch.zeros(len(labels), device=losses.device).index_add_(0, rows, losses)
-    if reduction == "sum":
-        return summed
-    counts = torch.zeros(len(labels), device=losses.device).index_add_(0, rows, torch.ones_like(losses))
-    return summed / counts
+@dataclass
+class RowScores:
+    """What a batch's rows' labelled (answer) tokens score: [B] their summed loss, [B] their count, and [B]
+    whether each is the head's likeliest token, so that greedy decoding would write the answer (what a
+    harness asks of a continuation: lmms-eval's loglikelihood)."""
+
+    total: torch.Tensor
+    tokens: torch.Tensor
+    greedy: torch.Tensor
+
+    def losses(self, reduction: str = "mean") -> torch.Tensor:
+        """[B] each row's summed ("sum") or mean loss: how unlikely the model finds that row's answer."""
+        return self.total if reduction == "sum" else self.total / self.tokens
+
+
+@torch.no_grad()
+def row_scores(llm: nn.Module, inputs_embeds: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None,
+               **masks) -> RowScores:
+    """Each row's answer scored chunk by chunk, as token_losses computes the losses."""
+    decoder, head = decoder_and_head(llm)
+    _, scored_hidden, targets, rows = scored_hidden_states(decoder, inputs_embeds, labels, **masks)
+    chunk_size = rows_per_chunk(head.weight.shape[0], chunk_size)
+    losses, misses = [], []
+    for chunk, chunk_targets in zip(scored_hidden.split(chunk_size), targets.split(chunk_size)):
+        logits = head(chunk).float()  # [n, V]
+        losses.append(F.cross_entropy(logits, chunk_targets, reduction="none"))
+        misses.append((logits.argmax(dim=-1) != chunk_targets).float())
+    per_row = torch.zeros(3, len(labels), device=scored_hidden.device)  # total, tokens, misses
+    if losses:
+        per_row[0].index_add_(0, rows, torch.cat(losses))
+        per_row[1].index_add_(0, rows, torch.ones_like(rows, dtype=per_row.dtype))
+        per_row[2].index_add_(0, rows, torch.cat(misses))
+    return RowScores(per_row[0], per_row[1], per_row[2] == 0)
