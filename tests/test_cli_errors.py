@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import REPO, stage2_options
+from minigpt.cli import configs as configs_command
 from minigpt.cli import main as cli
 from minigpt.common.checkpoint import read_weights
 from minigpt.common.errors import CheckpointError, ConfigError, InputError
@@ -56,7 +57,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     def broken(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli.configs, "run", broken)
+    monkeypatch.setattr(configs_command, "run", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["configs"])
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from minigpt.agents.classical_find import COLOR_NAMES, COLORS, arguments_schema
+from minigpt.common.errors import optional_module
 from minigpt.agents.tool import BOX, BOXES, IMAGE, IMAGE_RESULT, Tool, ToolContext, ToolError, check_box
+
+cv2 = optional_module("cv2")  # the agents extra (classical.py checks it is there)
 
 Box = tuple[int, int, int, int]
 MAX_SIDE = 8192  # largest side resize and rotate may produce

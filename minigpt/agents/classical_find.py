@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-from scipy import ndimage
-from skimage.segmentation import mark_boundaries, slic
-from sklearn.cluster import KMeans
 
+from minigpt.common.errors import optional_module
 from minigpt.agents.tool import BOX, BOXES, IMAGE, Tool, ToolContext, ToolError, check_box
 from minigpt.processors.faces import FaceCascadeMissing, detect_faces
+
+# The agents extra (classical.py checks they are there).
+cv2 = optional_module("cv2")
+ndimage = optional_module("scipy.ndimage")
+segmentation = optional_module("skimage.segmentation")
+cluster = optional_module("sklearn.cluster")
 
 HsvRange = tuple[tuple[int, int, int], tuple[int, int, int]]  # (lower, upper), both inclusive
 
@@ -101,7 +104,7 @@ def find_color_regions(context: ToolContext, arguments: dict) -> dict:
 def superpixels(context: ToolContext, arguments: dict) -> dict:
     """SLIC superpixels: regions of similar colour, each with its box, area and colour name."""
     image = context.image(arguments["image"])
-    labels = slic(image, n_segments=arguments.get("segments", 50), compactness=10, start_label=0)  # [H, W]
+    labels = segmentation.slic(image, n_segments=arguments.get("segments", 50), compactness=10, start_label=0)  # [H, W]
     count = int(labels.max()) + 1
     areas = np.bincount(labels.ravel(), minlength=count)
     sums = np.stack([np.bincount(labels.ravel(), weights=image[:, :, channel].ravel(), minlength=count)
@@ -114,7 +117,7 @@ def superpixels(context: ToolContext, arguments: dict) -> dict:
         rows, cols = found
         segments.append({"box": [cols.start, rows.start, cols.stop, rows.stop], "area": int(areas[label]),
                          "color": color_name(means[label]), "mean_rgb": means[label].tolist()})
-    outlined = (mark_boundaries(image, labels, color=(1, 1, 0)) * 255).round().astype(np.uint8)
+    outlined = (segmentation.mark_boundaries(image, labels, color=(1, 1, 0)) * 255).round().astype(np.uint8)
     handle = context.add_image(outlined, parent=arguments["image"], tool="superpixels", arguments=arguments)
     return {"segments": segments, "count": len(segments), "image": handle}
 
@@ -129,7 +132,7 @@ def dominant_colors(context: ToolContext, arguments: dict) -> dict:
     if len(pixels) > 20000:
         pixels = pixels[np.random.default_rng(0).choice(len(pixels), 20000, replace=False)]
     k = min(arguments.get("k", 5), len(np.unique(pixels, axis=0)))  # no more clusters than distinct colours
-    kmeans = KMeans(n_clusters=k, n_init=3, random_state=0).fit(pixels.astype(np.float32))
+    kmeans = cluster.KMeans(n_clusters=k, n_init=3, random_state=0).fit(pixels.astype(np.float32))
     shares = np.bincount(kmeans.labels_, minlength=k) / len(pixels)
     colors = [{"name": color_name(center), "rgb": [int(v) for v in center], "share": round(float(share), 3)}
               for center, share in zip(np.clip(np.round(kmeans.cluster_centers_), 0, 255), shares)]

@@ -8,12 +8,15 @@ carries) and regions below `min_share` of the image are left out, so a plain ima
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-from skimage.segmentation import mark_boundaries, slic
 
 from minigpt.agents.classical_find import COLOR_NAMES, arguments_schema, color_mask
+from minigpt.common.errors import optional_module
 from minigpt.agents.tool import BOX, IMAGE, Tool, ToolContext
 from minigpt.conversation.boxes import position_word
+
+# The agents extra (classical.py checks they are there).
+ndimage = optional_module("scipy.ndimage")
+segmentation = optional_module("skimage.segmentation")
 
 MAX_SEGMENTS = 20
 
@@ -55,7 +58,7 @@ def background_color(color_map: np.ndarray) -> int:
 def color_segments(context: ToolContext, arguments: dict) -> dict:
     image = context.image(arguments["image"])
     height, width = image.shape[:2]
-    labels = slic(image, n_segments=arguments.get("segments", 100), compactness=10, start_label=0)  # [H, W]
+    labels = segmentation.slic(image, n_segments=arguments.get("segments", 100), compactness=10, start_label=0)  # [H, W]
     superpixel_color = superpixel_names(labels, color_name_map(image))
     regions, region_colors = merged_regions(labels, superpixel_color)
     background = background_color(superpixel_color[labels])
@@ -73,7 +76,7 @@ def color_segments(context: ToolContext, arguments: dict) -> dict:
         found.append({"color": COLOR_NAMES[region_colors[region]], "position": position_word(box, width, height),
                       "box": [int(value) for value in box], "share": round(float(areas[region]) / (height * width), 4)})
     found.sort(key=lambda segment: -segment["share"])
-    outlined = (mark_boundaries(image, regions, color=(1, 1, 0)) * 255).round().astype(np.uint8)
+    outlined = (segmentation.mark_boundaries(image, regions, color=(1, 1, 0)) * 255).round().astype(np.uint8)
     handle = context.add_image(outlined, parent=arguments["image"], tool="color_segments", arguments=arguments)
     return {"segments": found[:MAX_SEGMENTS], "count": len(found), "background": COLOR_NAMES[background],
             "image": handle}

@@ -25,10 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jsonschema
 import yaml
 
-from minigpt.agents.tool import BOX, IMAGE, Tool, Toolbox, ToolError
+from minigpt.agents.tool import BOX, IMAGE, Tool, Toolbox, ToolError, schema_error
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 INPUT_TYPES = {"image": IMAGE, "string": {"type": "string", "minLength": 1}, "integer": {"type": "integer"},
@@ -81,10 +80,9 @@ class Template:
                 if isinstance(value, str) and value.startswith("$"):
                     self._check_reference(value, known, step, where)
                 else:
-                    try:
-                        jsonschema.validate(value, properties[name])
-                    except jsonschema.ValidationError as error:
-                        raise TemplateError(f"{where}: argument {name!r}: {error.message}") from None
+                    error = schema_error(value, properties[name])
+                    if error is not None:
+                        raise TemplateError(f"{where}: argument {name!r}: {error.message}")
             missing = [name for name in tool.parameters.get("required", []) if name not in step.args]
             if missing:
                 raise TemplateError(f"{where}: {step.tool} needs {', '.join(missing)}")
@@ -110,12 +108,11 @@ class Template:
 
     def run(self, toolbox: Toolbox, arguments: dict) -> dict:
         """Run the steps in order; a failing step stops the run with a ToolError naming it."""
-        try:
-            jsonschema.validate(arguments, self.parameters())
-        except jsonschema.ValidationError as error:
+        error = schema_error(arguments, self.parameters())
+        if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "arguments"
             raise TemplateError(f"template {self.name}: {where}: {error.message} (inputs: "
-                                f"{', '.join(f'{k} ({v})' for k, v in self.inputs.items())})") from None
+                                f"{', '.join(f'{k} ({v})' for k, v in self.inputs.items())})")
         values: dict = dict(arguments)
         for step in self.steps:
             values[step.id] = self._run_step(step, toolbox, values)

@@ -12,16 +12,30 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import jsonschema
 import numpy as np
 
 from minigpt.agents.images import HANDLE_PATTERN, ImageStore, UnknownImageError
+from minigpt.common.errors import MissingExtraError, optional_module
+
+jsonschema = optional_module("jsonschema")  # the agents extra
 
 IMAGE = {"type": "string", "pattern": HANDLE_PATTERN, "description": "an image handle, e.g. img_0"}
 BOX = {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
        "description": "a box in pixels: [x1, y1, x2, y2]"}
 BOXES = {"type": "array", "items": BOX}
 IMAGE_RESULT = {"type": "object", "properties": {"image": IMAGE}, "required": ["image"]}
+
+
+def schema_error(value, schema: dict):
+    """jsonschema's ValidationError (its `message`, its `absolute_path`) where `value` does not fit `schema`,
+    else None."""
+    if jsonschema is None:
+        raise MissingExtraError("checking tool arguments", "jsonschema", "agents")
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as error:
+        return error
+    return None
 
 
 class ToolError(ValueError):
@@ -115,18 +129,16 @@ class Toolbox:
         if not isinstance(arguments, dict):
             return Observation(name, {}, error=f"arguments must be a JSON object, got {type(arguments).__name__}",
                                invalid=True)
-        try:
-            jsonschema.validate(arguments, tool.parameters)
-        except jsonschema.ValidationError as error:
+        error = schema_error(arguments, tool.parameters)
+        if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "arguments"
             return Observation(name, arguments, error=f"invalid arguments for {name}: {where}: {error.message}",
                                invalid=True)
         outcome = run_with_timeout(lambda: tool.run(ToolContext(self.images, tool.device), arguments), self.timeout_s)
         if "error" in outcome:
             return Observation(name, arguments, error=describe_failure(name, outcome["error"]))
-        try:
-            jsonschema.validate(outcome["result"], tool.result)
-        except jsonschema.ValidationError as error:
+        error = schema_error(outcome["result"], tool.result)
+        if error is not None:
             return Observation(name, arguments, error=f"{name} returned a malformed result: {error.message}")
         return Observation(name, arguments, result=outcome["result"])
 

@@ -6,27 +6,46 @@ message and exit status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from types import ModuleType
 
-from minigpt.cli import (agent, chat, check_data, configs, convert_checkpoint, download, evaluate, export, mcp,
-                         mix_weights, paragraph, plan, plot, serve, train, web)
-from minigpt.common.errors import InputError
+from minigpt.common.errors import InputError, MissingExtraError
 
-COMMANDS: dict[str, ModuleType] = {
-    "train": train, "chat": chat, "web": web, "serve": serve, "eval": evaluate, "export": export,
-    "check-data": check_data, "mix-weights": mix_weights, "configs": configs, "agent": agent,
-    "mcp": mcp, "paragraph": paragraph, "plot": plot, "convert-checkpoint": convert_checkpoint,
-    "plan": plan, "download": download,
+# command -> its module in minigpt.cli, and the extra it needs beyond the core install (training, chat, eval).
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "train": ("train", None), "chat": ("chat", None), "web": ("web", "web"), "serve": ("serve", "serve"),
+    "eval": ("evaluate", None), "export": ("export", None), "check-data": ("check_data", None),
+    "mix-weights": ("mix_weights", None), "configs": ("configs", None), "agent": ("agent", "agents"),
+    "mcp": ("mcp", "agents"), "paragraph": ("paragraph", "agents"), "plot": ("plot", None),
+    "convert-checkpoint": ("convert_checkpoint", None), "plan": ("plan", None), "download": ("download", None),
 }
+
+
+def command_module(name: str) -> ModuleType | MissingExtraError:
+    """The command's module; or, where a command of an extra misses one of its libraries, the error that
+    names the extra (the command stays listed, and says so when run)."""
+    module_name, extra = COMMANDS[name]
+    try:
+        return importlib.import_module(f"minigpt.cli.{module_name}")
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if extra is None or not missing or missing == "minigpt":
+            raise
+        return MissingExtraError(f"minigpt {name}", missing, extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minigpt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, module in COMMANDS.items():
+    for name in COMMANDS:
+        module = command_module(name)
+        if isinstance(module, MissingExtraError):
+            sub = commands.add_parser(name, help=str(module), description=str(module))
+            sub.set_defaults(run=module.refuse, takes_anything=True)
+            continue
         summary, _, details = (module.__doc__ or "").strip().partition("\n")
         sub = commands.add_parser(name, help=summary, description=f"{summary}\n{details}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "takes_anything", False):
+        parser.parse_args(argv)  # exits naming the unknown arguments
     try:
         return args.run(args) or 0
     except InputError as error:

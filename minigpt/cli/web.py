@@ -14,7 +14,7 @@ from pathlib import Path
 from minigpt.agents.classical import classical_tools
 from minigpt.cli.options import add_server_arguments, load_from_arguments
 from minigpt.serving.web_agent import AgentTab
-from minigpt.serving.web_demo import WebChat, build_ui
+from minigpt.serving.web_demo import WebChat, build_ui, check_gradio
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_gradio()  # the extras, before the model loads
+    classical = classical_tools()
     loaded = load_from_arguments(args)
-    tools = AgentTab.for_model(loaded.model, loaded.image_processor, classical_tools(), args.tool_out)
+    tools = AgentTab.for_model(loaded.model, loaded.image_processor, classical, args.tool_out)
     ui = build_ui(WebChat(loaded.model, loaded.image_processor, args.max_image_mb), f"MiniGPT: {Path(args.cfg_path).stem}",
                   tools)
     ui.queue(default_concurrency_limit=1)  # one answer at a time per model; other tabs wait their turn

@@ -6,6 +6,9 @@ the field.
 """
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 DISTRIBUTION = "minigpt-lab"  # the name to pip install (the import name is minigpt)
 
 
@@ -39,6 +42,21 @@ class MissingExtraError(InputError, ImportError):
 
     def __init__(self, needed_by: str, module: str, extra: str):
         super().__init__(f"{needed_by} {install_hint(module, extra)}")
+
+    def refuse(self, *args) -> None:
+        """Raise this error: a command that cannot run without the extra runs this instead."""
+        raise self
+
+
+def optional_module(name: str) -> ModuleType | None:
+    """A library of an extra, imported if installed, else None: modules the core install also imports keep
+    working without it, and the one function that needs it raises MissingExtraError."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != name.split(".")[0]:
+            raise  # the library is there but broken: that is not a missing extra
+        return None
 
 
 class FetchError(InputError):

@@ -273,7 +273,8 @@ class RunConfig:
     log_freq: int = number(50, above=0)
     wandb_log: bool = False
     wandb_project: str = "minigpt"
-    tensorboard_log: bool = False  # also write TensorBoard events to <output_dir>/tensorboard
+    # also write TensorBoard events to <output_dir>/tensorboard; unset: when tensorboard is installed
+    tensorboard_log: Optional[bool] = None
     job_name: Optional[str] = None
     save_path: Optional[str] = None  # the eval output folder (MiniGPT-v2's name; output_dir when unset)
 

@@ -20,9 +20,11 @@ import re
 from typing import Callable
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 
+from minigpt.common.errors import MissingExtraError, optional_module
 from minigpt.conversation.boxes import POSITION_WORDS
+
+sklearn_text = optional_module("sklearn.feature_extraction.text")  # scikit-learn: the agents extra
 
 COLOR_WORDS = ("red", "orange", "brown", "yellow", "green", "cyan", "blue", "purple", "magenta", "pink", "white",
                "gray", "grey", "black")
@@ -97,7 +99,9 @@ def fact_scores(paragraphs: list[str], scenes: list[list[dict]]) -> dict:
 
 def tfidf_similarity(queries: list[str], documents: list[str]) -> np.ndarray:
     """Cosine similarity [queries, documents] of TF-IDF vectors over words and word pairs."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"[a-z]+").fit(queries + documents)
+    if sklearn_text is None:
+        raise MissingExtraError("TF-IDF retrieval scores", "scikit-learn", "agents")
+    vectorizer = sklearn_text.TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"[a-z]+").fit(queries + documents)
     query_vectors, document_vectors = vectorizer.transform(queries), vectorizer.transform(documents)
     return (query_vectors @ document_vectors.T).toarray()
 

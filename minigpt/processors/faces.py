@@ -6,8 +6,11 @@ from __future__ import annotations
 import functools
 import os
 
-import cv2
 import numpy as np
+
+from minigpt.common.errors import MissingExtraError, optional_module
+
+cv2 = optional_module("cv2")  # opencv-python-headless: the agents extra
 
 
 class FaceCascadeMissing(RuntimeError):
@@ -17,6 +20,8 @@ class FaceCascadeMissing(RuntimeError):
 @functools.lru_cache(maxsize=1)
 def face_cascade() -> cv2.CascadeClassifier:
     """OpenCV's frontal-face Haar cascade, loaded once per process."""
+    if cv2 is None:
+        raise MissingExtraError("face detection", "opencv-python-headless", "agents")
     folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
     path = os.path.join(folder, "haarcascade_frontalface_default.xml")
     if not folder or not os.path.exists(path):
@@ -30,7 +35,8 @@ def face_cascade() -> cv2.CascadeClassifier:
 
 def detect_faces(image: np.ndarray, min_size: int = 30) -> list[list[int]]:
     """Face boxes [x1, y1, x2, y2] in an RGB uint8 image [H, W, 3], largest first."""
+    cascade = face_cascade()
     gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-    faces = face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
+    faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
     boxes = [[int(x), int(y), int(x + w), int(y + h)] for x, y, w, h in faces]
     return sorted(boxes, key=lambda box: (box[2] - box[0]) * (box[3] - box[1]), reverse=True)

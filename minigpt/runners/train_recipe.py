@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ class TrainRecipe:
             if run.wandb_log:
                 loggers.append(WandbLogger(run.wandb_project, run.job_name,
                                            OmegaConf.to_container(self.config, resolve=True), self.output_dir))
-            if run.tensorboard_log:
+            if run.tensorboard_log or (run.tensorboard_log is None and importlib.util.find_spec("tensorboard")):
                 loggers.append(TensorBoardLogger(self.output_dir / "tensorboard"))
             self.logger = MultiLogger(loggers)
         adapters = f", adapters trained {sorted(self.model.adapters.trainable)}" if self.model.adapters else ""

@@ -7,12 +7,14 @@ rest wait in Gradio's queue. Gradio is the `web` extra, imported when the page i
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from PIL import Image
 
+from minigpt.common.errors import MissingExtraError
 from minigpt.conversation.boxes import draw_boxes, parse_boxes
 from minigpt.inference.chat import GenerationOptions, generate_answers, load_image, stream_answer
 from minigpt.conversation.collator import collator_for
@@ -95,9 +97,16 @@ def messages(turns: list[tuple[str, str]]) -> list[dict]:
     return [{"role": "user" if role == USER else "assistant", "content": text} for role, text in turns]
 
 
-def build_ui(web: WebChat, title: str, agent: AgentTab | None = None):
-    import gradio as gr
+def check_gradio() -> None:
+    """Before a model loads for the web page: Gradio is the web extra's (imported by build_ui alone, as it takes
+    seconds to import and every other command does without it)."""
+    if importlib.util.find_spec("gradio") is None:
+        raise MissingExtraError("minigpt web", "gradio", "web")
 
+
+def build_ui(web: WebChat, title: str, agent: AgentTab | None = None):
+    check_gradio()
+    import gradio as gr
     with gr.Blocks(title=title) as ui:
         gr.Markdown(f"## {title}\nUpload an image, then ask about it.")
         with gr.Tab("Chat"):
