@@ -92,6 +92,8 @@ def test_check_dataset_reports_problems_with_record_ids(tmp_path, shapes_dir, fo
     assert minigpt_main(["check-data", "--cfg-path", str(clean)]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("laion")}
     assert rows["laion"][1:4] == ["12", "12", "0"]
+    # before stage 1 has written the checkpoint a stage-2 config starts from
+    assert minigpt_main(["check-data", "--cfg-path", str(clean), "--options", f"model.ckpt={tmp_path}/stage1"]) == 0
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
     _, path = dataset_config(tmp_path, shapes_dir, {"sharegpt4v": {"build_info": {"ann_path": str(empty),

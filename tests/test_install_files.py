@@ -1,10 +1,15 @@
 """The install files agree: torch is pinned in torch-pins.txt alone, which the quick start's setup script
 and the conda environment both install from, and the pin satisfies pyproject.toml's floor; Python's
-floor in pyproject.toml is the version they install and the README names."""
+floor in pyproject.toml is the version they install and the README names; and every floor resolves there."""
 import re
+import subprocess
+import sys
 import tomllib
 
+import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from conftest import REPO
 
@@ -30,3 +35,22 @@ def test_the_python_floor_is_the_tested_version():
     assert f"python={version}" in (REPO / "environment.yml").read_text()
     assert f"python{version}" in (REPO / "scripts/setup.sh").read_text()
     assert f"Python {version}" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_every_dependency_at_its_floor_resolves_on_the_oldest_supported_python(tmp_path):
+    """Each direct dependency (core and every extra) at its lowest allowed release, on the floor Python: the
+    floors are releases that exist and fit together there."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    python = project["requires-python"].removeprefix(">=")
+    pinned_file = tmp_path / "floors.txt"
+    result = subprocess.run([sys.executable, "-m", "uv", "pip", "compile", "pyproject.toml", "--all-extras",
+                             "--resolution", "lowest-direct", "--python-version", python, "--no-header", "-q",
+                             "-o", str(pinned_file)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pinned = dict(line.split("==") for line in pinned_file.read_text().splitlines() if "==" in line)
+    for requirement in map(Requirement, project["dependencies"]):
+        floor = next((s.version for s in requirement.specifier if s.operator == ">="), None)
+        if floor is not None:  # lowest-direct takes the floor itself where that release exists
+            assert Version(pinned[canonicalize_name(requirement.name)]) >= Version(floor), requirement
+    assert pinned["torch"] == "2.6.0"
