@@ -108,12 +108,16 @@ def eval_config(root: Path) -> Path:
     return path
 
 
-def run_lmms_eval(root: Path, cfg_path: Path, model_args: str = "") -> dict[str, dict[str, dict]]:
+def run_lmms_eval(root: Path, cfg_path: Path, model_args: str = "", processes: int = 1,
+                  limit: int | None = None) -> dict[str, dict[str, dict]]:
     """lmms-eval's logged samples per task, {task: {question id: sample}}; a sample's "filtered_resps"
     hold the model's answer, or each choice's (loss, greedy) as strings."""
-    out = root / f"lmms_out{len(model_args)}"
+    out = root / f"lmms_out{len(model_args)}_{processes}"
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "minigpt",
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"] if processes > 1 else [
+                sys.executable]
+    subprocess.run([*launcher, "-m", "lmms_eval", "--model", "minigpt", *(["--limit", str(limit)] if limit else []),
                     "--model_args", f"cfg_path={cfg_path}{model_args}", "--tasks", "shapes_colours,shapes_colour_choice",
                     "--include_path", str(root / "tasks"), "--batch_size", "4", "--log_samples",
                     "--output_path", str(out)], check=True, env=env, cwd=root, timeout=600)
@@ -145,9 +149,14 @@ def test_lmms_eval_answers_as_minigpt_eval(questions):
     assert picked == {doc_id: p["answer"] for doc_id, p in ours["colour_choice"].items()}
     assert len(set(picked.values())) > 1  # the picks depend on the question, not one option always
 
+    # Two processes, as `accelerate launch` runs one per GPU: each answers its share, and the answers are the same.
+    shared = run_lmms_eval(questions, cfg_path, processes=2)
+    assert {doc_id: s["filtered_resps"][0] for doc_id, s in shared["shapes_colours"].items()} == generated
+
     # Without MiniGPT-v2's "[vqa]" the same model answers otherwise: the identifier is what makes them agree.
-    bare = run_lmms_eval(questions, cfg_path, ",task_identifier=none")
-    assert {d: s["filtered_resps"][0] for d, s in bare["shapes_colours"].items()} != generated
+    bare = run_lmms_eval(questions, cfg_path, ",task_identifier=none", limit=4)
+    assert {d: s["filtered_resps"][0] for d, s in bare["shapes_colours"].items()} != {
+        d: generated[d] for d in bare["shapes_colours"]}
 
 
 def test_task_identifiers_follow_minigptv2s_eval_scripts():
