@@ -156,7 +156,7 @@ def lend_torch(into: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_core_install_trains_chats_and_names_missing_extras(tmp_path):
+def test_the_core_install_trains_chats_evaluates_and_names_missing_extras(tmp_path):
     env_dir = tmp_path / "core"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin/python"
@@ -188,5 +188,11 @@ def test_the_core_install_trains_chats_and_names_missing_extras(tmp_path):
                   "--prompt", "Which colors do you see?", "--options", f"model.tokenizer={data}/tokenizer",
                   f"model.ckpt={out}")
     assert chatted.returncode == 0 and chatted.stdout.strip(), chatted.stderr[-3000:]
+    evaluated = run("-m", "minigpt", "eval", "--cfg-path", "eval_configs/tiny_eval.yaml", "--options",
+                    f"model.tokenizer={data}/tokenizer", f"model.ckpt={out}", f"run.output_dir={tmp_path}/eval",
+                    f"evaluation_datasets.shapes_test.build_info.ann_path={data}/test.json",
+                    f"evaluation_datasets.shapes_test.build_info.image_path={data}/images")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["answered"] == 8  # 4 images, 2 questions each
     refused = run("-m", "minigpt", "agent", "--template", "image_to_paragraph", "--image", str(image))
     assert refused.returncode == 2 and "pip install 'minigpt-lab[agents]'" in refused.stderr, refused.stderr[-3000:]
