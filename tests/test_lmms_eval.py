@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import free_port
 from minigpt.synthetic.shapes import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +116,8 @@ def run_lmms_eval(root: Path, cfg_path: Path, model_args: str = "", processes: i
     out = root / f"lmms_out{len(model_args)}_{processes}"
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"] if processes > 1 else [
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", free_port()] if processes > 1 else [
                 sys.executable]
     subprocess.run([*launcher, "-m", "lmms_eval", "--model", "minigpt", *(["--limit", str(limit)] if limit else []),
                     "--model_args", f"cfg_path={cfg_path}{model_args}", "--tasks", "shapes_colours,shapes_colour_choice",
