@@ -18,7 +18,8 @@ from pathlib import Path
 
 from conftest import REPO
 
-# Run in one child process: each command as `python -m minigpt ...` / `python script.py ...` runs it.
+# Run in one child process: each command as `python -m minigpt ...` / `python -m MODULE ...` (argv "-m", MODULE,
+# ...) / `python script.py ...` runs it.
 RUNNER = r"""
 import contextlib, io, json, os, runpy, sys, time, traceback
 commands, out_file = json.loads(sys.argv[1]), sys.argv[2]
@@ -31,6 +32,9 @@ for argv in commands:
             if argv[0] == "minigpt":
                 sys.argv = ["minigpt", *argv[1:]]
                 runpy.run_module("minigpt", run_name="__main__", alter_sys=True)
+            elif argv[0] == "-m":
+                sys.argv = argv[1:]
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
             else:
                 sys.argv, sys.path[0] = argv, os.path.dirname(os.path.abspath(argv[0]))
                 runpy.run_path(argv[0], run_name="__main__")

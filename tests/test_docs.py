@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from doc_runs import run_chain
+from minigpt.cli.main import COMMANDS as SUBCOMMANDS
+from minigpt.config.loader import shipped_configs
 
 try:
     import tomllib
@@ -179,36 +178,11 @@ def targets_of(commands: list[DocCommand]) -> list[Target]:
     return sorted(found, key=lambda t: (t.kind, t.name))
 
 
-# Run in one child process: each target's --help as `python -m NAME` / `python PATH` runs it.
-RUNNER = r"""
-import contextlib, io, json, os, runpy, sys, traceback
-targets, out_file = json.loads(sys.argv[1]), sys.argv[2]
-results = []
-for kind, name in targets:
-    output, code = io.StringIO(), 0
-    argv, path0 = sys.argv[:], sys.path[0]
-    try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            if kind == "script":
-                sys.argv, sys.path[0] = [name, "--help"], os.path.dirname(os.path.abspath(name))
-                runpy.run_path(name, run_name="__main__")
-            else:
-                module = "minigpt" if kind == "minigpt" else name
-                sys.argv = [module] + ([name] if kind == "minigpt" and name else []) + ["--help"]
-                runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:
-        code = 1
-        output.write(traceback.format_exc())
-    finally:
-        sys.argv, sys.path[0] = argv, path0
-    results.append([code, output.getvalue()])
-from minigpt.cli.main import COMMANDS
-from minigpt.config.loader import shipped_configs
-with open(out_file, "w") as file:
-    json.dump({"help": results, "subcommands": list(COMMANDS), "configs": list(shipped_configs())}, file)
-"""
+def help_argv(target: Target) -> list[str]:
+    """The target's --help as doc_runs.run_chain runs it (a script by its path in the checkout)."""
+    if target.kind == "minigpt":
+        return ["minigpt", *([target.name] if target.name else []), "--help"]
+    return ["-m", target.name, "--help"] if target.kind == "module" else [str(REPO / target.name), "--help"]
 
 
 @functools.cache
@@ -217,14 +191,9 @@ def help_runs() -> tuple[dict[Target, tuple[int, str]], list[str], frozenset[str
     names), for every target the documents name, from one child process."""
     targets = targets_of(all_commands()) + [Target("minigpt", "")]
     with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "help.json"
-        spec = json.dumps([[t.kind, t.name] for t in targets])
-        result = subprocess.run([sys.executable, "-c", RUNNER, spec, str(out)], cwd=REPO, capture_output=True,
-                                text=True, timeout=600, env={**os.environ, "COLUMNS": "100"})
-        assert result.returncode == 0 and out.exists(), result.stderr[-4000:]
-        data = json.loads(out.read_text())
-    return ({t: (code, text) for t, (code, text) in zip(targets, data["help"])}, data["subcommands"],
-            frozenset(data["configs"]))
+        results = run_chain([help_argv(t) for t in targets], Path(folder), timeout=600)
+    return ({t: (code, text) for t, (code, text, _) in zip(targets, results)}, list(SUBCOMMANDS),
+            frozenset(shipped_configs()))
 
 
 def shown(target: Target) -> str:

@@ -86,6 +86,7 @@ def test_several_images_are_refused_by_name(harness):
 
 def test_a_text_only_question_has_no_image(harness):
     sample = harness.sample(HarnessQuestion("Say a colour.", []), 0)
-    assert sample["image"] is None
-    assert harness.answer([HarnessQuestion("Say a colour.", [])], GenerationOptions(max_new_tokens=3))[0] is not None
+    assert sample["image"] is None and not any(harness.collator.encode(sample, for_generation=True).image_slots)
+    answer = harness.answer([HarnessQuestion("Say a colour.", [])], GenerationOptions(max_new_tokens=3))[0]
+    assert answer == generate_answers(harness.model, harness.collator, [sample], GenerationOptions(max_new_tokens=3))[0]
     assert torch.isfinite(torch.tensor(harness.score([HarnessQuestion("Say a colour.", [])], ["red"])[0].total_loss))

@@ -11,7 +11,8 @@ minigpt-lab next to lmms-eval is all it takes. `--model_args` (comma-separated k
                     for RefCOCO-style tasks and "[vqa]" for the rest; none; or one identifier for every task.
                     Only a model whose template writes identifiers (model.task_identifiers) shows them.
   choice_scoring    total (default) | mean: which loss loglikelihood returns, as minigpt eval's choice_scoring
-  batch_size        questions (or options to score) per forward pass; lmms-eval's --batch_size sets it
+  batch_size        questions (or options to score) per forward pass; lmms-eval's --batch_size sets it ("auto":
+                    8, as no size is searched for)
   max_new_tokens    for tasks that do not say (default 256)
 Generation requests go through the chat engine in left-padded batches; loglikelihood requests return the
 continuation's loss, lower for a likelier answer, as lmms-eval's multiple-choice scoring (an argmin) and its
@@ -84,7 +85,8 @@ class MiniGPTLmms(lmms):
             self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         config = load_config(cfg_path, shlex.split(str(options)), for_training=False)
         loaded = load_model(config, Placement(self._device))
-        self.harness = HarnessModel(loaded.model, loaded.image_processor, int(str(batch_size).replace("auto", "8")))
+        batch_size = int(batch_size) if str(batch_size).isdigit() else 8
+        self.harness = HarnessModel(loaded.model, loaded.image_processor, batch_size)
         self.task_identifier, self.choice_scoring = str(task_identifier), choice_scoring
         self.max_new_tokens = int(max_new_tokens)
 
