@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 # In CI (CI=true) a skipped browser test fails, and every other skip is listed at the end of the run
 # ("skipped in CI: <test>: <reason>"); the hooks are in ci_skips.py, where a test can run them alone.
 from ci_skips import pytest_configure, pytest_runtest_makereport, pytest_terminal_summary  # noqa: E402,F401
+# A run fails if any test wrote into the checkout's data/ or output/ (checkout_guard.py).
+from checkout_guard import pytest_sessionfinish, pytest_sessionstart  # noqa: E402,F401
 
 os.environ.setdefault("WANDB_MODE", "offline")
 

@@ -87,9 +87,3 @@ def run_chain(argvs: list[list[str]], workdir: Path, timeout: int) -> list[tuple
     results = json.loads(out.read_text()) if out.exists() else []
     assert len(results) == len(argvs), f"the runner stopped: {result.stderr[-4000:]}"
     return [tuple(r) for r in results]
-
-
-def repository_state() -> set[str]:
-    """What a command run in its own folder must not change: the files under the checkout's data/ and output/."""
-    return {str(p.relative_to(REPO)) for folder in ("data", "output") if (REPO / folder).exists()
-            for p in (REPO / folder).rglob("*")}

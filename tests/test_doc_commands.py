@@ -25,7 +25,7 @@ import yaml
 
 from doc_names import (EXTERNAL, EXTERNAL_OPTIONS, OPTION, PROGRAM, SECTIONS, document_lines, key_problem,
                        keys_in_text, minigpt_options, options_of, torchrun_options, yaml_blocks, yaml_keys)
-from doc_runs import argv_of, repository_state, run_chain, with_options
+from doc_runs import argv_of, run_chain, with_options
 from test_docs import COMMANDS, SHELL_BLOCKS, Target, help_runs, segments
 from test_plan import LLM_CONFIGS
 
@@ -300,13 +300,12 @@ def run_table(slow: bool, workdir, timeout: int) -> None:
     if slow:  # the data the slow chain trains on, made in its own folder
         texts = ["python dataset/synthetic_shapes.py --out data/shapes --seed 0", *texts]
     prepare(workdir)
-    before, start = repository_state(), time.perf_counter()
+    start = time.perf_counter()  # each runs in workdir; a write into the checkout fails the run (checkout_guard.py)
     results = run_chain([with_options(argv_of(t, workdir), list(RUN[t].options)) for t in texts], workdir, timeout)
     timings = ", ".join(f"{seconds:.0f}s" for _, _, seconds in results)
     print(f"{len(texts)} documented commands in {time.perf_counter() - start:.0f} s ({timings})")
     problems = failures(texts, results, workdir)
     assert not problems, "\n".join(problems)
-    assert repository_state() == before, "a documented command wrote into the checkout's data/ or output/"
 
 
 def test_fast_documented_commands_run(tmp_path):

@@ -186,7 +186,7 @@ def test_the_core_install_trains_chats_evaluates_and_names_missing_extras(tmp_pa
     image = next((data / "images").iterdir())
     chatted = run("-m", "minigpt", "chat", "--cfg-path", "eval_configs/tiny_eval.yaml", "--image", str(image),
                   "--prompt", "Which colors do you see?", "--options", f"model.tokenizer={data}/tokenizer",
-                  f"model.ckpt={out}")
+                  f"model.ckpt={out}", "--save-dir", str(tmp_path / "demo"))
     assert chatted.returncode == 0 and chatted.stdout.strip(), chatted.stderr[-3000:]
     evaluated = run("-m", "minigpt", "eval", "--cfg-path", "eval_configs/tiny_eval.yaml", "--options",
                     f"model.tokenizer={data}/tokenizer", f"model.ckpt={out}", f"run.output_dir={tmp_path}/eval",

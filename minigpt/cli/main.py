@@ -36,11 +36,13 @@ def command_module(name: str) -> ModuleType | MissingExtraError:
         return MissingExtraError(f"minigpt {name}", missing, extra)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; or, for `minigpt <command> ...`, the chosen command's alone: each command's
+    module brings its own libraries, and a command starts without importing the others'."""
     parser = argparse.ArgumentParser(prog="minigpt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name in COMMANDS:
+    for name in [chosen] if chosen in COMMANDS else COMMANDS:
         module = command_module(name)
         if isinstance(module, MissingExtraError):
             sub = commands.add_parser(name, help=str(module), description=str(module))
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "takes_anything", False):
         parser.parse_args(argv)  # exits naming the unknown arguments

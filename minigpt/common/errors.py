@@ -7,6 +7,7 @@ the field.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 DISTRIBUTION = "minigpt-lab"  # the name to pip install (the import name is minigpt)
@@ -49,14 +50,22 @@ class MissingExtraError(InputError, ImportError):
 
 
 def optional_module(name: str) -> ModuleType | None:
-    """A library of an extra, imported if installed, else None: modules the core install also imports keep
-    working without it, and the one function that needs it raises MissingExtraError."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] != name.split(".")[0]:
-            raise  # the library is there but broken: that is not a missing extra
+    """A library of an extra, or None where it is not installed: modules the core install also loads keep
+    working without it, and the one function that needs it raises MissingExtraError. The library is
+    imported where first used, so that the core's commands do not pay for it (scikit-learn alone takes
+    most of a second)."""
+    if importlib.util.find_spec(name.split(".")[0]) is None:
         return None
+    return ImportedOnUse(name)
+
+
+class ImportedOnUse(ModuleType):
+    """A module that is imported the first time one of its attributes is read."""
+
+    def __getattr__(self, attribute: str):
+        module = importlib.import_module(self.__name__)
+        self.__dict__.update(vars(module))
+        return getattr(module, attribute)
 
 
 class FetchError(InputError):
