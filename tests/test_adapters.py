@@ -208,7 +208,7 @@ def test_training_one_adapter_leaves_the_others_and_the_base_unchanged(shapes_di
     questions.write_text(json.dumps(records))
     demo = ["demo.py", "--cfg-path", "eval_configs/tiny_v2_adapters_eval.yaml", "--json", "--cpu",
             "--questions", str(questions), "--image-root", str(shapes_dir / "images"), "--max-new-tokens", "12",
-            "--options", f"model.tokenizer={shapes_dir}/tokenizer"]
+            "--save-dir", str(tmp_path / "demo"), "--options", f"model.tokenizer={shapes_dir}/tokenizer"]
     adapted = [json.loads(line) for line in run_script(demo + [f"model.ckpt={out}"]).stdout.splitlines()]
     assert [a["adapter"] for a in adapted] == ["grounding"] * 4
     run_script(["-m", "minigpt", "export", "--cfg-path", "eval_configs/tiny_v2_adapters_eval.yaml",

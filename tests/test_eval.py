@@ -280,6 +280,7 @@ def test_eval_answers_exactly_as_demo_does(tmp_path, shapes_dir):
     questions = tmp_path / "questions.json"
     questions.write_text(json.dumps([r for r in records if r["id"] in evaluated]))
     demo = run_script(["demo.py", "--cfg-path", str(path), "--questions", str(questions), "--json", "--cpu", "--task", "vqa",
-                       "--image-root", str(shapes_dir / "images"), "--batch-size", "8", "--max-new-tokens", "6"])
+                       "--image-root", str(shapes_dir / "images"), "--batch-size", "8", "--max-new-tokens", "6",
+                       "--save-dir", str(tmp_path / "demo")])
     answered = {a["id"]: a["answer"] for a in map(json.loads, demo.stdout.splitlines()) if a}
     assert answered == evaluated and len(answered) == 8

@@ -221,7 +221,8 @@ def test_demo_answers_in_4_bit_and_reports_peak_memory(shapes_dir, tmp_path):
     Image.new("RGB", (32, 32), "red").save(tmp_path / "red.png")
     result = run_script(["demo.py", "--cfg-path", "eval_configs/tiny_v2_eval.yaml", "--options", *options,
                          f"model.ckpt={tmp_path}/run", "--cpu", "--low-resource", "--bits", "4", "--image",
-                         str(tmp_path / "red.png"), "--prompt", "[vqa] Which colors do you see?", "--max-new-tokens", "4"])
+                         str(tmp_path / "red.png"), "--prompt", "[vqa] Which colors do you see?", "--max-new-tokens", "4",
+                         "--save-dir", str(tmp_path / "demo")])
     assert result.stdout.strip()
     assert "peak resident memory" in result.stderr and "after loading" in result.stderr
     assert "after the answer" in result.stderr
